@@ -1,0 +1,37 @@
+# Two commands: `make run` (install + app on a demo workspace) and `make test` (install + test suite).
+# Both work from a clean clone and are idempotent.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+PIRL_HOME ?= $(CURDIR)/pirl-workspace
+export PIRL_HOME
+
+.PHONY: install run test browser lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline).
+browser:
+	@test -x /usr/bin/chromium || scripts/install-chromium.sh
+
+run: install
+	$(BIN)/pirl app --demo --port $(PORT)
+
+test: install browser
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check pirl_core pages app.py tests bench
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,53 @@
+import pandas as pd
+import streamlit as st
+
+from pages._shared import when, workspace
+
+ws = workspace()
+store = ws.store
+
+st.title("PIRL Studio")
+st.markdown(
+    "Learn from your **unlabeled** medical images with PIRL self-supervised pretraining, then  \n"
+    "finetune on a **small labeled set** and see whether it beats training from scratch and from ImageNet,  \n"
+    "all on this machine: no image leaves it."
+)
+st.caption(f"Workspace: `{ws.root}`")
+
+datasets = store.datasets()
+jobs = store.jobs()
+exports = store.exports()
+running = [j for j in jobs if j["status"] in ("queued", "running")]
+
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Datasets", len(datasets))
+c2.metric("Images", sum(d["images"] for d in datasets))
+c3.metric("Jobs running / queued", len(running))
+c4.metric("Exported models", len(exports))
+
+st.subheader("Datasets")
+if datasets:
+    st.dataframe(
+        pd.DataFrame([{"name": d["name"], "images": d["images"], "labeled": d["labeled"],
+                       "added": when(d["created_at"])} for d in datasets]),
+        hide_index=True)
+else:
+    st.info("No datasets yet. Bring in a folder of images to start.")
+
+st.subheader("Jobs")
+if jobs:
+    st.dataframe(
+        pd.DataFrame([{"id": j["id"], "kind": j["kind"], "status": j["status"],
+                       "progress": f"{100 * (j['progress'] or 0):.0f}%", "started": when(j["started_at"]),
+                       "finished": when(j["finished_at"])} for j in jobs]),
+        hide_index=True)
+else:
+    st.info("No training jobs yet.")
+
+st.subheader("Models")
+if exports:
+    st.dataframe(pd.DataFrame([{"id": e["id"], "job": e["job_id"], "file": e["path"],
+                                "exported": when(e["created_at"])} for e in exports]),
+                 hide_index=True)
+else:
+    st.info("No exported models yet.")

@@ -1,0 +1,350 @@
+"""The workspace database: schema, forward migrations and every query.
+
+This is the only module that writes SQL. Everything else calls the methods of `Store`.
+The database is SQLite in WAL mode, opened through sqlite-utils; several processes (the app,
+the CLI, training workers) read and write it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+ACTIVE_STATES = ("queued", "running")
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL DEFAULT 'unlabeled',
+            source TEXT,
+            content_hash TEXT,
+            n_images INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            info TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            content_hash TEXT NOT NULL,
+            path TEXT NOT NULL,
+            orig_name TEXT NOT NULL,
+            width INTEGER,
+            height INTEGER,
+            label TEXT,
+            split TEXT,
+            group_id TEXT,
+            created_at REAL NOT NULL,
+            UNIQUE (dataset_id, content_hash)
+        );
+        CREATE INDEX images_dataset ON images(dataset_id);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            dataset_id INTEGER REFERENCES datasets(id),
+            config TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'queued',
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            progress REAL NOT NULL DEFAULT 0,
+            message TEXT,
+            error TEXT,
+            result TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            step INTEGER NOT NULL,
+            epoch REAL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            time REAL NOT NULL
+        );
+        CREATE INDEX metrics_job ON metrics(job_id, name, step);
+        CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            result TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE exports (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER REFERENCES jobs(id),
+            path TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            info TEXT NOT NULL DEFAULT '{}'
+        );
+        """
+    )
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """Worker bookkeeping for background jobs, and one metric row per (job, step, name)."""
+    db.executescript(
+        """
+        ALTER TABLE jobs ADD COLUMN pid INTEGER;
+        ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
+        ALTER TABLE jobs ADD COLUMN checkpoint TEXT;
+        DROP INDEX metrics_job;
+        CREATE UNIQUE INDEX metrics_job_step ON metrics(job_id, name, step);
+        CREATE TABLE skipped (
+            id INTEGER PRIMARY KEY,
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS = [_v1, _v2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else {}
+
+
+class Store:
+    """Typed access to the workspace database."""
+
+    def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
+        self.path = Path(path)
+        conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self.db = sqlite_utils.Database(conn)
+        self.db.enable_wal()
+        self._migrate(migrate_to)
+
+    # -- schema --------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self, target: int) -> None:
+        current = self.version
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"The workspace database {self.path} has schema version {current}, newer than this "
+                f"PIRL Studio understands ({SCHEMA_VERSION}). Upgrade pirl-studio, or use another workspace."
+            )
+        for version in range(current + 1, target + 1):
+            with self.transaction():
+                MIGRATIONS[version - 1](self.db)
+                self.db.execute(f"PRAGMA user_version = {version}")
+
+    def transaction(self, immediate: bool = False):
+        """`with store.transaction():` runs the block as one all-or-nothing write."""
+        return _Transaction(self.db.conn, immediate)
+
+    @property
+    def journal_mode(self) -> str:
+        return self.db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -- datasets ------------------------------------------------------------------------
+    def datasets(self) -> list[dict]:
+        rows = self.db.execute_returning_dicts(
+            """SELECT d.*, COUNT(i.id) AS images, COUNT(i.label) AS labeled
+               FROM datasets d LEFT JOIN images i ON i.dataset_id = d.id
+               GROUP BY d.id ORDER BY d.created_at DESC"""
+        )
+        for row in rows:
+            row["info"] = _loads(row["info"])
+        return rows
+
+    def dataset(self, name_or_id: str | int) -> dict | None:
+        column = "id" if isinstance(name_or_id, int) else "name"
+        rows = self.db.execute_returning_dicts(f"SELECT * FROM datasets WHERE {column} = ?", [name_or_id])
+        if not rows:
+            return None
+        rows[0]["info"] = _loads(rows[0]["info"])
+        return rows[0]
+
+    def add_dataset(self, name: str, kind: str = "unlabeled", source: str | None = None,
+                    info: dict | None = None) -> int:
+        return self.db["datasets"].insert(
+            dict(name=name, kind=kind, source=source, created_at=time.time(), info=json.dumps(info or {}))
+        ).last_pk
+
+    def update_dataset(self, dataset_id: int, **fields) -> None:
+        if "info" in fields:
+            fields["info"] = json.dumps(fields["info"])
+        self.db["datasets"].update(dataset_id, fields)
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM images WHERE dataset_id = ?", [dataset_id])
+            self.db.execute("DELETE FROM skipped WHERE dataset_id = ?", [dataset_id])
+            self.db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
+
+    # -- images --------------------------------------------------------------------------
+    def add_images(self, rows: Iterable[dict]) -> None:
+        now = time.time()
+        self.db["images"].insert_all(({"created_at": now, **r} for r in rows), batch_size=500)
+
+    def images(self, dataset_id: int, split: str | None = None, labeled_only: bool = False) -> list[dict]:
+        sql = "SELECT * FROM images WHERE dataset_id = ?"
+        args: list[Any] = [dataset_id]
+        if split:
+            sql += " AND split = ?"
+            args.append(split)
+        if labeled_only:
+            sql += " AND label IS NOT NULL"
+        return self.db.execute_returning_dicts(sql + " ORDER BY id", args)
+
+    def set_image_fields(self, updates: Iterable[tuple[int, dict]]) -> None:
+        with self.transaction():
+            for image_id, fields in updates:
+                self.db["images"].update(image_id, fields)
+
+    def class_counts(self, dataset_id: int) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT label, COUNT(*) FROM images WHERE dataset_id = ? AND label IS NOT NULL GROUP BY label "
+            "ORDER BY label", [dataset_id]).fetchall()
+        return {label: n for label, n in rows}
+
+    def add_skipped(self, dataset_id: int, rows: Iterable[tuple[str, str]]) -> None:
+        self.db["skipped"].insert_all(
+            ({"dataset_id": dataset_id, "name": n, "reason": r} for n, r in rows), batch_size=500)
+
+    def skipped(self, dataset_id: int) -> list[dict]:
+        return self.db.execute_returning_dicts(
+            "SELECT name, reason FROM skipped WHERE dataset_id = ? ORDER BY id", [dataset_id])
+
+    # -- jobs ----------------------------------------------------------------------------
+    def add_job(self, kind: str, config: dict, dataset_id: int | None = None) -> int:
+        return self.db["jobs"].insert(
+            dict(kind=kind, config=json.dumps(config), dataset_id=dataset_id, status="queued",
+                 created_at=time.time())
+        ).last_pk
+
+    def job(self, job_id: int) -> dict | None:
+        rows = self.db.execute_returning_dicts("SELECT * FROM jobs WHERE id = ?", [job_id])
+        return self._job_row(rows[0]) if rows else None
+
+    def jobs(self, kind: str | None = None, statuses: Iterable[str] | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if statuses:
+            statuses = list(statuses)
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        return [self._job_row(r) for r in self.db.execute_returning_dicts(sql + " ORDER BY id DESC", args)]
+
+    @staticmethod
+    def _job_row(row: dict) -> dict:
+        row["config"] = _loads(row["config"])
+        row["result"] = _loads(row["result"])
+        return row
+
+    def update_job(self, job_id: int, **fields) -> None:
+        for key in ("config", "result"):
+            if key in fields:
+                fields[key] = json.dumps(fields[key])
+        self.db["jobs"].update(job_id, fields)
+
+    def claim_next_job(self, pid: int) -> dict | None:
+        """Atomically move the oldest queued job to running, owned by `pid`."""
+        with self.transaction(immediate=True):
+            row = self.db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            self.db.execute(
+                "UPDATE jobs SET status = 'running', pid = ?, started_at = COALESCE(started_at, ?), "
+                "heartbeat_at = ?, error = NULL, message = 'starting' WHERE id = ?", [pid, now, now, row[0]])
+        return self.job(row[0])
+
+    def set_job_status_if(self, job_id: int, expected: Iterable[str], status: str, **fields) -> bool:
+        """Compare-and-set on a job's status; returns whether it changed."""
+        expected = list(expected)
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cur = self.db.execute(
+            f"UPDATE jobs SET status = ?{', ' + sets if sets else ''} "
+            f"WHERE id = ? AND status IN ({','.join('?' * len(expected))})",
+            [status, *fields.values(), job_id, *expected])
+        return cur.rowcount > 0
+
+    # -- metrics -------------------------------------------------------------------------
+    def add_metrics(self, job_id: int, step: int, epoch: float | None, values: dict[str, float],
+                    at: float | None = None) -> None:
+        now = at or time.time()
+        self.db.conn.executemany(
+            "INSERT OR REPLACE INTO metrics (job_id, step, epoch, name, value, time) VALUES (?, ?, ?, ?, ?, ?)",
+            [(job_id, step, epoch, name, float(value), now) for name, value in values.items()])
+
+    def delete_metrics_after(self, job_id: int, step: int) -> None:
+        self.db.execute("DELETE FROM metrics WHERE job_id = ? AND step > ?", [job_id, step])
+
+    def metrics(self, job_id: int, names: Iterable[str] | None = None) -> list[dict]:
+        sql, args = "SELECT step, epoch, name, value, time FROM metrics WHERE job_id = ?", [job_id]
+        if names:
+            names = list(names)
+            sql += f" AND name IN ({','.join('?' * len(names))})"
+            args += names
+        return self.db.execute_returning_dicts(sql + " ORDER BY step, name", args)
+
+    # -- evaluations and exports ---------------------------------------------------------
+    def add_evaluation(self, job_id: int | None, result: dict) -> int:
+        return self.db["evaluations"].insert(
+            dict(job_id=job_id, created_at=time.time(), result=json.dumps(result))).last_pk
+
+    def evaluations(self, job_id: int | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM evaluations", []
+        if job_id is not None:
+            sql, args = sql + " WHERE job_id = ?", [job_id]
+        rows = self.db.execute_returning_dicts(sql + " ORDER BY id DESC", args)
+        for row in rows:
+            row["result"] = _loads(row["result"])
+        return rows
+
+    def add_export(self, job_id: int | None, path: str, info: dict) -> int:
+        return self.db["exports"].insert(
+            dict(job_id=job_id, path=path, created_at=time.time(), info=json.dumps(info))).last_pk
+
+    def exports(self) -> list[dict]:
+        rows = self.db.execute_returning_dicts("SELECT * FROM exports ORDER BY id DESC")
+        for row in rows:
+            row["info"] = _loads(row["info"])
+        return rows
+
+
+class _Transaction:
+    """BEGIN ... COMMIT, or ROLLBACK on an exception. Nested use joins the outer transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, immediate: bool = False):
+        self.conn = conn
+        self.immediate = immediate
+        self.outer = False
+
+    def __enter__(self):
+        self.outer = not self.conn.in_transaction
+        if self.outer:
+            self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.outer:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False

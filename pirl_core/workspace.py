@@ -1,0 +1,43 @@
+"""The workspace folder: one place for the database, image caches, checkpoints and exports.
+
+Default `./pirl-workspace`; `PIRL_HOME` or the CLI's `--workspace` point elsewhere.
+Delete the folder and the app starts fresh.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from .store import Store
+
+DEFAULT_DIR = "pirl-workspace"
+DB_NAME = "pirl.db"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("PIRL_HOME") or DEFAULT_DIR).expanduser().resolve()
+
+
+class Workspace:
+    SUBDIRS = ("images", "cache", "checkpoints", "exports", "logs", "uploads")
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser().resolve() if root else default_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        for name in self.SUBDIRS:
+            (self.root / name).mkdir(exist_ok=True)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.root / DB_NAME)
+
+    def __getattr__(self, name: str) -> Path:
+        # ws.images, ws.cache, ws.checkpoints, ws.exports, ws.logs, ws.uploads
+        if name in self.SUBDIRS:
+            return self.root / name
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"

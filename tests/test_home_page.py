@@ -1,0 +1,34 @@
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+
+def _run(page="pages/home.py"):
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_on_an_empty_workspace(ws):
+    at = _run()
+    assert at.title[0].value == "PIRL Studio"
+    assert [m.value for m in at.metric] == ["0", "0", "0", "0"]
+    assert any("No datasets yet" in i.value for i in at.info)
+
+
+def test_home_on_a_filled_workspace(ws):
+    s = ws.store
+    ds = s.add_dataset("skin-pool")
+    s.add_images([dict(dataset_id=ds, content_hash=f"h{i}", path=f"p{i}", orig_name=f"{i}.png") for i in range(5)])
+    s.add_job("pretrain", {"epochs": 1}, dataset_id=ds)
+    at = _run()
+    assert [m.value for m in at.metric][:3] == ["1", "5", "1"]
+    tables = [df.value for df in at.dataframe]
+    assert tables[0]["name"].tolist() == ["skin-pool"]
+    assert tables[1]["status"].tolist() == ["queued"]
+
+
+def test_entry_point_runs_the_home_page(ws):
+    at = _run("app.py")
+    assert at.title[0].value == "PIRL Studio"
