@@ -1,0 +1,77 @@
+"""The memory bank: one L2-normalised vector per training image, updated with momentum.
+
+Negatives are drawn without replacement, never the positive, at most N - 1 per sample.
+One shared draw of K + 1 indices serves the whole batch: for each sample the column equal to
+its own index (if drawn) is dropped, else the spare last column is, so every row keeps K
+distinct negatives that exclude its positive. Works for N = 10 and for N = 10^6 alike.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class Negatives(NamedTuple):
+    """K + 1 candidate bank indices shared by the batch, and which K of them each row keeps."""
+
+    candidates: torch.Tensor  # (K + 1,)
+    keep: torch.Tensor  # (B, K + 1) bool, exactly K True per row
+
+    def indices(self) -> torch.Tensor:
+        """(B, K) bank indices of each row's negatives."""
+        b = self.keep.shape[0]
+        return self.candidates.expand(b, -1)[self.keep].view(b, -1)
+
+
+class MemoryBank:
+    def __init__(self, vectors: torch.Tensor, ids: list, momentum: float = 0.5, normalized: bool = False):
+        if vectors.shape[0] != len(ids):
+            raise ValueError(f"{vectors.shape[0]} bank vectors for {len(ids)} image ids")
+        self.vectors = vectors.float() if normalized else F.normalize(vectors.float(), dim=1)
+        self.ids = list(ids)
+        self.momentum = momentum
+
+    @classmethod
+    def random(cls, n: int, dim: int, ids: list, gen: torch.Generator | None = None, momentum: float = 0.5):
+        return cls(torch.randn(n, dim, generator=gen), ids, momentum)
+
+    def __len__(self) -> int:
+        return self.vectors.shape[0]
+
+    def to(self, device) -> MemoryBank:
+        self.vectors = self.vectors.to(device)
+        return self
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, embeddings: torch.Tensor) -> None:
+        """m_i <- normalise(momentum * m_i + (1 - momentum) * f(v_i)) for the batch's images."""
+        mixed = self.momentum * self.vectors[index] + (1 - self.momentum) * embeddings.detach().float()
+        self.vectors[index] = F.normalize(mixed, dim=1)
+
+    def sample_negatives(self, index: torch.Tensor, k: int, gen: torch.Generator | None = None) -> Negatives:
+        """k negatives for each row of `index`: distinct within a row, never the row's own index."""
+        n = len(self)
+        if not 1 <= k <= n - 1:
+            raise ValueError(f"negatives must be between 1 and N - 1 = {n - 1}, got {k}")
+        if n <= 4 * (k + 1):
+            drawn = torch.randperm(n, generator=gen)[: k + 1]
+        else:  # sample with replacement and de-duplicate: no O(N) permutation for huge banks
+            drawn = torch.empty(0, dtype=torch.long)
+            while drawn.numel() < k + 1:
+                extra = torch.randint(0, n, (2 * (k + 1),), generator=gen)
+                drawn = torch.unique(torch.cat([drawn, extra]))
+            drawn = drawn[torch.randperm(drawn.numel(), generator=gen)[: k + 1]]
+        drawn = drawn.to(index.device)
+        keep = drawn[None, :] != index[:, None]  # (B, k+1): False where the positive was drawn
+        keep[:, -1] &= ~keep[:, :-1].all(dim=1)  # rows that kept all k+1: drop the spare
+        return Negatives(drawn, keep)
+
+    def state_dict(self) -> dict:
+        return {"vectors": self.vectors.cpu(), "ids": list(self.ids), "momentum": self.momentum}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> MemoryBank:
+        return cls(state["vectors"], state["ids"], state["momentum"], normalized=True)

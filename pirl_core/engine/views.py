@@ -1,0 +1,157 @@
+"""The two PIRL views, built for a whole batch at once from cached uint8 images.
+
+* image view v_I: RandomResizedCrop(image_size, scale=(0.08, 1)), flip, colour jitter
+  (0.4, 0.4, 0.4, 0.2) with p=0.8, grayscale p=0.2.
+* jigsaw view v_It: RandomResizedCrop(jigsaw_size, scale=(0.6, 1)); a 3x3 grid of cells; a
+  random patch_size crop in each cell; the same flip/jitter/grayscale per patch,
+  independently; the 9 patches shuffled.
+
+At 224 px the sizes are the paper's (255 / 85 / 64); other sizes keep those proportions.
+Every crop is one `roi_align` call over the batch (bilinear, anti-aliased by its sampling
+grid) and every colour operation is a batched tensor op, so building the 10 views of a
+batch costs a small fraction of the network's step, on the CPU as on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import roi_align
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+N_PATCHES = 9
+
+
+@dataclass(frozen=True)
+class ViewSizes:
+    image: int
+    jigsaw: int
+    cell: int
+    patch: int
+
+    @classmethod
+    def for_image_size(cls, image_size: int, patch_size: int | None = None) -> ViewSizes:
+        jigsaw = round(image_size * 255 / 224)
+        cell = jigsaw // 3
+        patch = patch_size or round(image_size * 64 / 224)
+        if not 8 <= patch <= cell:
+            raise ValueError(f"patch size {patch} must be between 8 and the jigsaw cell ({cell} px)")
+        return cls(image_size, cell * 3, cell, patch)
+
+
+def random_boxes(gen: torch.Generator, n: int, height: int, width: int, scale: tuple[float, float],
+                 ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """RandomResizedCrop boxes (x1, y1, x2, y2) for n images, vectorised.
+
+    Like torchvision: area fraction uniform in `scale`, log-aspect uniform in `ratio`; a box
+    that does not fit is shrunk to fit (torchvision retries, then falls back to a centre crop).
+    """
+    area = height * width * torch.empty(n).uniform_(scale[0], scale[1], generator=gen)
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=gen)
+    aspect = torch.exp(log_r)
+    w = torch.sqrt(area * aspect).clamp(1, width)
+    h = torch.sqrt(area / aspect).clamp(1, height)
+    x1 = torch.rand(n, generator=gen) * (width - w)
+    y1 = torch.rand(n, generator=gen) * (height - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def _crop(images: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor, size: int) -> torch.Tensor:
+    rois = torch.cat([batch_index[:, None].to(boxes.dtype), boxes], dim=1)
+    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
+
+# RGB <-> YIQ; a hue shift is a rotation of the IQ plane.
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = torch.linalg.inv(_YIQ)
+
+
+def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 0.2), p_jitter: float = 0.8,
+                  p_gray: float = 0.2, p_flip: float = 0.5) -> torch.Tensor:
+    """Flip, colour jitter and random grayscale, each sample with its own draws. x: float [0, 1]."""
+    n = x.shape[0]
+    u = lambda lo, hi: torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen)  # noqa: E731
+    flip = torch.rand(n, generator=gen) < p_flip
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    b, c, s, h = jitter
+    on = (torch.rand(n, 1, 1, 1, generator=gen) < p_jitter).to(x.dtype)
+    brightness, contrast, saturation = u(1 - b, 1 + b), u(1 - c, 1 + c), u(1 - s, 1 + s)
+    hue = torch.empty(n).uniform_(-h, h, generator=gen) * 2 * math.pi
+    ops = torch.randperm(4, generator=gen).tolist()  # torchvision applies the four in random order
+    for op in ops:
+        if op == 0:
+            y = x * brightness
+        elif op == 1:
+            y = (x - _gray(x).mean((2, 3), keepdim=True)) * contrast + _gray(x).mean((2, 3), keepdim=True)
+        elif op == 2:
+            y = (x - _gray(x)) * saturation + _gray(x)
+        else:
+            cos, sin = torch.cos(hue), torch.sin(hue)
+            rot = torch.zeros(n, 3, 3)
+            rot[:, 0, 0] = 1
+            rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+            m = (_YIQ_INV @ rot @ _YIQ).to(x.dtype)
+            y = torch.einsum("nij,njhw->nihw", m, x)
+        x = (on * y + (1 - on) * x).clamp(0, 1)
+
+    gray = torch.rand(n, generator=gen) < p_gray
+    return torch.where(gray[:, None, None, None], _gray(x).expand_as(x), x)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or (B, 3, H, W) -> float (B, 3, H, W) in [0, 1]."""
+    if batch_u8.shape[-1] == 3 and batch_u8.shape[1] != 3:
+        batch_u8 = batch_u8.permute(0, 3, 1, 2)
+    return batch_u8.float().div_(255)
+
+
+def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
+               scale: tuple[float, float] = (0.08, 1.0)) -> torch.Tensor:
+    """v_I for a batch of float images (B, 3, H, W): normalised (B, 3, size, size)."""
+    n, _, height, width = images.shape
+    boxes = random_boxes(gen, n, height, width, scale)
+    return normalize(color_distort(_crop(images, boxes, torch.arange(n), size), gen))
+
+
+def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
+                scale: tuple[float, float] = (0.6, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_It for a batch: normalised patches (B, 9, 3, p, p) in shuffled order, and that order (B, 9).
+
+    The jigsaw crop, its 3x3 cells and the random patch in each cell are composed into one
+    box per patch in source coordinates, so the 9B patches come out of a single resample.
+    """
+    n, _, height, width = images.shape
+    boxes = random_boxes(gen, n, height, width, scale)  # the jigsaw crop, resized to sizes.jigsaw
+    to_src = (boxes[:, 2:] - boxes[:, :2]) / sizes.jigsaw  # source px per jigsaw px (x, y)
+    grid = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"), -1).reshape(9, 2)
+    cell_origin = grid.flip(-1).float() * sizes.cell  # (9, 2) as (x, y), row-major cells
+    jitter = torch.randint(0, sizes.cell - sizes.patch + 1, (n, 9, 2), generator=gen).float()
+    top_left = boxes[:, None, :2] + (cell_origin[None] + jitter) * to_src[:, None]
+    bottom_right = top_left + sizes.patch * to_src[:, None]
+    patch_boxes = torch.cat([top_left, bottom_right], -1).reshape(n * 9, 4)
+    patches = _crop(images, patch_boxes, torch.arange(n).repeat_interleave(9), sizes.patch)
+    patches = normalize(color_distort(patches, gen)).reshape(n, 9, 3, sizes.patch, sizes.patch)
+    order = torch.argsort(torch.rand(n, 9, generator=gen), dim=1)
+    return torch.gather(patches, 1, order[:, :, None, None, None].expand_as(patches)), order
+
+
+def eval_view(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Deterministic view for features and evaluation: resize the whole cached image, normalise."""
+    if images.shape[-1] != size:
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear",
+                                                 antialias=True, align_corners=False)
+    return normalize(images)

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from pirl_core.engine import backbones
+from pirl_core.engine.backbones import REGISTRY, build_backbone, load_weights_file, sha256_prefix
+from pirl_core.errors import PirlError
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_backbone_gives_features_of_its_registered_width(name):
+    model = build_backbone(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, REGISTRY[name].dim)
+
+
+def test_efficientnet_lite0_imagenet_weights_are_the_published_trained_file():
+    path = REGISTRY["efficientnet_lite0"].imagenet_file()
+    # torch hub convention: the file name carries the first 8 hex digits of its sha256
+    assert sha256_prefix(path) == "57934424" == path.stem.split("-")[-1]
+    trained, random = build_backbone("efficientnet_lite0", pretrained=True), build_backbone("efficientnet_lite0")
+    bn_t, bn_r = trained.trunk._bn0, random.trunk._bn0
+    assert torch.allclose(bn_r.running_var, torch.ones_like(bn_r.running_var))
+    assert not torch.allclose(bn_t.running_var, torch.ones_like(bn_t.running_var))
+
+    # Trained first-layer filters are smooth: neighbouring weights correlate; random ones do not.
+    def smoothness(conv):
+        w = conv.weight.detach()
+        a, b = w[..., :, :-1].flatten(), w[..., :, 1:].flatten()
+        return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+    assert smoothness(trained.trunk._conv_stem) > 0.3 > abs(smoothness(random.trunk._conv_stem))
+
+
+def test_resnet_imagenet_offline_error_names_file_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
+    with pytest.raises(PirlError) as err:
+        build_backbone("resnet18", pretrained=True)
+    msg = str(err.value)
+    assert "resnet18-f37072fd.pth" in msg and str(tmp_path / "hub" / "hub" / "checkpoints") in msg
+
+
+def test_resnet_imagenet_weights_found_in_the_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    source = build_backbone("resnet18").trunk.state_dict()
+    source = {k: v + 0.5 if v.is_floating_point() else v for k, v in source.items()}
+    path = REGISTRY["resnet18"].imagenet_file()
+    path.parent.mkdir(parents=True)
+    torch.save(source, path)
+    model = build_backbone("resnet18", pretrained=True)
+    assert torch.equal(model.trunk.conv1.weight, source["conv1.weight"])
+
+
+def test_user_weights_file_is_loaded_and_checked(tmp_path):
+    state = build_backbone("resnet18").trunk.state_dict()
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "mine.pth")
+    model = build_backbone("resnet18", weights_path=tmp_path / "mine.pth")
+    assert torch.equal(model.trunk.conv1.weight, state["conv1.weight"])
+    with pytest.raises(PirlError, match="do not fit resnet50"):
+        build_backbone("resnet50", weights_path=tmp_path / "mine.pth")
+
+
+def test_weights_files_never_unpickle_arbitrary_objects(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(PirlError, match="Cannot read"):
+        load_weights_file(tmp_path / "evil.pth")
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(PirlError, match="choose one of"):
+        backbones.build_backbone("vgg11")

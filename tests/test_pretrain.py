@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pirl_core.engine import checkpoint
+from pirl_core.engine.pretrain import Callbacks, PretrainConfig, load_pretrained, pretrain
+from pirl_core.errors import PirlError
+from pirl_core.image_cache import build_cache, folder_images
+
+
+@pytest.fixture(scope="module")
+def cache(demo_dir, tmp_path_factory):
+    files = folder_images(demo_dir / "unlabeled")
+    out = tmp_path_factory.mktemp("cache") / "cache.npy"
+    return build_cache(files, len(files), 37, out, Image.open), [f.name for f in files]
+
+
+def tiny(**kw):
+    return PretrainConfig(**{"image_size": 32, "batch_size": 16, "epochs": 2, "lr": 0.05, "seed": 3,
+                             "warmup_epochs": 0, **kw})
+
+
+class Recorder(Callbacks):
+    def __init__(self, stop_at=None):
+        self.reports, self.stop_at = [], stop_at
+
+    def on_step(self, report):
+        self.reports.append(report)
+
+    def should_stop(self):
+        return self.stop_at is not None and len(self.reports) >= self.stop_at
+
+
+def test_two_epochs_on_demo_data_lower_the_loss(cache, tmp_path):
+    images, ids = cache
+    rec = Recorder()
+    result = pretrain(tiny(epochs=6), images, ids, tmp_path, rec)
+    losses = [r.metrics["loss"] for r in rec.reports]
+    assert result.status == "finished" and result.step == len(losses) == 18
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < first - 0.1, (first, last)
+    assert {"loss", "loss_jigsaw", "loss_image", "lr"} <= set(rec.reports[-1].metrics)
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(cache, tmp_path):
+    images, ids = cache
+    straight = pretrain(tiny(), images, ids, tmp_path / "a")
+    first = pretrain(tiny(), images, ids, tmp_path / "b", Recorder(stop_at=3))
+    assert first.status == "stopped" and first.step == 3
+    resumed = pretrain(tiny(), images, ids, tmp_path / "b")
+    assert resumed.status == "finished" and resumed.step == straight.step == 6
+    a, b = checkpoint.load(straight.checkpoint), checkpoint.load(resumed.checkpoint)
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+    assert torch.allclose(a["bank"]["vectors"], b["bank"]["vectors"], atol=1e-5)
+    assert resumed.last_metrics["loss"] == pytest.approx(straight.last_metrics["loss"], abs=1e-4)
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_is_not_overwritten(cache, tmp_path):
+    images, ids = cache
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(PirlError, match="corrupt or truncated"):
+        pretrain(tiny(), images, ids, tmp_path)
+    assert (tmp_path / "last.pt").read_bytes() == b"not a checkpoint at all"
+
+
+def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    good = checkpoint.save_atomic({"format": 1, "step": 1}, tmp_path / "last.pt")
+
+    def crash(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        checkpoint.save_atomic({"format": 1, "step": 2}, good)
+    assert checkpoint.load(good)["step"] == 1
+    assert list(tmp_path.iterdir()) == [good]
+
+
+def test_impossible_settings_are_named_up_front(cache, tmp_path):
+    images, ids = cache
+    with pytest.raises(PirlError) as err:
+        pretrain(tiny(negatives=len(ids), temperature=0, batch_size=1), images, ids, tmp_path)
+    msg = str(err.value)
+    assert f"N - 1 = {len(ids) - 1}" in msg and "temperature" in msg and "batch size" in msg
+    assert not (tmp_path / "last.pt").exists()
+
+
+def test_load_pretrained_returns_model_and_bank_with_ids(cache, tmp_path):
+    images, ids = cache
+    result = pretrain(tiny(epochs=1), images, ids, tmp_path)
+    model, config, bank = load_pretrained(result.checkpoint)
+    assert config.image_size == 32 and bank.ids == ids and bank.vectors.shape == (len(ids), 128)
+    assert torch.allclose(bank.vectors.norm(dim=1), torch.ones(len(ids)), atol=1e-5)
+
+
+def test_cli_pretrain_on_a_folder_skips_bad_files_and_prints_json(demo_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from pirl_core.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir / "unlabeled", data)
+    (data / "broken.png").write_bytes(b"\x89PNG not really")
+    code = main(["pretrain", "--data", str(data), "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+                 "--out", str(tmp_path / "run")])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "finished" and out["steps"] == 3
+    assert [s["file"].endswith("broken.png") for s in out["skipped"]] == [True]
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_cli_pretrain_bad_settings_is_one_line_not_a_traceback(demo_dir, capsys):
+    from pirl_core.cli import main
+
+    assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--negatives", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid pretrain settings") and "Traceback" not in err
