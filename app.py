@@ -6,6 +6,7 @@ st.set_page_config(page_title="PIRL Studio", page_icon=":material/biotech:", lay
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
 ]
 
 st.navigation(PAGES).run()

@@ -52,7 +52,9 @@ def _bar(done: int, total: int, width: int = 28) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def cmd_pretrain(args) -> int:
@@ -110,6 +112,39 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_ingest(args) -> int:
+    from . import ingest
+    from .workspace import Workspace
+
+    path = Path(args.path)
+    pre_skipped: list[dict] = []
+    if path.is_file() and path.suffix.lower() == ".zip":
+        files, pre_skipped = ingest.zip_source(path)
+    else:
+        files = ingest.folder_source(path, check_roots=False)
+
+    def progress(i, n, name):
+        print(f"\r{_bar(i, n)} {i}/{n}", end="", file=sys.stderr)
+
+    report = ingest.ingest(Workspace(), files, args.name or path.stem, folder_labels=args.folder_labels,
+                           labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
+                           pre_skipped=pre_skipped, on_progress=progress)
+    print(file=sys.stderr)
+    _print_json(report.to_dict())
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .workspace import Workspace
+
+    store = Workspace().store
+    rows = [{"id": d["id"], "name": d["name"], "kind": d["kind"], "images": d["images"], "labeled": d["labeled"],
+             "classes": store.class_counts(d["id"]), "skipped": len(store.skipped(d["id"]))}
+            for d in store.datasets()]
+    _print_json(rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pirl", description="PIRL Studio: self-supervised pretraining for medical images, on your machine.")
@@ -134,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("ingest", help="import a folder or .zip of images as a dataset (prints a JSON report)")
+    p.add_argument("path", help="a folder (searched recursively) or a .zip")
+    p.add_argument("--name", help="dataset name (default: the folder's name)")
+    p.add_argument("--labels", help="CSV with columns filename,label[,group]")
+    p.add_argument("--folder-labels", action="store_true", help="class = the image's sub-folder name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("datasets", help="list the workspace's datasets (JSON)")
+    p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("pretrain", help="PIRL pretraining on a folder of images",
                        description="Defaults suit the machine: on a CPU resnet18 at 96 px for 15 epochs "

@@ -84,7 +84,8 @@ def generate(out_dir: str | Path, n: int = 60, seed: int = 0, unlabeled: int | N
         counts[name] = count
         for i in range(count):
             rng = np.random.default_rng([seed, 1, c, i])
-            Image.fromarray(lesion(rng, size, rng.uniform(*SEVERITY[name]))).save(folder / f"{name}_{i:05d}.png", compress_level=1)
+            image = lesion(rng, size, rng.uniform(*SEVERITY[name]))
+            Image.fromarray(image).save(folder / f"{name}_{i:05d}.png", compress_level=1)
     pool = out / "unlabeled"
     pool.mkdir(parents=True, exist_ok=True)
     for i in range(unlabeled):

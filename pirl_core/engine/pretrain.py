@@ -275,7 +275,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         if config.bank_init == "features":
             vectors = embed_dataset(model, images, config.image_size, device, channels_last=config.channels_last)
         else:
-            vectors = torch.randn(n, 128, generator=_step_generator(config.seed, -1))
+            vectors = torch.randn(n, 128, generator=_step_generator(config.seed, 3))
         bank = MemoryBank(vectors, ids, config.bank_momentum).to(device)
 
     amp_dtype = None

@@ -1,0 +1,154 @@
+import io
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pages._shared import guarded, when, workspace
+from pirl_core import ingest
+
+ws = workspace()
+store = ws.store
+PAGE_SIZE = 24
+
+st.title("Data")
+st.caption("Bring in unlabeled images for pretraining, and a small labeled set for finetuning and comparison.")
+
+LABEL_CHOICES = ["No labels (unlabeled pool)", "Class sub-folders", "CSV: filename,label[,group]"]
+
+
+def run_ingest(files, name, label_choice, csv_file, pre_skipped=None):
+    bar = st.progress(0.0, text="Checking and importing ...")
+
+    def progress(i, n, current):
+        bar.progress(i / max(n, 1), text=f"{i}/{n} {current}")
+
+    csv_bytes = csv_file.getvalue() if (label_choice == LABEL_CHOICES[2] and csv_file) else None
+    if label_choice == LABEL_CHOICES[2] and csv_bytes is None:
+        st.error("Choose the labels CSV file, or pick another labels option.")
+        return
+    report = ingest.ingest(ws, files, name, folder_labels=label_choice == LABEL_CHOICES[1],
+                           labels_csv=csv_bytes, pre_skipped=pre_skipped, on_progress=progress)
+    bar.empty()
+    show_report(report)
+
+
+def show_report(report):
+    if report.unchanged:
+        st.info(f"**{report.dataset}** already holds exactly these images: nothing changed.")
+    else:
+        st.success(f"Imported **{report.imported}** images into **{report.dataset}**.")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Imported", report.imported)
+    c2.metric("Duplicates (imported once)", len(report.duplicates))
+    c3.metric("Skipped", len(report.skipped))
+    for w in report.warnings:
+        st.warning(w)
+    if report.skipped:
+        st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
+    if report.duplicates:
+        with st.expander(f"{len(report.duplicates)} duplicate file(s)"):
+            st.dataframe(pd.DataFrame(report.duplicates), hide_index=True)
+    for note in report.notes[:20]:
+        st.caption(note)
+
+
+def ingest_form(key, source_widget, help_text):
+    with st.form(f"form-{key}", clear_on_submit=False):
+        st.caption(help_text)
+        source = source_widget()
+        name = st.text_input("Dataset name", key=f"name-{key}", placeholder="e.g. derm-unlabeled-2025")
+        label_choice = st.radio("Labels", LABEL_CHOICES, key=f"labels-{key}", horizontal=True)
+        csv_file = st.file_uploader("Labels CSV", type=["csv"], key=f"csv-{key}")
+        submitted = st.form_submit_button("Import", type="primary")
+    return submitted, source, name, label_choice, csv_file
+
+
+st.header("Add images")
+tab_files, tab_zip, tab_folder = st.tabs(["Upload files or a folder", "Upload a zip", "Folder on this machine"])
+with tab_files:
+    submitted, uploads, name, label_choice, csv_file = ingest_form(
+        "files", lambda: st.file_uploader("Images (PNG, JPEG, TIFF, BMP, DICOM)", accept_multiple_files=True,
+                                          key="uploads"),
+        "Select many files at once. For class sub-folders, upload a zip or use a folder on this machine.")
+    if submitted:
+        with guarded("Import"):
+            if not uploads:
+                st.error("Choose at least one image file first.")
+            else:
+                run_ingest(ingest.upload_source([(u.name, u.getvalue()) for u in uploads]), name or "uploaded",
+                           label_choice, csv_file)
+with tab_zip:
+    submitted, zip_upload, name, label_choice, csv_file = ingest_form(
+        "zip", lambda: st.file_uploader("A .zip of a folder", type=["zip"], key="zip"),
+        "Class sub-folders inside the zip can serve as labels.")
+    if submitted:
+        with guarded("Import"):
+            if zip_upload is None:
+                st.error("Choose a .zip file first.")
+            else:
+                files, refused = ingest.zip_source(io.BytesIO(zip_upload.getvalue()))
+                run_ingest(files, name or zip_upload.name.removesuffix(".zip"), label_choice, csv_file, refused)
+with tab_folder:
+    roots = ", ".join(f"`{r}`" for r in ingest.allowed_roots())
+    submitted, folder, name, label_choice, csv_file = ingest_form(
+        "folder", lambda: st.text_input("Folder path on the machine running the app", key="folder"),
+        f"For sets too large to upload. Allowed folders: {roots} (set `PIRL_DATA_ROOTS` to change).")
+    if submitted:
+        with guarded("Import"):
+            if not folder:
+                st.error("Type a folder path first.")
+            else:
+                files = ingest.folder_source(folder)
+                run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
+
+st.header("Datasets")
+datasets = store.datasets()
+if not datasets:
+    st.info("No datasets yet: import some images above.")
+    st.stop()
+
+st.dataframe(pd.DataFrame([{"name": d["name"], "kind": d["kind"], "images": d["images"], "labeled": d["labeled"],
+                            "skipped": len(store.skipped(d["id"])), "added": when(d["created_at"])}
+                           for d in datasets]), hide_index=True)
+names = [d["name"] for d in datasets]
+chosen = st.selectbox("Look at", names, key="dataset")
+ds = store.dataset(chosen)
+images = store.images(ds["id"])
+
+counts = store.class_counts(ds["id"])
+if counts:
+    left, right = st.columns(2)
+    split_rows = pd.DataFrame([{"label": im["label"], "split": im["split"]} for im in images if im["label"]])
+    fig = px.histogram(split_rows, x="label", color="split", barmode="group", title="Class balance by split",
+                       category_orders={"split": ["train", "val", "test"]})
+    left.plotly_chart(fig, use_container_width=True)
+    right.dataframe(split_rows.value_counts().unstack(fill_value=0), use_container_width=True)
+else:
+    with st.expander("Attach labels (CSV: filename,label[,group])"):
+        with st.form("attach"):
+            csv_file = st.file_uploader("Labels CSV", type=["csv"], key="attach-csv")
+            if st.form_submit_button("Attach labels and split") and csv_file:
+                with guarded("Attaching labels"):
+                    report = ingest.attach_labels(ws, chosen, csv_file.getvalue())
+                    st.success(f"Labels attached: {report.labels}")
+                    for w in report.warnings:
+                        st.warning(w)
+
+st.subheader("Images")
+query = st.text_input("Filter by file name", key="thumb-filter")
+shown = [im for im in images if query.lower() in im["orig_name"].lower()] if query else images
+pages = max(1, -(-len(shown) // PAGE_SIZE))
+page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="thumb-page") if pages > 1 else 1
+window = shown[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
+if window:
+    thumbs = list(ingest.iter_thumbnails(ws, ds["id"], window))
+    st.image([t for _, t in thumbs], width=112,
+             caption=[f"{r['orig_name'][-22:]}" + (f" · {r['label']}" if r["label"] else "") for r, _ in thumbs])
+else:
+    st.caption("No image matches.")
+
+skipped = store.skipped(ds["id"])
+if skipped:
+    with st.expander(f"{len(skipped)} skipped file(s)"):
+        st.dataframe(pd.DataFrame(skipped), hide_index=True)

@@ -1,0 +1,123 @@
+"""Opening any supported medical image file as an RGB picture, or saying why not.
+
+PNG, JPEG, TIFF and BMP through Pillow; DICOM through pydicom with the modality LUT, then
+the VOI LUT / window (the radiologist's default view), MONOCHROME1 inverted, any bit depth
+scaled to 8 bits. Multi-frame DICOM: the first frame is used (and reported). Grayscale
+images become 3-channel so every RGB backbone takes them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MIN_SIDE = 32  # px; smaller images carry too little to learn from
+MAX_PIXELS = 100_000_000  # decompression-bomb guard (a 10,000 x 10,000 image)
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check agrees with ours
+
+
+class BadImage(Exception):
+    """A file that cannot be used; the message is the reason shown to the user."""
+
+
+@dataclass
+class Decoded:
+    image: Image.Image  # RGB
+    note: str | None = None  # e.g. "multi-frame DICOM: first of 12 frames used"
+
+
+def _is_dicom(data: bytes, name: str) -> bool:
+    return data[128:132] == b"DICM" or name.lower().endswith(tuple(DICOM_SUFFIXES))
+
+
+def decode(data: bytes, name: str) -> Decoded:
+    """Decode file bytes into an RGB image, or raise BadImage with the reason."""
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    if _is_dicom(data, name):
+        return _decode_dicom(data)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            _check_size(width, height)
+            im.load()  # full decode: catches truncated files
+            return Decoded(_to_rgb(im))
+    except BadImage:
+        raise
+    except UnidentifiedImageError:
+        raise BadImage("not an image (content is not PNG, JPEG, TIFF, BMP or DICOM)") from None
+    except Image.DecompressionBombError:
+        raise BadImage(f"too large: over {MAX_PIXELS:,} pixels (a decompression bomb?)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"unreadable or truncated image ({exc})") from None
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise BadImage(f"too large: {width} x {height} pixels (limit {MAX_PIXELS:,} pixels)")
+    if min(width, height) < MIN_SIDE:
+        raise BadImage(f"too small: {width} x {height} pixels (minimum {MIN_SIDE} px a side)")
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(im, dtype=np.float64))).convert("RGB")
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _to_uint8(pixels: np.ndarray) -> np.ndarray:
+    pixels = pixels.astype(np.float64)
+    lo, hi = np.percentile(pixels, [0, 100])
+    if hi <= lo:
+        return np.zeros(pixels.shape, np.uint8)
+    return np.clip((pixels - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _decode_dicom(data: bytes) -> Decoded:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:
+        raise BadImage(f"unreadable DICOM ({exc})") from None
+    if "PixelData" not in ds:
+        raise BadImage("DICOM file without pixel data (a report or structured document?)")
+    _check_size(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        frames = ds.pixel_array
+    except Exception as exc:
+        if syntax is not None and syntax.is_compressed:
+            raise BadImage(f"compressed DICOM ({syntax.name}) that no installed decoder can read "
+                           f"(install pylibjpeg with its plugins, or python-gdcm)") from None
+        raise BadImage(f"DICOM pixel data cannot be decoded ({exc})") from None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    note = None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if n_frames > 1:
+        frames = frames[0]
+        note = f"multi-frame DICOM: first of {n_frames} frames used"
+    if photometric.startswith("MONOCHROME"):
+        pixels = apply_modality_lut(frames, ds)
+        pixels = apply_voi_lut(pixels, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else pixels
+        gray = _to_uint8(np.asarray(pixels))
+        if photometric == "MONOCHROME1":  # high values are dark: invert for display and training
+            gray = 255 - gray
+        return Decoded(Image.fromarray(gray).convert("RGB"), note)
+    if photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        frames = convert_color_space(frames, photometric, "RGB")
+    rgb = np.asarray(frames)
+    if rgb.dtype != np.uint8:
+        rgb = _to_uint8(rgb)
+    return Decoded(Image.fromarray(rgb).convert("RGB"), note)

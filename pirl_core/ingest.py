@@ -1,0 +1,353 @@
+"""Bringing images into the workspace: from a server folder, a zip, or uploaded files.
+
+Every file is checked (see `image_io.decode`); a bad file is skipped with its reason, never
+fatal. Exact duplicates (same bytes) are imported once and reported. Images are copied into
+the workspace (content-addressed, so the source can go away) and decoded once into a 256 px
+training cache. The database sees the whole dataset in one transaction at the end: a crash
+or a cancel leaves no half dataset, and ingesting the same files again changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .errors import PirlError
+from .image_cache import open_cache, square_resize
+from .image_io import BadImage, decode
+from .splits import assign_splits
+from .workspace import Workspace
+
+CACHE_SIZE = 256  # px; training caches for smaller sizes are derived from it without decoding again
+MAX_ZIP_FILES = 200_000
+MAX_ZIP_BYTES = 50 * 1024**3
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class SourceFile:
+    name: str  # relative path as the user knows it ("benign/benign (1).png")
+    read: Callable[[], bytes]
+
+
+@dataclass
+class Report:
+    dataset: str
+    dataset_id: int | None = None
+    imported: int = 0
+    duplicates: list[dict] = field(default_factory=list)  # {"name", "same_as"}
+    skipped: list[dict] = field(default_factory=list)  # {"name", "reason"}
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    unchanged: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+# -- sources ---------------------------------------------------------------------------------
+def allowed_roots() -> list[Path]:
+    """Folders the app may read from: PIRL_DATA_ROOTS (os.pathsep-separated), default the home folder."""
+    raw = os.environ.get("PIRL_DATA_ROOTS")
+    roots = raw.split(os.pathsep) if raw else [str(Path.home())]
+    return [Path(r).expanduser().resolve() for r in roots if r]
+
+
+def folder_source(folder: str | Path, check_roots: bool = True) -> list[SourceFile]:
+    folder = Path(folder).expanduser().resolve()
+    if check_roots and not any(folder == r or r in folder.parents for r in allowed_roots()):
+        roots = ", ".join(str(r) for r in allowed_roots())
+        raise PirlError(f"{folder} is outside the folders this app may read ({roots}). "
+                        f"Set PIRL_DATA_ROOTS to allow it.")
+    if not folder.is_dir():
+        raise PirlError(f"{folder} is not a folder.")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p.relative_to(folder).parts))
+    return [SourceFile(p.relative_to(folder).as_posix(), p.read_bytes) for p in files]
+
+
+def _hidden(parts) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in parts)
+
+
+def zip_source(zip_file, max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZIP_BYTES
+               ) -> tuple[list[SourceFile], list[dict]]:
+    """Entries of a zip (path or file object) and the entries refused for their path."""
+    try:
+        zf = zipfile.ZipFile(zip_file)
+    except zipfile.BadZipFile:
+        raise PirlError("The file is not a valid zip archive.") from None
+    entries = [i for i in zf.infolist() if not i.is_dir()]
+    if len(entries) > max_files:
+        raise PirlError(f"The zip holds {len(entries):,} files, over the limit of {max_files:,}. Split it.")
+    total = sum(i.file_size for i in entries)
+    if total > max_bytes:
+        raise PirlError(f"The zip unpacks to {total / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB "
+                        f"(a zip bomb, or a set to ingest from a server folder instead).")
+    files, refused = [], []
+    for info in entries:
+        path = PurePosixPath(info.filename.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or info.filename.startswith(("/", "\\")) or ":" in path.parts[0]:
+            refused.append({"name": info.filename, "reason": "unsafe path in zip (absolute or '..'): not extracted"})
+            continue
+        if _hidden(path.parts):
+            continue
+        files.append(SourceFile(path.as_posix(), lambda info=info: _read_entry(zf, info)))
+    return files, refused
+
+
+def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    with zf.open(info) as f:
+        data = f.read(info.file_size + 1)
+    if len(data) > info.file_size:
+        raise BadImage("zip entry larger than its header claims")
+    return data
+
+
+def upload_source(files: list[tuple[str, bytes]]) -> list[SourceFile]:
+    return [SourceFile(name, lambda data=data: data) for name, data in files]
+
+
+# -- labels ----------------------------------------------------------------------------------
+def read_labels_csv(data: bytes | str | Path) -> dict[str, tuple[str, str | None]]:
+    """filename -> (label, group) from a CSV with columns filename,label[,group]."""
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and Path(data).is_file()):
+        data = Path(data).read_bytes()
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip().lower() for c in reader.fieldnames or []]
+    if "filename" not in cols or "label" not in cols:
+        raise PirlError(f"The labels CSV needs the columns filename,label (optionally group); it has {cols}.")
+    out = {}
+    for row in reader:
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        if row["filename"] and row["label"]:
+            out[row["filename"]] = (row["label"], row.get("group") or None)
+    if not out:
+        raise PirlError("The labels CSV has no rows with both a filename and a label.")
+    return out
+
+
+def _match_labels(names: list[str], table: dict[str, tuple[str, str | None]]) -> tuple[list, list, list[str]]:
+    """Match CSV rows to images by relative path, else by file name. Returns labels, groups, unknown rows."""
+    by_path = {n: i for i, n in enumerate(names)}
+    by_base: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        by_base.setdefault(PurePosixPath(n).name, []).append(i)
+    labels, groups = [None] * len(names), [None] * len(names)
+    unknown = []
+    for fname, (label, group) in table.items():
+        hits = [by_path[fname]] if fname in by_path else by_base.get(PurePosixPath(fname).name, [])
+        if not hits:
+            unknown.append(fname)
+        for i in hits:
+            labels[i], groups[i] = label, group
+    return labels, groups, unknown
+
+
+def check_labels(labels: list[str | None], report: Report) -> None:
+    """Errors for a set that cannot be split; warnings for what the user should know."""
+    counts: dict[str, int] = {}
+    for lab in labels:
+        if lab is not None:
+            counts[lab] = counts.get(lab, 0) + 1
+    missing = sum(1 for lab in labels if lab is None)
+    if missing:
+        report.warnings.append(f"{missing} image(s) have no label; they are kept for pretraining but not used "
+                               f"for finetuning or evaluation.")
+    if len(counts) < 2:
+        raise PirlError(f"A labeled set needs at least 2 classes; found {len(counts)} "
+                        f"({', '.join(counts) or 'none'}).")
+    small = {c: n for c, n in counts.items() if n < 3}
+    if small:
+        raise PirlError("Each class needs at least 3 images (one each for train, validation and test): "
+                        + ", ".join(f"{c} has {n}" for c, n in small.items()) + ".")
+    few = {c: n for c, n in counts.items() if n < 20}
+    if few:
+        report.warnings.append("Few images in " + ", ".join(f"{c} ({n})" for c, n in few.items())
+                               + ": test AUCs will have wide confidence intervals.")
+    report.labels = dict(sorted(counts.items()))
+
+
+# -- the ingest ------------------------------------------------------------------------------
+def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: bool = False,
+           labels_csv: bytes | str | Path | None = None, seed: int = 0,
+           pre_skipped: list[dict] | None = None,
+           on_progress: Callable[[int, int, str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Report:
+    """Import `files` as dataset `name`. See the module docstring for the guarantees."""
+    name = name.strip()
+    if not name:
+        raise PirlError("Give the dataset a name.")
+    report = Report(dataset=name, skipped=list(pre_skipped or []))
+    store = ws.store
+    existing = store.dataset(name)
+
+    accepted: list[dict] = []  # one per new image, in cache order
+    seen: dict[str, str] = {}
+    created: list[Path] = []
+    tmp_cache = ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy"
+    cache = np.lib.format.open_memmap(tmp_cache, mode="w+", dtype=np.uint8,
+                                      shape=(max(len(files), 1), CACHE_SIZE, CACHE_SIZE, 3))
+    try:
+        for i, src in enumerate(files):
+            if should_stop and should_stop():
+                raise Cancelled()
+            if on_progress:
+                on_progress(i, len(files), src.name)
+            try:
+                data = src.read()
+                digest = hashlib.sha256(data).hexdigest()
+                if digest in seen:
+                    report.duplicates.append({"name": src.name, "same_as": seen[digest]})
+                    continue
+                decoded = decode(data, src.name)
+            except BadImage as exc:
+                report.skipped.append({"name": src.name, "reason": str(exc)})
+                continue
+            except OSError as exc:
+                report.skipped.append({"name": src.name, "reason": f"cannot read file ({exc.strerror or exc})"})
+                continue
+            seen[digest] = src.name
+            if decoded.note:
+                report.notes.append(f"{src.name}: {decoded.note}")
+            suffix = Path(src.name).suffix.lower() or ".bin"
+            stored = ws.images / digest[:2] / f"{digest}{suffix}"
+            if not stored.exists():
+                stored.parent.mkdir(exist_ok=True)
+                tmp = stored.with_suffix(stored.suffix + ".part")
+                tmp.write_bytes(data)
+                tmp.replace(stored)
+                created.append(stored)
+            cache[len(accepted)] = square_resize(decoded.image, CACHE_SIZE)
+            accepted.append({"content_hash": digest, "path": str(stored.relative_to(ws.root)),
+                             "orig_name": src.name, "width": decoded.image.width, "height": decoded.image.height})
+        if on_progress:
+            on_progress(len(files), len(files), "")
+        if not accepted:
+            raise PirlError(f"No usable image among {len(files)} file(s); nothing was imported. "
+                            + (f"First problem: {report.skipped[0]['name']}: {report.skipped[0]['reason']}"
+                               if report.skipped else ""))
+
+        content_hash = hashlib.sha256("".join(sorted(a["content_hash"] for a in accepted)).encode()).hexdigest()
+        if existing is not None:
+            if existing["content_hash"] == content_hash:
+                report.dataset_id, report.unchanged = existing["id"], True
+                report.imported = 0
+                report.labels = store.class_counts(existing["id"])
+                return report
+            raise PirlError(f"A dataset named {name!r} already exists with other images. Choose another name.")
+
+        labels: list[str | None] = [None] * len(accepted)
+        groups: list[str | None] = [None] * len(accepted)
+        if folder_labels:
+            labels = [PurePosixPath(a["orig_name"]).parts[-2] if len(PurePosixPath(a["orig_name"]).parts) > 1
+                      else None for a in accepted]
+        elif labels_csv is not None:
+            labels, groups, unknown = _match_labels([a["orig_name"] for a in accepted], read_labels_csv(labels_csv))
+            if unknown:
+                report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no imported image: "
+                                       + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+        kind = "unlabeled"
+        splits: list[str | None] = [None] * len(accepted)
+        if folder_labels or labels_csv is not None:
+            check_labels(labels, report)
+            splits = assign_splits(labels, groups, SPLIT_FRACTIONS, seed)
+            kind = "labeled"
+
+        cache.flush()
+        with store.transaction():
+            dataset_id = store.add_dataset(name, kind=kind, source=files[0].name if files else None, info={
+                "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
+                "labels": report.labels, "duplicates": len(report.duplicates)})
+            store.update_dataset(dataset_id, content_hash=content_hash, n_images=len(accepted))
+            store.add_images({**a, "dataset_id": dataset_id, "label": lab, "group_id": grp, "split": sp}
+                             for a, lab, grp, sp in zip(accepted, labels, groups, splits))
+            store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])
+            _finalise_cache(cache, len(accepted), cache_path(ws, dataset_id))
+        report.dataset_id, report.imported = dataset_id, len(accepted)
+        created.clear()  # now referenced by the database
+        return report
+    finally:
+        del cache
+        tmp_cache.unlink(missing_ok=True)
+        for path in created:  # files copied by an ingest that did not commit
+            path.unlink(missing_ok=True)
+
+
+def _finalise_cache(cache: np.ndarray, n: int, out: Path) -> None:
+    tmp = out.with_name(out.name + ".part.npy")
+    final = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, CACHE_SIZE, CACHE_SIZE, 3))
+    for start in range(0, n, 512):
+        final[start:start + 512] = cache[start:min(n, start + 512)]
+    final.flush()
+    del final
+    tmp.replace(out)
+
+
+def cache_path(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> Path:
+    return ws.cache / f"dataset-{dataset_id}-{size}.npy"
+
+
+def dataset_cache(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> np.ndarray:
+    """The dataset's images as (N, size, size, 3) uint8, in image-id order; derived from the 256 px
+    cache (no decoding) and kept on disk the first time a size is asked for."""
+    path = cache_path(ws, dataset_id, size)
+    if path.exists():
+        return open_cache(path)
+    from PIL import Image
+
+    base = open_cache(cache_path(ws, dataset_id))
+    tmp = path.with_name(path.name + f".{os.getpid()}.part.npy")
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(base), size, size, 3))
+    for i in range(len(base)):
+        out[i] = np.asarray(Image.fromarray(base[i]).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    out.flush()
+    del out
+    tmp.replace(path)
+    return open_cache(path)
+
+
+def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, seed: int = 0) -> Report:
+    """Attach a filename,label[,group] CSV to an ingested, not yet labeled dataset, and split it."""
+    store = ws.store
+    row = store.dataset(dataset)
+    if row is None:
+        raise PirlError(f"No dataset named {dataset!r}.")
+    images = store.images(row["id"])
+    if any(im["split"] for im in images):
+        raise PirlError(f"{dataset!r} already has labels and a fixed split; ingest a new dataset to relabel.")
+    report = Report(dataset=dataset, dataset_id=row["id"])
+    labels, groups, unknown = _match_labels([im["orig_name"] for im in images], read_labels_csv(labels_csv))
+    if unknown:
+        report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no image of {dataset!r}: "
+                               + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+    check_labels(labels, report)
+    splits = assign_splits(labels, groups, SPLIT_FRACTIONS, seed)
+    with store.transaction():
+        store.set_image_fields((im["id"], {"label": lab, "group_id": grp, "split": sp})
+                               for im, lab, grp, sp in zip(images, labels, groups, splits))
+        store.update_dataset(row["id"], kind="labeled", info={**row["info"], "labels": report.labels,
+                                                               "split_seed": seed})
+    return report
+
+
+def iter_thumbnails(ws: Workspace, dataset_id: int, image_rows: list[dict], size: int = 128) -> Iterator:
+    """(row, RGB array) for the given image rows, read from the training cache."""
+    ids = [im["id"] for im in ws.store.images(dataset_id)]
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    cache = dataset_cache(ws, dataset_id, size)
+    for row in image_rows:
+        yield row, np.asarray(cache[position[row["id"]]])

@@ -1,0 +1,50 @@
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import ingest
+from tests.conftest import ROOT
+
+
+def _page():
+    return AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60)
+
+
+def test_data_page_empty_workspace(ws):
+    at = _page().run()
+    assert not at.exception
+    assert any("No datasets yet" in i.value for i in at.info)
+
+
+def test_import_a_server_folder_with_class_subfolders_shows_report_and_thumbnails(ws, demo_dir, monkeypatch):
+    monkeypatch.setenv("PIRL_DATA_ROOTS", str(demo_dir))
+    at = _page().run()
+    at.text_input(key="folder").input(str(demo_dir / "labeled"))
+    at.text_input(key="name-folder").input("derm-labeled")
+    at.radio(key="labels-folder").set_value("Class sub-folders")
+    at.button[2].click().run()  # the folder tab's Import button
+    assert not at.exception, at.exception
+    assert any("Imported **24** images" in s.value for s in at.success)
+    assert ws.store.dataset("derm-labeled")["kind"] == "labeled"
+    assert len(at.get("imgs")) >= 1 or at.get("image")  # the thumbnail grid
+    assert at.selectbox(key="dataset").value == "derm-labeled"
+
+
+def test_folder_outside_allowed_roots_is_a_message_not_a_traceback(ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIRL_DATA_ROOTS", str(tmp_path / "allowed"))
+    at = _page().run()
+    at.text_input(key="folder").input("/etc")
+    at.button[2].click().run()
+    assert not at.exception
+    assert any("outside the folders" in e.value for e in at.error)
+
+
+def test_filled_workspace_lists_datasets_and_skipped_files(ws, demo_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "pool"
+    shutil.copytree(demo_dir / "unlabeled", d)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    ingest.ingest(ws, ingest.folder_source(d, check_roots=False), "pool")
+    at = _page().run()
+    assert not at.exception
+    assert at.dataframe[0].value["name"].tolist() == ["pool"]
+    assert any("1 skipped file" in e.label for e in at.expander)

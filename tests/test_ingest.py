@@ -1,0 +1,237 @@
+import io
+import json
+import shutil
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pirl_core import ingest
+from pirl_core.errors import PirlError
+from pirl_core.image_io import decode
+from pirl_core.splits import assign_splits
+from tests.dicom_files import make_dicom
+
+
+def _png(size=(64, 64), color=(120, 60, 30), noise_seed=None) -> bytes:
+    arr = np.full((size[1], size[0], 3), color, np.uint8)
+    if noise_seed is not None:
+        arr = np.random.default_rng(noise_seed).integers(0, 255, arr.shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _png_header_only(width, height) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def bad_corpus(tmp_path):
+    """Good images (odd names included) beside one bad file of every kind."""
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i, name in enumerate(["plain.png", "with space (1).png", "ünïcode_é.png"]):
+        (d / name).write_bytes(_png(noise_seed=i))
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(9).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (d / "good.jpg").write_bytes(jpeg.getvalue())
+    (d / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    (d / "notes.png").write_text("this is a text file, not an image")
+    (d / "empty.png").write_bytes(b"")
+    (d / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    (d / "tiny.png").write_bytes(_png(size=(8, 8)))
+    ramp = np.tile(np.linspace(0, 4000, 64), (64, 1))
+    make_dicom(d / "mono1.dcm", ramp, photometric="MONOCHROME1", bits=16)
+    make_dicom(d / "mono2_window.dcm", ramp, bits=16, window=(2000, 4000))
+    make_dicom(d / "multiframe.dcm", np.stack([ramp, ramp[::-1]]), bits=16, frames=2)
+    make_dicom(d / "jpeg2000.dcm", ramp, compressed=True)
+    (d / "dup.png").write_bytes((d / "plain.png").read_bytes())
+    return d
+
+
+EXPECTED_REASONS = {
+    "truncated.jpg": "truncated",
+    "notes.png": "not an image",
+    "empty.png": "empty file",
+    "bomb.png": "too large",
+    "tiny.png": "too small",
+    "jpeg2000.dcm": "compressed DICOM",
+}
+
+
+def test_each_bad_file_gets_its_own_reason_and_the_good_ones_are_imported(ws, bad_corpus):
+    report = ingest.ingest(ws, ingest.folder_source(bad_corpus, check_roots=False), "corpus")
+    reasons = {s["name"]: s["reason"] for s in report.skipped}
+    assert set(reasons) == set(EXPECTED_REASONS)
+    for name, word in EXPECTED_REASONS.items():
+        assert word in reasons[name], (name, reasons[name])
+    assert report.imported == 7  # 4 good raster images + 3 readable DICOMs
+    assert report.duplicates == [{"name": "plain.png", "same_as": "dup.png"}]
+    assert any("multiframe.dcm: multi-frame DICOM: first of 2 frames used" in n for n in report.notes)
+    names = {im["orig_name"] for im in ws.store.images(report.dataset_id)}
+    assert {"with space (1).png", "ünïcode_é.png", "mono1.dcm"} <= names
+    assert {s["name"] for s in ws.store.skipped(report.dataset_id)} == set(EXPECTED_REASONS)
+    cache = ingest.dataset_cache(ws, report.dataset_id)
+    assert cache.shape == (7, 256, 256, 3)
+
+
+def test_dicom_monochrome1_is_inverted_and_16_bit_scaled(bad_corpus):
+    mono1 = np.asarray(decode((bad_corpus / "mono1.dcm").read_bytes(), "mono1.dcm").image)
+    mono2 = np.asarray(decode((bad_corpus / "mono2_window.dcm").read_bytes(), "x.dcm").image)
+    assert mono1.shape == (64, 64, 3) and mono1.dtype == np.uint8
+    assert mono1[0, 0, 0] > 200 and mono1[0, -1, 0] < 50  # high raw values are dark in MONOCHROME1
+    assert mono2[0, 0, 0] < 50 and mono2[0, -1, 0] > 200
+    assert (mono1[..., 0] == mono1[..., 2]).all()  # grayscale made 3-channel
+
+
+def test_reingest_changes_nothing_and_a_name_clash_is_refused(ws, demo_dir):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    first = ingest.ingest(ws, files, "pool")
+    images_before = sorted(p.name for p in ws.images.rglob("*.png"))
+    again = ingest.ingest(ws, files, "pool")
+    assert again.unchanged and again.dataset_id == first.dataset_id and again.imported == 0
+    assert len(ws.store.datasets()) == 1 and len(ws.store.images(first.dataset_id)) == first.imported
+    assert sorted(p.name for p in ws.images.rglob("*.png")) == images_before
+    with pytest.raises(PirlError, match="already exists with other images"):
+        ingest.ingest(ws, files[:5], "pool")
+
+
+def test_cancelled_ingest_leaves_nothing_behind(ws, demo_dir):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    calls = []
+    with pytest.raises(ingest.Cancelled):
+        ingest.ingest(ws, files, "pool", should_stop=lambda: calls.append(1) or len(calls) > 10)
+    assert ws.store.datasets() == []
+    assert list(ws.images.rglob("*.*")) == [] and list(ws.cache.glob("*")) == []
+
+
+def test_crash_mid_ingest_leaves_no_half_dataset(ws, demo_dir, monkeypatch):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest, "_finalise_cache", boom)
+    with pytest.raises(RuntimeError):
+        ingest.ingest(ws, files, "pool")
+    assert ws.store.datasets() == [] and ws.store.db["images"].count == 0
+
+
+def test_zip_unsafe_entries_refused_and_zip_bomb_rejected(ws, tmp_path):
+    z = tmp_path / "set.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("scans/a.png", _png(noise_seed=1))
+        zf.writestr("../evil.png", _png(noise_seed=2))
+        zf.writestr("/abs/evil2.png", _png(noise_seed=3))
+        zf.writestr("__MACOSX/._a.png", b"junk")
+    files, refused = ingest.zip_source(z)
+    assert [f.name for f in files] == ["scans/a.png"]
+    assert {r["name"] for r in refused} == {"../evil.png", "/abs/evil2.png"}
+    assert all("unsafe path" in r["reason"] for r in refused)
+    report = ingest.ingest(ws, files, "zipped", pre_skipped=refused)
+    assert report.imported == 1 and len(report.skipped) == 2
+
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.png", b"\0" * 5_000_000)
+    assert bomb.stat().st_size < 50_000
+    with pytest.raises(PirlError, match="over the limit"):
+        ingest.zip_source(bomb, max_bytes=1_000_000)
+    with pytest.raises(PirlError, match="files, over the limit"):
+        ingest.zip_source(z, max_files=2)
+
+
+def test_server_folders_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "ok").mkdir()
+    monkeypatch.setenv("PIRL_DATA_ROOTS", str(tmp_path / "ok"))
+    assert ingest.folder_source(tmp_path / "ok") == []
+    with pytest.raises(PirlError, match="outside the folders"):
+        ingest.folder_source("/etc")
+    with pytest.raises(PirlError, match="outside the folders"):
+        ingest.folder_source(tmp_path / "ok" / ".." / "..")
+
+
+def test_folder_labels_give_a_stratified_fixed_split(ws, demo_dir):
+    report = ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab",
+                           folder_labels=True)
+    assert report.labels == {"benign": 12, "malignant": 12}
+    rows = ws.store.images(report.dataset_id)
+    for label in ("benign", "malignant"):
+        splits = [r["split"] for r in rows if r["label"] == label]
+        assert {s: splits.count(s) for s in set(splits)} == {"train": 8, "val": 2, "test": 2}
+    assert ws.store.dataset("lab")["kind"] == "labeled"
+
+
+def test_csv_labels_with_groups_keep_each_group_in_one_split(ws, demo_dir, tmp_path):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    rng = np.random.default_rng(0)
+    lines = ["filename,label,group"]
+    for i, f in enumerate(files):
+        lines.append(f"{f.name},{'malignant' if i % 3 == 0 else 'benign'},patient{rng.integers(12)}")
+    lines.append("ghost.png,benign,patient99")
+    report = ingest.ingest(ws, files, "grouped", labels_csv="\n".join(lines))
+    assert any("1 file name(s) in the CSV match no imported image: ghost.png" in w for w in report.warnings)
+    rows = ws.store.images(report.dataset_id)
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_group.values())
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_stratification_holds_class_ratios():
+    labels = ["a"] * 700 + ["b"] * 300
+    splits = assign_splits(labels, [None] * 1000, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=1)
+    for split, size in (("train", 700), ("val", 150), ("test", 150)):
+        members = [lab for lab, s in zip(labels, splits) if s == split]
+        assert abs(len(members) - size) <= 2
+        assert abs(members.count("b") / len(members) - 0.3) < 0.02
+    assert splits == assign_splits(labels, [None] * 1000, {"train": 0.7, "val": 0.15, "test": 0.15}, seed=1)
+
+
+def test_label_problems_are_clear_errors(ws, demo_dir):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    one_class = "filename,label\n" + "\n".join(f"{f.name},benign" for f in files)
+    with pytest.raises(PirlError, match="at least 2 classes; found 1"):
+        ingest.ingest(ws, files, "x", labels_csv=one_class)
+    too_few = "filename,label\n" + "\n".join(f"{f.name},{'rare' if i < 2 else 'common'}" for i, f in enumerate(files))
+    with pytest.raises(PirlError, match="rare has 2"):
+        ingest.ingest(ws, files, "y", labels_csv=too_few)
+    with pytest.raises(PirlError, match="columns filename,label"):
+        ingest.ingest(ws, files, "z", labels_csv="name,class\na.png,b")
+    assert ws.store.datasets() == []
+
+
+def test_attach_labels_to_an_ingested_dataset_then_the_split_is_fixed(ws, demo_dir):
+    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    ingest.ingest(ws, files, "pool")
+    csv_text = "filename,label\n" + "\n".join(f"{f.name},{'m' if i % 2 else 'b'}" for i, f in enumerate(files[:40]))
+    report = ingest.attach_labels(ws, "pool", csv_text)
+    assert report.labels == {"b": 20, "m": 20}
+    assert any("8 image(s) have no label" in w for w in report.warnings)
+    with pytest.raises(PirlError, match="fixed split"):
+        ingest.attach_labels(ws, "pool", csv_text)
+
+
+def test_cli_ingest_prints_a_json_report_and_datasets_lists_it(ws, demo_dir, tmp_path, capsys):
+    from pirl_core.cli import main
+
+    data = tmp_path / "d"
+    shutil.copytree(demo_dir / "labeled", data)
+    (data / "benign" / "bad.png").write_text("nope")
+    assert main(["--workspace", str(ws.root), "ingest", str(data), "--name", "lab", "--folder-labels"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["imported"] == 24 and report["skipped"][0]["name"] == "benign/bad.png"
+    assert main(["--workspace", str(ws.root), "datasets"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing[0]["name"] == "lab" and listing[0]["classes"] == {"benign": 12, "malignant": 12}
+    assert listing[0]["skipped"] == 1
