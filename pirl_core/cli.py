@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import PirlError
+from .fmt import bar, duration
 
 APP_FILE = Path(__file__).resolve().parent.parent / "app.py"
 
@@ -45,18 +46,6 @@ def cmd_app(args) -> int:
     return subprocess.call(cmd, env=env, cwd=APP_FILE.parent)
 
 
-def _bar(done: int, total: int, width: int = 28) -> str:
-    filled = int(width * done / max(total, 1))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def cmd_pretrain(args) -> int:
     import time
 
@@ -74,6 +63,8 @@ def cmd_pretrain(args) -> int:
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
     }.items() if v is not None}
     config = PretrainConfig.defaults_for(overrides.pop("device", "auto"), **overrides)
+    if args.dataset:
+        return _queue_pretrain(args, config)
     files = folder_images(args.data)
     if not files:
         raise PirlError(f"No images (png, jpg, tif, bmp) found under {args.data}.")
@@ -94,15 +85,15 @@ def cmd_pretrain(args) -> int:
     size = cache_size_for(config.image_size)
     print(f"Caching {len(readable)} images at {size} px ...", file=sys.stderr)
     images = build_cache(readable, len(readable), size, out / f"cache_{size}.npy", Image.open,
-                         on_progress=lambda i, n: print(f"\r{_bar(i, n)} {i}/{n}", end="", file=sys.stderr))
+                         on_progress=lambda i, n: print(f"\r{bar(i, n)} {i}/{n}", end="", file=sys.stderr))
     print(file=sys.stderr)
 
     class Progress(Callbacks):
         def on_step(self, r):
             m = r.metrics
-            print(f"\r{_bar(r.step, r.total_steps)} epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
+            print(f"\r{bar(r.step, r.total_steps)} epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
                   f"loss {m['loss']:.3f} (jigsaw {m['loss_jigsaw']:.3f}, image {m['loss_image']:.3f}) "
-                  f"{r.images_per_s:.1f} img/s ETA {_duration(r.eta_s)}  ", end="", file=sys.stderr)
+                  f"{r.images_per_s:.1f} img/s ETA {duration(r.eta_s)}  ", end="", file=sys.stderr)
 
     result = pretrain(config, images, [str(f.relative_to(args.data)) for f in readable], out, Progress())
     print(file=sys.stderr)
@@ -124,7 +115,7 @@ def cmd_ingest(args) -> int:
         files = ingest.folder_source(path, check_roots=False)
 
     def progress(i, n, name):
-        print(f"\r{_bar(i, n)} {i}/{n}", end="", file=sys.stderr)
+        print(f"\r{bar(i, n)} {i}/{n}", end="", file=sys.stderr)
 
     report = ingest.ingest(Workspace(), files, args.name or path.stem, folder_labels=args.folder_labels,
                            labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
@@ -142,6 +133,74 @@ def cmd_datasets(args) -> int:
              "classes": store.class_counts(d["id"]), "skipped": len(store.skipped(d["id"]))}
             for d in store.datasets()]
     _print_json(rows)
+    return 0
+
+
+def _queue_pretrain(args, config) -> int:
+    from . import jobs
+    from .workspace import Workspace
+
+    ws = Workspace()
+    dataset = ws.store.dataset(args.dataset)
+    if dataset is None:
+        names = ", ".join(d["name"] for d in ws.store.datasets()) or "none yet: pirl ingest first"
+        raise PirlError(f"No dataset named {args.dataset!r} (datasets: {names}).")
+    config.validate(dataset["n_images"])
+    job_id = jobs.submit(ws, "pretrain", config.to_dict(), dataset["id"])
+    print(f"queued pretrain job {job_id} on {args.dataset!r}", file=sys.stderr)
+    if not args.wait:
+        _print_json({"job": job_id, "status": "queued"})
+        return 0
+    return _follow(ws, job_id)
+
+
+def _follow(ws, job_id: int) -> int:
+    from . import jobs
+
+    def show(job):
+        print(f"\r{bar(job['progress'] or 0, 1)} {job['status']}: {job['message'] or ''}"[:160].ljust(160),
+              end="", file=sys.stderr)
+
+    job = jobs.wait(ws, job_id, on_update=show)
+    print(file=sys.stderr)
+    _print_json({"job": job_id, "status": job["status"], "message": job["message"], "result": job["result"]})
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def cmd_jobs(args) -> int:
+    from . import jobs
+    from .workspace import Workspace
+
+    ws = Workspace()
+    jobs.reap(ws)
+    if args.action == "list":
+        _print_json([{k: j[k] for k in ("id", "kind", "status", "progress", "message", "dataset_id")}
+                     for j in ws.store.jobs()])
+        return 0
+    if args.id is None:
+        raise PirlError(f"pirl jobs {args.action} needs a job id.")
+    if args.action == "show":
+        job = ws.store.job(args.id)
+        if job is None:
+            raise PirlError(f"No job {args.id} in this workspace.")
+        metrics = ws.store.metrics(args.id, ["loss"])
+        _print_json({**job, "loss_curve": [(m["step"], round(m["value"], 4)) for m in metrics[-20:]]})
+    elif args.action == "cancel":
+        _print_json({"job": args.id, "status": jobs.cancel(ws, args.id)})
+    elif args.action == "resume":
+        jobs.resume(ws, args.id)
+        if args.wait:
+            return _follow(ws, args.id)
+        _print_json({"job": args.id, "status": "queued"})
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .jobs import run_worker
+    from .workspace import Workspace
+
+    done = run_worker(Workspace(), forever=args.forever)
+    print(f"worker finished {done} job(s)", file=sys.stderr)
     return 0
 
 
@@ -184,7 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="PIRL pretraining on a folder of images",
                        description="Defaults suit the machine: on a CPU resnet18 at 96 px for 15 epochs "
                                    "(minutes for ~1,000 images); on a GPU the paper's resnet50 at 224 px.")
-    p.add_argument("--data", required=True, help="folder of images (searched recursively)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="an ingested dataset: queued as a background job")
+    source.add_argument("--data", help="a plain folder of images (searched recursively): runs here, now")
+    p.add_argument("--wait", action="store_true", help="with --dataset: follow the job until it ends")
     p.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50", "efficientnet_lite0"])
     p.add_argument("--pretrained-imagenet", action="store_true", help="start from ImageNet weights")
     p.add_argument("--weights", help="start from this weights file (.pth state_dict)")
@@ -202,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: WORKSPACE/checkpoints/pretrain-TIME); resumes if it "
                                  "holds a checkpoint")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("jobs", help="list, show, cancel or resume background jobs")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume"])
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--wait", action="store_true", help="with resume: follow the job until it ends")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("worker", help="run queued jobs (started automatically; --forever for servers)")
+    p.add_argument("--forever", action="store_true")
+    p.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -107,7 +107,12 @@ def _v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Cancel requests for running jobs."""
+    db.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -273,7 +278,8 @@ class Store:
             now = time.time()
             self.db.execute(
                 "UPDATE jobs SET status = 'running', pid = ?, started_at = COALESCE(started_at, ?), "
-                "heartbeat_at = ?, error = NULL, message = 'starting' WHERE id = ?", [pid, now, now, row[0]])
+                "heartbeat_at = ?, error = NULL, cancel_requested = 0, message = 'starting' WHERE id = ?",
+                [pid, now, now, row[0]])
         return self.job(row[0])
 
     def set_job_status_if(self, job_id: int, expected: Iterable[str], status: str, **fields) -> bool:
@@ -285,6 +291,13 @@ class Store:
             f"WHERE id = ? AND status IN ({','.join('?' * len(expected))})",
             [status, *fields.values(), job_id, *expected])
         return cur.rowcount > 0
+
+    def stale_running_jobs(self, older_than: float) -> list[dict]:
+        return [self._job_row(r) for r in self.db.execute_returning_dicts(
+            "SELECT * FROM jobs WHERE status = 'running' AND COALESCE(heartbeat_at, 0) < ?", [older_than])]
+
+    def running_jobs(self) -> list[dict]:
+        return self.jobs(statuses=["running"])
 
     # -- metrics -------------------------------------------------------------------------
     def add_metrics(self, job_id: int, step: int, epoch: float | None, values: dict[str, float],

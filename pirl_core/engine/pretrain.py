@@ -159,6 +159,9 @@ class StepReport:
 class Callbacks:
     """What the job runner hooks into. Override any of these."""
 
+    def on_start(self, step: int, total_steps: int) -> None:
+        """Called once before training; `step` > 0 when resuming from a checkpoint."""
+
     def on_step(self, report: StepReport) -> None:
         pass
 
@@ -295,6 +298,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         callbacks.on_checkpoint(ckpt_path, step)
 
     last: dict[str, float] = {}
+    callbacks.on_start(step, total_steps)
     model.train()
     t_start, seen, last_save = time.perf_counter(), 0, time.monotonic()
     status = "finished"

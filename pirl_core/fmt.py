@@ -1,0 +1,14 @@
+"""Small text formatting shared by the CLI, the job runner and the pages."""
+
+
+def duration(seconds: float) -> str:
+    """3725 -> '1h02m', 95 -> '1m35s'."""
+    seconds = int(max(0, seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def bar(done: float, total: float, width: int = 28) -> str:
+    filled = int(width * done / max(total, 1))
+    return "[" + "#" * filled + "." * (width - filled) + "]"

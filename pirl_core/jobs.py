@@ -1,0 +1,263 @@
+"""Background jobs: a queue in the workspace database, run by a worker OS process.
+
+* `submit` queues a job and starts a worker if none is running: there is no daemon to
+  remember. The worker (`python -m pirl_core.worker`) holds `worker.lock` in the workspace,
+  runs queued jobs one at a time in order (one training job per device), and exits when the
+  queue has been empty for a while (`pirl worker --forever` keeps it up on a server).
+* A running job heartbeats every couple of seconds. A job whose worker died (killed,
+  machine restarted) is found by `reap` from its dead pid or silent heartbeat and marked
+  interrupted; `resume` queues it again and it continues from its last checkpoint.
+* `cancel` is honoured at the next step boundary, within seconds, after a checkpoint.
+
+Why no library: the queue must live in the workspace's SQLite file (a refresh, a second
+tab, a restarted server all read the same rows), need no broker process, and report
+heartbeats and metrics into the same database. Celery, RQ and Dramatiq need Redis or
+RabbitMQ; Huey's SQLite backend has no heartbeats, cancel or resume of a running task.
+What is here is ~200 lines over `store.py`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import PirlError
+from .workspace import Workspace
+
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 20.0
+FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+@dataclass
+class JobContext:
+    """What a job kind gets: its workspace, row and folder, and ways to report back."""
+
+    ws: Workspace
+    job: dict
+    folder: Path
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def config(self) -> dict:
+        return self.job["config"]
+
+    def should_stop(self) -> bool:
+        return self._cancel.is_set()
+
+    def metrics(self, step: int, epoch: float | None, values: dict[str, float]) -> None:
+        self.ws.store.add_metrics(self.job["id"], step, epoch, values)
+
+    def progress(self, fraction: float, message: str, **result) -> None:
+        fields = {"progress": max(0.0, min(1.0, fraction)), "message": message}
+        if result:
+            fields["result"] = {**self.job["result"], **result}
+            self.job["result"] = fields["result"]
+        self.ws.store.update_job(self.job["id"], **fields)
+
+
+# kind -> function(ctx) -> result dict. Job kinds register here (see pirl_core/job_kinds.py).
+KINDS: dict[str, Callable[[JobContext], dict]] = {}
+
+
+def job_kind(name: str):
+    def register(fn):
+        KINDS[name] = fn
+        return fn
+
+    return register
+
+
+def job_folder(ws: Workspace, job_id: int) -> Path:
+    return ws.checkpoints / f"job-{job_id}"
+
+
+# -- the queue (pages and CLI) ---------------------------------------------------------------
+def submit(ws: Workspace, kind: str, config: dict, dataset_id: int | None = None, start_worker: bool = True) -> int:
+    _load_kinds()
+    if kind not in KINDS:
+        raise PirlError(f"Unknown job kind {kind!r}; known: {', '.join(KINDS)}.")
+    job_id = ws.store.add_job(kind, config, dataset_id)
+    if start_worker:
+        ensure_worker(ws)
+    return job_id
+
+
+def cancel(ws: Workspace, job_id: int) -> str:
+    """Cancel a queued job at once, or ask a running one to stop at its next step. Returns the new state."""
+    store = ws.store
+    job = _get(ws, job_id)
+    if store.set_job_status_if(job_id, ["queued"], "cancelled", finished_at=time.time(),
+                               message="cancelled before it started"):
+        return "cancelled"
+    if job["status"] == "running":
+        store.update_job(job_id, cancel_requested=1, message="cancelling ...")
+        return "cancelling"
+    raise PirlError(f"Job {job_id} is {job['status']}; only queued or running jobs can be cancelled.")
+
+
+def resume(ws: Workspace, job_id: int, start_worker: bool = True) -> None:
+    """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
+    job = _get(ws, job_id)
+    if not ws.store.set_job_status_if(job_id, ["interrupted", "cancelled", "failed"], "queued",
+                                      finished_at=None, cancel_requested=0, message="queued to resume",
+                                      created_at=time.time()):
+        raise PirlError(f"Job {job_id} is {job['status']}; only interrupted, cancelled or failed jobs resume.")
+    if start_worker:
+        ensure_worker(ws)
+
+
+def _get(ws: Workspace, job_id: int) -> dict:
+    job = ws.store.job(job_id)
+    if job is None:
+        raise PirlError(f"No job {job_id} in this workspace.")
+    return job
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) is dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def reap(ws: Workspace) -> list[int]:
+    """Mark running jobs whose worker is gone as interrupted. Cheap; pages call it on every render."""
+    store = ws.store
+    now = time.time()
+    gone = [j for j in store.running_jobs()
+            if not _pid_alive(j["pid"]) or (j["heartbeat_at"] or 0) < now - STALE_AFTER_S]
+    for job in gone:
+        store.set_job_status_if(job["id"], ["running"], "interrupted", finished_at=now,
+                                message="worker stopped (killed or machine restarted): resume to continue")
+    return [j["id"] for j in gone]
+
+
+def worker_running(ws: Workspace) -> bool:
+    with open(ws.root / "worker.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def ensure_worker(ws: Workspace) -> bool:
+    """Start a worker process for this workspace unless one is running. Returns whether one started."""
+    reap(ws)
+    if worker_running(ws):
+        return False
+    log = open(ws.logs / "worker.log", "ab")
+    subprocess.Popen([sys.executable, "-m", "pirl_core.worker", "--workspace", str(ws.root)],
+                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                     start_new_session=True, cwd=ws.root)
+    log.close()
+    return True
+
+
+def wait(ws: Workspace, job_id: int, on_update: Callable[[dict], None] | None = None,
+         poll_s: float = 1.0, timeout_s: float | None = None) -> dict:
+    """Follow a job until it finishes (restarting a worker if it dies while the job is queued)."""
+    deadline = time.time() + timeout_s if timeout_s else None
+    last_start = time.monotonic()
+    while True:
+        reap(ws)
+        job = _get(ws, job_id)
+        if on_update:
+            on_update(job)
+        if job["status"] in FINISHED:
+            return job
+        if job["status"] == "queued" and time.monotonic() - last_start > 10:
+            ensure_worker(ws)  # the worker died before taking the job
+            last_start = time.monotonic()
+        if deadline and time.time() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+# -- the worker ------------------------------------------------------------------------------
+def _load_kinds() -> None:
+    from . import job_kinds  # noqa: F401  (registers the kinds)
+
+
+def run_worker(ws: Workspace, forever: bool = False, idle_exit_s: float = 5.0) -> int:
+    """Run queued jobs in order until the queue stays empty for `idle_exit_s` (or forever)."""
+    lock = open(ws.root / "worker.lock", "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # first, before the slow torch import
+    except BlockingIOError:
+        return 0  # another worker serves this workspace
+    _load_kinds()
+    done = 0
+    idle_since = time.monotonic()
+    try:
+        while True:
+            reap(ws)
+            job = ws.store.claim_next_job(os.getpid())
+            if job is None:
+                if not forever and time.monotonic() - idle_since > idle_exit_s:
+                    return done
+                time.sleep(0.5)
+                continue
+            run_job(ws, job)
+            done += 1
+            idle_since = time.monotonic()
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def run_job(ws: Workspace, job: dict) -> None:
+    """Run one claimed job in this process: heartbeat, cancel, and the final state."""
+    store = ws.store
+    folder = job_folder(ws, job["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = JobContext(ws, job, folder)
+    beating = threading.Event()
+
+    def heartbeat():
+        beat_store = Workspace(ws.root).store  # its own connection
+        while not beating.wait(HEARTBEAT_S / 2):
+            beat_store.update_job(job["id"], heartbeat_at=time.time())
+            row = beat_store.job(job["id"])
+            if row and row["cancel_requested"]:
+                ctx._cancel.set()
+        beat_store.close()
+
+    thread = threading.Thread(target=heartbeat, daemon=True)
+    thread.start()
+    try:
+        result = KINDS[job["kind"]](ctx)
+        result = {**ctx.job["result"], **result}
+        if ctx.should_stop():
+            store.update_job(job["id"], status="cancelled", finished_at=time.time(), result=result,
+                             message="cancelled: resume to continue from its checkpoint")
+        else:
+            store.update_job(job["id"], status="succeeded", finished_at=time.time(), result=result, progress=1.0,
+                             message="finished")
+    except PirlError as exc:
+        store.update_job(job["id"], status="failed", finished_at=time.time(), message=str(exc), error=str(exc))
+    except Exception as exc:
+        store.update_job(job["id"], status="failed", finished_at=time.time(),
+                         message=f"{type(exc).__name__}: {exc}", error=traceback.format_exc())
+    finally:
+        beating.set()
+        thread.join()
