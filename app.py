@@ -2,11 +2,17 @@
 
 import streamlit as st
 
+from pages._shared import sidebar_badge
+
 st.set_page_config(page_title="PIRL Studio", page_icon=":material/biotech:", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
+    st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
 ]
 
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+with st.sidebar:
+    sidebar_badge()
+page.run()

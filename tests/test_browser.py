@@ -32,4 +32,49 @@ def test_upload_images_on_the_data_page(app_server, page, tmp_path, demo_dir):
     wait_for_app(page)
     page.locator('[data-testid="stImage"] img').nth(11).wait_for(timeout=30_000)  # the thumbnail grid
     assert_no_exception(page)
+    # opened by URL on a fresh server, the page still runs inside app.py's navigation and sidebar
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Pretrain" in nav and "shared" not in nav
+    page.get_by_text("No job running.").wait_for()
     page.screenshot(path=str(tmp_path / "data.png"), full_page=True)
+
+
+def _curve_points(page) -> int:
+    return page.evaluate(
+        "() => { const p = document.querySelector('.js-plotly-plot'); return p && p.data ? p.data[0].x.length : 0 }")
+
+
+def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, tmp_path, demo_dir):
+    import time
+
+    from pirl_core import ingest
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    server = app_server(ws.root)
+    page.goto(server.url + "/pretrain")
+    wait_for_app(page)
+    page.get_by_text("Advanced settings").click()
+    for label, value in (("Image size (px)", "32"), ("Epochs", "40"), ("Batch size", "8")):
+        box = page.get_by_label(label)
+        box.fill(value)
+        box.press("Tab")
+    page.get_by_role("button", name="Start pretraining").click()
+    page.get_by_text("Queued pretraining run #1").wait_for(timeout=30_000)
+
+    page.wait_for_function("() => document.querySelector('.js-plotly-plot')", timeout=90_000)
+    first = _curve_points(page)
+    deadline = time.time() + 60
+    while _curve_points(page) <= first and time.time() < deadline:
+        time.sleep(1)
+    assert _curve_points(page) > first, "the live curve did not gain points"
+
+    page.reload()
+    wait_for_app(page)
+    page.get_by_text("Run #1 · play_circle running").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("Run #1 · stop_circle cancelled").wait_for(timeout=30_000)
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "pretrain.png"), full_page=True)
+    assert ws.store.job(1)["status"] == "cancelled"

@@ -68,7 +68,7 @@ def test_cancel_stops_within_seconds_and_leaves_a_usable_checkpoint(ws, pool):
     t0 = time.time()
     assert jobs.cancel(ws, job_id) == "cancelling"
     job = jobs.wait(ws, job_id, poll_s=0.1, timeout_s=30)
-    assert job["status"] == "cancelled" and time.time() - t0 < 5
+    assert job["status"] == "cancelled" and time.time() - t0 < 10
     model, config, bank = load_pretrained(job["checkpoint"])
     assert bank.vectors.shape[0] == 48
 

@@ -1,0 +1,124 @@
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages._shared import STATUS_ICON, guarded, loss_figure, show_job_failure, when, workspace
+from pirl_core import jobs, planning
+from pirl_core.engine.backbones import REGISTRY
+from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.fmt import duration
+
+ws = workspace()
+store = ws.store
+jobs.reap(ws)
+
+st.title("Pretrain")
+st.caption("PIRL learns from unlabeled images: each image and its shuffled jigsaw patches are pulled together "
+           "and pushed away from the other images in a memory bank.")
+
+datasets = store.datasets()
+if not datasets:
+    st.info("No datasets yet: import images on the Data page first.")
+    st.stop()
+
+defaults = planning.default_config()
+with st.form("start"):
+    by_name = {d["name"]: d for d in datasets}
+    name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
+                        format_func=lambda n: f"{n} ({by_name[n]['images']} images)")
+    st.caption(f"This machine: {planning.machine()}. Defaults: {defaults.backbone} at {defaults.image_size} px, "
+               f"{defaults.epochs} epochs, batch {defaults.batch_size}"
+               + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."
+                  if defaults.image_size < 224 else " (close to the paper)."))
+    with st.expander("Advanced settings"):
+        c1, c2, c3 = st.columns(3)
+        backbone = c1.selectbox("Backbone", list(REGISTRY), index=list(REGISTRY).index(defaults.backbone),
+                                key="pt-backbone")
+        imagenet = c1.checkbox("Start from ImageNet weights", value=False, key="pt-imagenet",
+                               help="Domain-adaptive pretraining: PIRL continues from ImageNet features.")
+        image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size")
+        epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
+        batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
+        lr = c2.number_input("Learning rate (0 = 0.03 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
+        negatives = c3.number_input("Negatives per image (0 = all others, up to 16384)", 0, 65536, 0,
+                                    key="pt-negatives")
+        temperature = c3.number_input("Temperature", 0.01, 1.0, defaults.temperature, format="%.3f",
+                                      key="pt-temperature")
+        lam = c3.slider("λ: weight of the jigsaw term", 0.0, 1.0, defaults.jigsaw_weight, key="pt-lambda")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
+    start = st.form_submit_button("Start pretraining", type="primary")
+
+if start:
+    with guarded("Starting the run"):
+        config = PretrainConfig.defaults_for(
+            "auto", backbone=backbone, pretrained_imagenet=imagenet, image_size=int(image_size), epochs=int(epochs),
+            batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
+            jigsaw_weight=lam, seed=int(seed))
+        n = by_name[name]["images"]
+        config.validate(n)
+        seconds, source = planning.estimate_seconds(store, config, n)
+        job_id = jobs.submit(ws, "pretrain", config.to_dict(), by_name[name]["id"])
+        st.success(f"Queued pretraining run #{job_id} on {name}: about {duration(seconds)} ({source}).")
+
+runs = store.jobs(kind="pretrain")
+if not runs:
+    st.info("No pretraining runs yet.")
+    st.stop()
+
+names = {d["id"]: d["name"] for d in datasets}
+st.header("Runs")
+st.dataframe(pd.DataFrame([{
+    "run": r["id"], "status": r["status"],
+    "dataset": names.get(r["dataset_id"], "?"), "backbone": r["config"].get("backbone"),
+    "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
+    "epochs": r["config"].get("epochs"), "progress": f"{100 * (r['progress'] or 0):.0f}%",
+    "final loss": round(r["result"]["last"]["loss"], 3) if r["result"].get("last") else None,
+    "started": when(r["started_at"])} for r in runs]), hide_index=True)
+
+run_id = st.selectbox("Run", [r["id"] for r in runs], key="pretrain-run",
+                      format_func=lambda i: f"#{i}")
+
+
+@st.fragment(run_every=2)
+def live_run(job_id: int) -> None:
+    job = store.job(job_id)
+    st.subheader(f"Run #{job_id} · {STATUS_ICON.get(job['status'], '')} {job['status']}")
+    if job["status"] in ("queued", "running"):
+        st.progress(min(1.0, job["progress"] or 0.0), text=job["message"] or "waiting for the worker")
+    elif job["status"] == "failed":
+        show_job_failure(job)
+    elif job["message"]:
+        st.caption(job["message"])
+    metrics = store.metrics(job_id, ["loss", "loss_jigsaw", "loss_image", "lr"])
+    if metrics:
+        dataset = store.dataset(job["dataset_id"]) if job["dataset_id"] else None
+        n = dataset["n_images"] if dataset else None
+        title = "PIRL loss" + (f" (chance level ln N = {math.log(n):.2f})" if n else "")
+        st.plotly_chart(loss_figure(metrics, title), key=f"curve-{job_id}")
+    else:
+        st.caption("The loss curve appears after the first training step.")
+    c1, c2 = st.columns(2)
+    if job["status"] in ("queued", "running") and c1.button("Cancel", key=f"cancel-{job_id}"):
+        with guarded("Cancel"):
+            jobs.cancel(ws, job_id)
+            st.toast(f"Cancelling run #{job_id} ...")
+    if job["status"] in ("interrupted", "cancelled", "failed") and c2.button(
+            "Resume from last checkpoint", key=f"resume-{job_id}"):
+        with guarded("Resume"):
+            jobs.resume(ws, job_id)
+            st.toast(f"Run #{job_id} queued to resume.")
+
+
+live_run(run_id)
+
+if len(runs) > 1:
+    st.header("Compare runs")
+    chosen = st.multiselect("Runs", [r["id"] for r in runs], default=[r["id"] for r in runs[:2]], key="compare-runs")
+    fig = go.Figure()
+    for rid in chosen:
+        rows = store.metrics(rid, ["loss"])
+        fig.add_scatter(x=[m["epoch"] for m in rows], y=[m["value"] for m in rows], mode="lines", name=f"run #{rid}")
+    fig.update_layout(xaxis_title="epoch", yaxis_title="total loss", height=350)
+    st.plotly_chart(fig, key="compare-curves")

@@ -1,0 +1,79 @@
+import time
+
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import ingest, jobs
+from pirl_core.engine.pretrain import PretrainConfig
+from tests.conftest import ROOT
+
+
+def _page():
+    return AppTest.from_file(str(ROOT / "pages/pretrain.py"), default_timeout=60)
+
+
+def _pool(ws, demo_dir):
+    return ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+
+
+def test_empty_workspace_points_to_the_data_page(ws):
+    at = _page().run()
+    assert not at.exception and "Data page" in at.info[0].value
+
+
+def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
+    _pool(ws, demo_dir)
+    at = _page().run()
+    at.number_input(key="pt-size").set_value(32)
+    at.number_input(key="pt-epochs").set_value(1)
+    at.number_input(key="pt-batch").set_value(16)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("Queued pretraining run #1" in s.value for s in at.success)
+    job = ws.store.job(1)
+    assert job["config"]["image_size"] == 32 and job["config"]["epochs"] == 1
+    assert jobs.wait(ws, 1, timeout_s=120)["status"] == "succeeded"
+
+
+def test_impossible_settings_are_a_message(ws, demo_dir):
+    _pool(ws, demo_dir)
+    at = _page().run()
+    at.number_input(key="pt-negatives").set_value(5000)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("negatives must be between 1 and N - 1 = 47" in e.value for e in at.error)
+    assert ws.store.jobs() == []
+
+
+def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
+    ds = _pool(ws, demo_dir)
+    config = PretrainConfig(image_size=32, batch_size=8, epochs=30).to_dict()
+    job_id = jobs.submit(ws, "pretrain", config, ds)
+    deadline = time.time() + 120
+    while len(ws.store.metrics(job_id, ["loss"])) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    t0 = time.perf_counter()
+    first, second = _page().run(), _page().run()
+    render = (time.perf_counter() - t0) / 2
+    for at in (first, second):
+        assert not at.exception
+        assert any(f"Run #{job_id}" in h.value and "running" in h.value for h in at.subheader)
+        assert at.get("plotly_chart")
+    # cancel from one session; the other sees it
+    first.button(key=f"cancel-{job_id}").click().run()
+    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=30)
+    assert job["status"] == "cancelled"
+    second.run()
+    assert any("cancelled" in h.value for h in second.subheader)
+    assert render < 5  # generous; the figure for the note comes from bench, not this test
+
+
+def test_a_failed_run_shows_its_error_and_traceback(ws, demo_dir):
+    ds = _pool(ws, demo_dir)
+    job_id = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32).to_dict(), ds, start_worker=False)
+    ws.store.update_job(job_id, status="failed", message="RuntimeError: boom",
+                        error="Traceback (most recent call last):\n  ...\nRuntimeError: boom")
+    at = _page().run()
+    assert not at.exception
+    assert any("failed: RuntimeError: boom" in e.value for e in at.error)
+    assert any("traceback" in e.label for e in at.expander)
+    assert at.button(key=f"resume-{job_id}")
