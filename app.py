@@ -10,6 +10,7 @@ PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
     st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
 ]
 
 page = st.navigation(PAGES)

@@ -195,6 +195,46 @@ def cmd_jobs(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from . import compare, jobs
+    from .workspace import Workspace
+
+    ws = Workspace()
+    inits = [args.init] if getattr(args, "init", None) else args.inits.split(",")
+    pretrain = [int(j) for j in args.pretrain.split(",")] if args.pretrain else []
+    if not pretrain:
+        done = [j for j in ws.store.jobs(kind="pretrain") if j["checkpoint"]]
+        if not done:
+            raise PirlError("No pretrain run with a checkpoint: run pirl pretrain --dataset ... first.")
+        pretrain = [done[0]["id"]]
+    fractions = [float(f) for f in args.label_fractions.split(",")]
+    cid = compare.start(ws, compare.CompareRequest(labeled=args.labeled, pretrain_jobs=pretrain, mode=args.mode,
+                                                   inits=inits, folds=args.folds, fractions=fractions,
+                                                   seed=args.seed, epochs=args.epochs))
+    comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
+    for note in comp["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"comparison {cid}: jobs " + ", ".join(f"{a['label']} #{a['job_id']}" for a in comp["arms"]),
+          file=sys.stderr)
+    if not args.wait:
+        _print_json({"comparison": cid, "jobs": {a["label"]: a["job_id"] for a in comp["arms"]}})
+        return 0
+    for arm in comp["arms"]:
+        job = jobs.wait(ws, arm["job_id"])
+        print(f"{arm['label']}: {job['status']} {job['message'] or ''}", file=sys.stderr)
+    summary = compare.summarize(ws, cid)
+    level = 95
+    print(f"{'initialisation':22s} {'AUC':>6s}  {level}% CI          vs baselines", file=sys.stderr)
+    for e in summary["table"]:
+        vs = "; ".join(f"{o}: {t['difference']:+.3f} (p={t['p_value']:.3f})" for o, t in (e.get("vs") or {}).items())
+        print(f"{e['arm']:22s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}", file=sys.stderr)
+    _print_json({"comparison": cid, "results": {e["arm"]: {
+        "auc": e["auc"], "ci": [e["ci_low"], e["ci_high"]], "fold_aucs": e["fold_aucs"],
+        "label_efficiency": e["efficiency"], "vs": {o: t["p_value"] for o, t in (e.get("vs") or {}).items()}}
+        for e in summary["table"]}})
+    return 0 if summary["complete"] else 1
+
+
 def cmd_worker(args) -> int:
     from .jobs import run_worker
     from .workspace import Workspace
@@ -270,6 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", type=int)
     p.add_argument("--wait", action="store_true", help="with resume: follow the job until it ends")
     p.set_defaults(func=cmd_jobs)
+
+    for name in ("compare", "finetune"):
+        single = name == "finetune"
+        p = sub.add_parser(name, help="finetune one initialisation on a labeled set" if single else
+                           "scratch vs ImageNet vs PIRL vs ImageNet+PIRL on a labeled set (ROC AUC with CIs)")
+        p.add_argument("--labeled", required=True, help="a labeled dataset")
+        p.add_argument("--pretrain", help="pretrain job id(s), comma-separated (default: the latest)")
+        p.add_argument("--mode", choices=["linear", "finetune"], default="linear")
+        if single:
+            p.add_argument("--init", choices=["scratch", "imagenet", "pirl", "imagenet+pirl"], default="pirl")
+        else:
+            p.add_argument("--inits", default="scratch,imagenet,pirl,imagenet+pirl")
+        p.add_argument("--folds", type=int, default=None, help="k-fold CV (default 5 under 2,000 labeled "
+                                                                "images; 0 = the fixed split)")
+        p.add_argument("--label-fractions", default="1" if single else "0.1,0.25,0.5,1")
+        p.add_argument("--epochs", type=int)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--wait", action="store_true", help="follow the jobs and print the result table")
+        p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("worker", help="run queued jobs (started automatically; --forever for servers)")
     p.add_argument("--forever", action="store_true")

@@ -1,7 +1,11 @@
-"""The job kinds the worker runs. Each takes a JobContext and returns its result dict."""
+"""The job kinds the worker runs. Each takes a JobContext and returns its result dict.
+
+pretrain is here; finetune lives with the comparison it serves (compare.py).
+"""
 
 from __future__ import annotations
 
+from . import compare  # noqa: F401  (registers the finetune kind)
 from .engine.pretrain import Callbacks, PretrainConfig, StepReport, pretrain
 from .errors import PirlError
 from .fmt import duration

@@ -323,6 +323,9 @@ class Store:
         return self.db["evaluations"].insert(
             dict(job_id=job_id, created_at=time.time(), result=json.dumps(result))).last_pk
 
+    def update_evaluation(self, evaluation_id: int, result: dict) -> None:
+        self.db["evaluations"].update(evaluation_id, {"result": json.dumps(result)})
+
     def evaluations(self, job_id: int | None = None) -> list[dict]:
         sql, args = "SELECT * FROM evaluations", []
         if job_id is not None:

@@ -48,6 +48,7 @@ class BackboneSpec:
     imagenet_file: Callable[[], Path]  # where the ImageNet weights are (or would be) on disk
     imagenet_url: str | None = None
     to_trunk: Callable[[nn.Module], tuple[nn.Module, Callable | None]] = lambda m: (m, None)
+    min_input: int = 8  # smallest input side (px) the network accepts
 
 
 def _resnet(name: str, weights_enum) -> BackboneSpec:
@@ -79,7 +80,8 @@ def _efficientnet_lite0() -> BackboneSpec:
         model._fc = nn.Identity()
         return model, lambda m, x: torch.flatten(m._avg_pooling(m.extract_features(x)), 1)
 
-    return BackboneSpec("efficientnet_lite0", 1280, build, weights_file, None, trunk)
+    # Its "same" padding is fixed for 224 px inputs: it needs at least 32 px.
+    return BackboneSpec("efficientnet_lite0", 1280, build, weights_file, None, trunk, min_input=32)
 
 
 REGISTRY: dict[str, BackboneSpec] = {

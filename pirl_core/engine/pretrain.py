@@ -76,6 +76,13 @@ class PretrainConfig:
         return asdict(self)
 
     @property
+    def view_sizes(self) -> ViewSizes:
+        """The paper's proportions, with patches no smaller than the backbone accepts."""
+        default = ViewSizes.for_image_size(self.image_size).patch
+        minimum = REGISTRY[self.backbone].min_input if self.backbone in REGISTRY else 8
+        return ViewSizes.for_image_size(self.image_size, self.patch_size or max(default, minimum))
+
+    @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 0.03 * self.batch_size / 256
 
@@ -91,9 +98,15 @@ class PretrainConfig:
             problems.append(f"image size {self.image_size} must be between 32 and 1024 px")
         else:
             try:
-                ViewSizes.for_image_size(self.image_size, self.patch_size)
+                patch = self.view_sizes.patch
+                minimum = REGISTRY[self.backbone].min_input if self.backbone in REGISTRY else 8
+                if patch < minimum:
+                    problems.append(f"{self.backbone} needs patches of at least {minimum} px; "
+                                    f"{patch} px is too small (use a larger image size or patch size)")
             except ValueError as exc:
-                problems.append(str(exc))
+                problems.append(str(exc) + f" (image size {self.image_size} px"
+                                + (f" is too small for {self.backbone}: use at least 96 px)"
+                                   if self.backbone in REGISTRY and REGISTRY[self.backbone].min_input > 8 else ")"))
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -254,7 +267,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
     model = model.to(memory_format=fmt)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.learning_rate,
                                 momentum=config.momentum)
-    sizes = ViewSizes.for_image_size(config.image_size, config.patch_size)
+    sizes = config.view_sizes
     batch = min(config.batch_size, n)
     steps_per_epoch = n // batch
     total_steps = steps_per_epoch * config.epochs

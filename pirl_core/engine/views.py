@@ -120,11 +120,12 @@ def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
 
 
 def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
-               scale: tuple[float, float] = (0.08, 1.0)) -> torch.Tensor:
-    """v_I for a batch of float images (B, 3, H, W): normalised (B, 3, size, size)."""
+               scale: tuple[float, float] = (0.08, 1.0), **distort) -> torch.Tensor:
+    """v_I for a batch of float images (B, 3, H, W): normalised (B, 3, size, size).
+    `distort` overrides color_distort's strengths (supervised finetuning uses milder ones)."""
     n, _, height, width = images.shape
     boxes = random_boxes(gen, n, height, width, scale)
-    return normalize(color_distort(_crop(images, boxes, torch.arange(n), size), gen))
+    return normalize(color_distort(_crop(images, boxes, torch.arange(n), size), gen, **distort))
 
 
 def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,

@@ -1,0 +1,186 @@
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pages._shared import STATUS_ICON, guarded, when, workspace
+from pirl_core import compare, jobs
+from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.evaluation import threshold_metrics, youden_threshold
+
+ws = workspace()
+store = ws.store
+jobs.reap(ws)
+
+st.title("Compare")
+st.caption("Does PIRL pretraining beat training from scratch and from ImageNet weights on your labeled images? "
+           "Every initialisation gets the same images, splits, epochs, optimiser and seed.")
+
+labeled = [d for d in store.datasets() if d["labeled"]]
+runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+if not labeled or not runs:
+    st.info("A comparison needs a labeled dataset (Data page) and a pretrain run with a checkpoint (Pretrain page).")
+    st.stop()
+
+
+def run_label(job_id: int) -> str:
+    job = store.job(job_id)
+    c = job["config"]
+    start = "ImageNet start" if c.get("pretrained_imagenet") else "random start"
+    pretext = c.get("pretext", "jigsaw")
+    return f"#{job_id} · {c['backbone']} {c['image_size']} px · {pretext} · {start} · {job['status']}"
+
+
+with st.form("compare"):
+    c1, c2 = st.columns(2)
+    by_name = {d["name"]: d for d in labeled}
+    dataset = c1.selectbox("Labeled images", list(by_name), key="cmp-dataset",
+                           format_func=lambda n: f"{n} ({by_name[n]['labeled']} labeled)")
+    chosen_runs = c2.multiselect("PIRL pretrain run(s)", [r["id"] for r in runs], default=[runs[0]["id"]],
+                                 format_func=run_label, key="cmp-runs",
+                                 help="Several runs (e.g. different pretexts) each get their own PIRL line.")
+    mode = c1.radio("Training", ["linear", "finetune"], horizontal=True, key="cmp-mode",
+                    format_func=lambda m: {"linear": "Linear probe (frozen backbone, fast)",
+                                           "finetune": "Full finetune (slower)"}[m])
+    inits = c2.multiselect("Initialisations", list(compare.INITS), default=list(compare.INITS), key="cmp-inits")
+    n_labeled = by_name[dataset]["labeled"]
+    auto = compare.default_folds(n_labeled)
+    folds = c1.number_input(f"Cross-validation folds (0 = fixed train/val/test split; suggested {auto})", 0, 10,
+                            auto, key="cmp-folds")
+    fractions = c2.multiselect("Label fractions (label-efficiency curve)", [0.1, 0.25, 0.5, 1.0],
+                               default=[0.1, 0.25, 0.5, 1.0], key="cmp-fractions",
+                               format_func=lambda f: f"{f:.0%}")
+    epochs = c1.number_input("Epochs (0 = default: 100 linear, 20 finetune)", 0, 1000, 0, key="cmp-epochs")
+    go_button = st.form_submit_button("Compare", type="primary")
+
+first_run = store.job(chosen_runs[0]) if chosen_runs else runs[0]
+backbone = first_run["config"]["backbone"]
+problem = compare.imagenet_problem(backbone)
+if problem:
+    st.warning(f"ImageNet initialisation unavailable for {backbone}: {problem}")
+has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)
+if not has_imagenet_run and not problem:
+    st.caption("ImageNet+PIRL (PIRL continued from ImageNet weights) beat ImageNet transfer in dermatology "
+               "(Azizi et al., ICCV 2021). No such run exists for this backbone yet.")
+    if st.button("Start an ImageNet+PIRL pretrain run with the same settings", key="cmp-start-inet"):
+        with guarded("Starting the run"):
+            config = PretrainConfig.from_dict({**first_run["config"], "pretrained_imagenet": True})
+            job_id = jobs.submit(ws, "pretrain", config.to_dict(), first_run["dataset_id"])
+            st.success(f"Queued pretrain run #{job_id}; choose it here when it has finished.")
+
+if go_button:
+    with guarded("Starting the comparison"):
+        cid = compare.start(ws, compare.CompareRequest(
+            labeled=dataset, pretrain_jobs=chosen_runs, mode=mode, inits=inits, folds=int(folds),
+            fractions=fractions or [1.0], epochs=int(epochs) or None))
+        st.session_state["cmp-open"] = cid
+        st.success(f"Comparison #{cid} queued: one job per initialisation.")
+
+past = compare.comparisons(ws)
+if not past:
+    st.stop()
+st.header("Results")
+ids = [c["id"] for c in past]
+open_id = st.selectbox("Comparison", ids, key="cmp-open", format_func=lambda i: next(
+    f"#{c['id']} · {c['result']['config']['labeled']} · {c['result']['request']['mode']} · "
+    f"{c['result']['config']['folds'] or 'fixed split'}{' folds' if c['result']['config']['folds'] else ''} · "
+    f"{when(c['result']['created'])}" for c in past if c["id"] == i))
+
+
+def roc_figure(table: list[dict], cls: int) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "lightgray"},
+                    name="chance", hoverinfo="skip")
+    for entry in table:
+        roc = entry["roc"][str(cls)] if str(cls) in entry["roc"] else entry["roc"][cls]
+        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{entry['arm']} (AUC {entry['auc']:.3f})")
+    fig.update_layout(xaxis_title="1 - specificity (false positive rate)",
+                      yaxis_title="sensitivity (true positive rate)", height=460,
+                      legend={"orientation": "h", "y": -0.2}, margin={"t": 30})
+    return fig
+
+
+@st.fragment(run_every=3)
+def show(comparison_id: int) -> None:
+    comp = next(c for c in compare.comparisons(ws) if c["id"] == comparison_id)["result"]
+    summary = compare.summarize(ws, comparison_id, n_boot=1000 if all(
+        store.job(a["job_id"])["status"] in jobs.FINISHED for a in comp["arms"]) else 200)
+    for note in comp["notes"]:
+        st.warning(note)
+    if not summary["complete"]:
+        for arm in summary["arms"]:
+            st.progress(min(1.0, arm["progress"] or 0.0),
+                        text=f"{arm['label']}: {arm['status']} · {arm['message'] or 'waiting for the worker'}")
+        curves = go.Figure()
+        for arm in summary["arms"]:
+            rows = store.metrics(arm["job_id"], ["val_auc"])
+            curves.add_scatter(x=[r["step"] for r in rows], y=[r["value"] for r in rows], name=arm["label"],
+                               mode="lines+markers")
+        curves.update_layout(title="Validation AUC while training", xaxis_title="epoch (all folds in order)",
+                             yaxis_title="val AUC", height=320)
+        st.plotly_chart(curves, key=f"live-{comparison_id}")
+    for arm in summary["arms"]:
+        if arm["status"] in ("failed", "interrupted"):
+            st.error(f"{arm['label']} {arm['status']}: {arm['message']}")
+    table = summary["table"]
+    if not table:
+        return
+    classes = summary["classes"]
+    cls = 1
+    if len(classes) > 2:
+        cls = st.selectbox("ROC of class (one vs rest)", range(len(classes)), format_func=lambda i: classes[i],
+                           key=f"cls-{comparison_id}")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(roc_figure(table, cls), key=f"roc-{comparison_id}-{cls}")
+    level = int(table[0]["level"] * 100)
+    rows = []
+    for e in table:
+        row = {"initialisation": e["arm"], "AUC": round(e["auc"], 3),
+               f"{level}% CI": f"{e['ci_low']:.3f} – {e['ci_high']:.3f}", "test images": e["n"]}
+        if e["fold_sd"] is not None:
+            row["fold AUCs (sd)"] = f"{', '.join(f'{a:.2f}' for a in e['fold_aucs'])} ({e['fold_sd']:.3f})"
+        for other, test in (e.get("vs") or {}).items():
+            row[f"vs {other}"] = f"{test['difference']:+.3f}, p = {test['p_value']:.3f}"
+        rows.append(row)
+    right.dataframe(pd.DataFrame(rows), hide_index=True)
+    right.caption(("Macro one-vs-rest AUC. " if len(classes) > 2 else f"AUC for '{classes[1]}' vs '{classes[0]}'. ")
+                  + "CI: stratified bootstrap of the test images; p: paired bootstrap on the same images. "
+                  + ("Out-of-fold predictions pooled over the folds." if table[0]["fold_sd"] is not None else ""))
+
+    if len(classes) == 2:
+        st.subheader("At a threshold")
+        preds = summary["predictions"]
+        arm = st.selectbox("Initialisation", [e["arm"] for e in table], key=f"thr-arm-{comparison_id}")
+        y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
+        t = st.slider(f"Call '{classes[1]}' when its probability is at least", 0.0, 1.0,
+                      round(youden_threshold(y, probs), 2), 0.01, key=f"thr-{comparison_id}-{arm}")
+        m = threshold_metrics(y, probs, t)
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Sensitivity", f"{m['sensitivity']:.1%}")
+        c2.metric("Specificity", f"{m['specificity']:.1%}")
+        c3.metric("PPV", f"{m['ppv']:.1%}" if m["ppv"] == m["ppv"] else "–")
+        c4.metric("NPV", f"{m['npv']:.1%}" if m["npv"] == m["npv"] else "–")
+        cm = m["confusion"]
+        st.dataframe(pd.DataFrame(cm, index=[f"true {classes[0]}", f"true {classes[1]}"],
+                                  columns=[f"called {classes[0]}", f"called {classes[1]}"]))
+
+    fractions = sorted(float(f) for f in table[0]["efficiency"])
+    if len(fractions) > 1:
+        eff = go.Figure()
+        for e in table:
+            eff.add_scatter(x=[f * 100 for f in fractions], y=[e["efficiency"][str(f)] for f in fractions],
+                            mode="lines+markers", name=e["arm"])
+        eff.update_layout(title="Label efficiency: test AUC against the share of training labels used",
+                          xaxis_title="% of training labels", yaxis_title="test AUC", height=360)
+        st.plotly_chart(eff, key=f"eff-{comparison_id}")
+    csv = pd.DataFrame([{"initialisation": e["arm"], "auc": e["auc"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
+                         "n_test": e["n"], **{f"auc_at_{f}": e["efficiency"][str(f)] for f in fractions},
+                         **{f"p_vs_{o}": t["p_value"] for o, t in (e.get("vs") or {}).items()}} for e in table])
+    st.download_button("Download results (CSV)", csv.to_csv(index=False), f"comparison-{comparison_id}.csv",
+                       "text/csv", key=f"csv-{comparison_id}")
+    if summary["complete"]:
+        st.caption(" · ".join(f"{a['label']}: {STATUS_ICON.get(a['status'], '')} {a['status']}"
+                              for a in summary["arms"]))
+
+
+show(open_id)

@@ -1,0 +1,258 @@
+"""Comparisons: scratch vs ImageNet vs PIRL vs ImageNet+PIRL on one labeled set, fairly.
+
+A comparison queues one finetune job per initialisation ("arm"). Every arm uses the same
+images, splits or folds, label subsets, augmentation, epochs, optimiser and seed; only the
+starting weights differ. Each job trains on the training part, selects its epoch on the
+validation part, and only then predicts the test part. With k folds, every labeled image is
+a test image exactly once (out-of-fold predictions); the paired test compares arms on the
+same images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import jobs
+from .engine.backbones import build_backbone
+from .engine.finetune import FinetuneConfig, auc_score, finetune, predict
+from .engine.pretrain import load_pretrained
+from .errors import PirlError
+from .evaluation import auc_with_ci, paired_bootstrap_p, roc_points
+from .image_cache import cache_size_for
+from .ingest import dataset_cache
+from .jobs import JobContext, job_kind
+from .splits import assign_folds, assign_splits, nested_subset
+from .workspace import Workspace
+
+INITS = ("scratch", "imagenet", "pirl", "imagenet+pirl")
+BASELINES = ("scratch", "imagenet")
+
+
+@dataclass
+class CompareRequest:
+    labeled: str
+    pretrain_jobs: list[int]
+    mode: str = "linear"
+    inits: list[str] = field(default_factory=lambda: list(INITS))
+    folds: int | None = None  # None: 5 under 2,000 labeled images, else the fixed split; 0: fixed split
+    fractions: list[float] = field(default_factory=lambda: [1.0])
+    seed: int = 0
+    epochs: int | None = None
+
+
+def default_folds(n_labeled: int) -> int:
+    return 5 if n_labeled < 2000 else 0
+
+
+def imagenet_problem(backbone: str) -> str | None:
+    """None when ImageNet weights for `backbone` can be had here, else what to do about it."""
+    try:
+        build_backbone(backbone, pretrained=True)
+        return None
+    except PirlError as exc:
+        return str(exc)
+
+
+def start(ws: Workspace, req: CompareRequest) -> int:
+    """Validate, queue one finetune job per arm, and record the comparison. Returns its id."""
+    store = ws.store
+    dataset = store.dataset(req.labeled)
+    if dataset is None:
+        raise PirlError(f"No dataset named {req.labeled!r}.")
+    counts = store.class_counts(dataset["id"])
+    if len(counts) < 2:
+        raise PirlError(f"{req.labeled!r} has no labels with at least 2 classes; attach labels on the Data page.")
+    unknown = set(req.inits) - set(INITS)
+    if unknown:
+        raise PirlError(f"Unknown initialisations {sorted(unknown)}; choose from {', '.join(INITS)}.")
+    if not all(0 < f <= 1 for f in req.fractions):
+        raise PirlError("Label fractions must be in (0, 1].")
+    runs = []
+    for job_id in req.pretrain_jobs:
+        job = store.job(job_id)
+        if job is None or job["kind"] != "pretrain" or not job["checkpoint"]:
+            raise PirlError(f"Pretrain run #{job_id} has no checkpoint yet.")
+        runs.append(job)
+    if not runs:
+        raise PirlError("Choose a finished pretrain run.")
+    backbone, image_size = runs[0]["config"]["backbone"], runs[0]["config"]["image_size"]
+    if any((r["config"]["backbone"], r["config"]["image_size"]) != (backbone, image_size) for r in runs):
+        raise PirlError("All compared pretrain runs must share backbone and image size.")
+    n_labeled = sum(counts.values())
+    folds = default_folds(n_labeled) if req.folds is None else req.folds
+    if folds == 1 or folds > min(counts.values()):
+        raise PirlError(f"{folds} folds need at least {folds} images in every class; the smallest has "
+                        f"{min(counts.values())}. Use fewer folds (0 = the fixed split).")
+
+    notes, arms = [], []
+    imagenet_missing = imagenet_problem(backbone) if {"imagenet", "imagenet+pirl"} & set(req.inits) else None
+    if "scratch" in req.inits:
+        arms.append({"label": "scratch", "init": "scratch"})
+    if "imagenet" in req.inits:
+        if imagenet_missing:
+            notes.append(f"ImageNet skipped: {imagenet_missing}")
+        else:
+            arms.append({"label": "ImageNet", "init": "imagenet"})
+    for run in runs:
+        from_imagenet = bool(run["config"].get("pretrained_imagenet"))
+        init = "imagenet+pirl" if from_imagenet else "pirl"
+        if init in req.inits:
+            arms.append({"label": f"{'ImageNet+PIRL' if from_imagenet else 'PIRL'} #{run['id']}", "init": init,
+                         "pretrain_job": run["id"], "pretext": run["config"].get("pretext", "jigsaw")})
+    if "imagenet+pirl" in req.inits and not any(a["init"] == "imagenet+pirl" for a in arms):
+        notes.append("ImageNet+PIRL needs a pretrain run started from ImageNet weights "
+                     "(tick 'Start from ImageNet weights' on the Pretrain page); none was chosen.")
+    if not arms:
+        raise PirlError("Nothing to compare: " + " ".join(notes))
+
+    config = {"labeled_dataset_id": dataset["id"], "labeled": req.labeled, "backbone": backbone,
+              "image_size": image_size, "folds": folds, "fractions": sorted(set(req.fractions)),
+              "seed": req.seed, "finetune": FinetuneConfig(mode=req.mode, image_size=image_size,
+                                                           epochs=req.epochs, seed=req.seed).to_dict()}
+    for arm in arms:
+        arm["job_id"] = jobs.submit(ws, "finetune", {**config, **arm}, dataset["id"], start_worker=False)
+    comparison = {"kind": "comparison", "created": time.time(), "config": config, "request": asdict(req),
+                  "arms": arms, "notes": notes, "classes": sorted(counts)}
+    comparison_id = store.add_evaluation(None, comparison)
+    jobs.ensure_worker(ws)
+    return comparison_id
+
+
+def comparisons(ws: Workspace) -> list[dict]:
+    return [e for e in ws.store.evaluations() if e["result"].get("kind") == "comparison"]
+
+
+# -- the finetune job --------------------------------------------------------------------------
+def _backbone_for(arm: dict, backbone: str, ws: Workspace):
+    if arm["init"] == "scratch":
+        return build_backbone(backbone)
+    if arm["init"] == "imagenet":
+        return build_backbone(backbone, pretrained=True)
+    job = ws.store.job(arm["pretrain_job"])
+    model, _, _ = load_pretrained(job["checkpoint"])
+    return model.backbone
+
+
+def data_splits(rows: list[dict], classes: list[str], folds: int, seed: int) -> list[dict]:
+    """Per fold (or the fixed split): positions of train, val and test images in `rows`."""
+    labels = [r["label"] for r in rows]
+    groups = [r["group_id"] for r in rows]
+    if not folds:
+        by_split = {s: [i for i, r in enumerate(rows) if r["split"] == s] for s in ("train", "val", "test")}
+        return [{"fold": None, **by_split}]
+    fold_of = assign_folds(labels, groups, folds, seed)
+    out = []
+    for k in range(folds):
+        rest = [i for i in range(len(rows)) if fold_of[i] != k]
+        inner = assign_splits([labels[i] for i in rest], [groups[i] for i in rest], {"train": 0.82, "val": 0.18},
+                              seed + k)
+        out.append({"fold": k, "train": [i for i, s in zip(rest, inner) if s == "train"],
+                    "val": [i for i, s in zip(rest, inner) if s == "val"],
+                    "test": [i for i in range(len(rows)) if fold_of[i] == k]})
+    return out
+
+
+@job_kind("finetune")
+def finetune_job(ctx: JobContext) -> dict:
+    ws, cfg = ctx.ws, ctx.config
+    store = ws.store
+    dataset_id = cfg["labeled_dataset_id"]
+    all_rows = store.images(dataset_id)
+    position = {r["id"]: i for i, r in enumerate(all_rows)}
+    rows = [r for r in all_rows if r["label"] is not None]
+    classes = sorted({r["label"] for r in rows})
+    y = np.array([classes.index(r["label"]) for r in rows])
+    images = dataset_cache(ws, dataset_id, cache_size_for(cfg["image_size"]))
+    at = np.array([position[r["id"]] for r in rows])
+    ft = FinetuneConfig.from_dict(cfg["finetune"])
+    plan = [(s, f) for s in data_splits(rows, classes, cfg["folds"], cfg["seed"]) for f in cfg["fractions"]]
+    results, step = [], 0
+
+    def subset(idx):
+        idx = np.sort(np.asarray(idx, dtype=int))
+        return images[at[idx]], y[idx]
+
+    for n, (split, fraction) in enumerate(plan):
+        if ctx.should_stop():
+            break
+        train_idx = np.asarray(split["train"])
+        train_idx = train_idx[nested_subset([rows[i]["label"] for i in train_idx], fraction, cfg["seed"])]
+        where = f"fold {split['fold'] + 1}/{cfg['folds']}" if split["fold"] is not None else "fixed split"
+        ctx.progress(n / len(plan), f"{cfg['label']}: {where}, {fraction:.0%} of the training labels")
+
+        def on_epoch(epoch, record, n=n):
+            nonlocal step
+            step += 1
+            ctx.metrics(step, epoch, {k: v for k, v in record.items() if k != "epoch" and v == v})
+
+        model, history = finetune(_backbone_for(cfg, cfg["backbone"], ws), len(classes), subset(train_idx),
+                                  subset(split["val"]), ft, on_epoch, ctx.should_stop)
+        test_idx = np.sort(np.asarray(split["test"], dtype=int))
+        probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+        results.append({"fold": split["fold"], "fraction": fraction, "n_train": int(len(train_idx)),
+                        "image_ids": [rows[i]["id"] for i in test_idx], "y": y[test_idx].tolist(),
+                        "probs": np.round(probs, 6).tolist(), "test_auc": auc_score(y[test_idx], probs),
+                        "best_val_auc": max((h["val_auc"] for h in history if h["val_auc"] == h["val_auc"]),
+                                            default=None), "epochs_run": len(history)})
+    return {"classes": classes, "runs": results}
+
+
+# -- results -----------------------------------------------------------------------------------
+def _pooled(runs: list[dict], fraction: float) -> tuple[list[int], np.ndarray, np.ndarray]:
+    chosen = [r for r in runs if r["fraction"] == fraction]
+    ids = [i for r in chosen for i in r["image_ids"]]
+    y = np.array([v for r in chosen for v in r["y"]])
+    probs = np.array([p for r in chosen for p in r["probs"]])
+    return ids, y, probs
+
+
+def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
+    """Everything the Compare page shows, from the arms' stored predictions. Cached when complete."""
+    row = next((e for e in comparisons(ws) if e["id"] == comparison_id), None)
+    if row is None:
+        raise PirlError(f"No comparison {comparison_id}.")
+    comp = row["result"]
+    if comp.get("summary"):
+        return comp["summary"]
+    store = ws.store
+    arms, done = [], True
+    for arm in comp["arms"]:
+        job = store.job(arm["job_id"])
+        arms.append({**arm, "status": job["status"], "progress": job["progress"], "message": job["message"],
+                     "runs": job["result"].get("runs", []) if job["status"] == "succeeded" else []})
+        done &= job["status"] in jobs.FINISHED
+    full = 1.0 if 1.0 in comp["config"]["fractions"] else max(comp["config"]["fractions"])
+    table, predictions = [], {}
+    for arm in arms:
+        if not arm["runs"]:
+            continue
+        ids, y, probs = _pooled(arm["runs"], full)
+        order = np.argsort(ids)
+        predictions[arm["label"]] = (np.asarray(ids)[order], y[order], probs[order])
+        ci = auc_with_ci(y, probs, n_boot=n_boot)
+        fold_aucs = [r["test_auc"] for r in arm["runs"] if r["fraction"] == full]
+        entry = {"arm": arm["label"], "init": arm["init"], **ci, "fold_aucs": fold_aucs,
+                 "fold_sd": float(np.std(fold_aucs)) if len(fold_aucs) > 1 else None,
+                 "roc": {c: roc_points(y, probs, c) for c in range(probs.shape[1])},
+                 "efficiency": {str(f): auc_score(*_pooled(arm["runs"], f)[1:]) for f in comp["config"]["fractions"]}}
+        table.append(entry)
+    for entry in table:  # PIRL arms against each baseline, on the same images
+        if entry["init"] not in ("pirl", "imagenet+pirl"):
+            continue
+        entry["vs"] = {}
+        ids_a, y_a, p_a = predictions[entry["arm"]]
+        for other in table:
+            if other["init"] in BASELINES or (entry["init"] == "imagenet+pirl" and other["init"] == "pirl"):
+                ids_b, _, p_b = predictions[other["arm"]]
+                if np.array_equal(ids_a, ids_b):
+                    entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=n_boot)
+    summary = {"arms": [{k: a[k] for k in ("label", "init", "job_id", "status", "progress", "message")}
+                        for a in arms], "table": table, "complete": done, "classes": comp["classes"],
+               "predictions": {k: {"image_ids": v[0].tolist(), "y": v[1].tolist(), "probs": v[2].tolist()}
+                               for k, v in predictions.items()}}
+    if done:
+        store.update_evaluation(comparison_id, {**comp, "summary": summary})
+    return summary

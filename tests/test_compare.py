@@ -1,0 +1,100 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pirl_core import compare, ingest, jobs
+from pirl_core.engine.pretrain import PretrainConfig, load_pretrained
+from pirl_core.errors import PirlError
+
+
+@pytest.fixture(scope="module")
+def setup(demo_dir, tmp_path_factory):
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("compare") / "ws")
+    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    # efficientnet_lite0: its ImageNet weights install with the package, so every arm can run offline
+    run = jobs.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
+                                                     batch_size=16).to_dict(), pool, start_worker=False)
+    inet = jobs.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
+                                                      batch_size=16, pretrained_imagenet=True).to_dict(), pool,
+                       start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    return ws, run, inet
+
+
+def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypatch):
+    ws, run, inet = setup
+    seen = []
+    real = compare.finetune
+
+    def spy(backbone, n_classes, train, val, config, *a, **k):
+        seen.append({name: {hashlib.sha1(np.asarray(im).tobytes()).hexdigest() for im in arr[0]}
+                     for name, arr in (("train", train), ("val", val))})
+        return real(backbone, n_classes, train, val, config, *a, **k)
+
+    monkeypatch.setattr(compare, "finetune", spy)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run, inet], folds=3,
+                                                   fractions=[0.5, 1.0], epochs=3))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
+    jobs.run_worker(ws, idle_exit_s=0)  # in this process, so the spy sees every training call
+    summary = compare.summarize(ws, cid, n_boot=100)
+    assert summary["complete"]
+    arms = {e["arm"]: e for e in summary["table"]}
+    assert set(arms) == {"scratch", "ImageNet", f"PIRL #{run}", f"ImageNet+PIRL #{inet}"}
+    for e in arms.values():
+        assert 0 <= e["auc"] <= 1 and e["ci_low"] <= e["auc"] <= e["ci_high"]
+        assert e["n"] == 24 and len(e["fold_aucs"]) == 3 and set(e["efficiency"]) == {"0.5", "1.0"}
+    assert set(arms[f"PIRL #{run}"]["vs"]) == {"scratch", "ImageNet"}
+    assert set(arms[f"ImageNet+PIRL #{inet}"]["vs"]) == {"scratch", "ImageNet", f"PIRL #{run}"}
+    stored = ws.store.evaluations()[0]["result"]
+    assert stored["summary"]["complete"] and json.dumps(stored)  # cached in the workspace
+
+    # No test image was ever given to training or model selection.
+    cache = ingest.dataset_cache(ws, ws.store.dataset("lab")["id"], 110)
+    rows = ws.store.images(ws.store.dataset("lab")["id"])
+    pos = {r["id"]: i for i, r in enumerate(rows)}
+    job = ws.store.job(arms["scratch"]["init"] and summary["arms"][0]["job_id"])
+    for k, r in enumerate(job["result"]["runs"]):
+        test_hashes = {hashlib.sha1(np.asarray(cache[pos[i]]).tobytes()).hexdigest() for i in r["image_ids"]}
+        assert not test_hashes & seen[k]["train"] and not test_hashes & seen[k]["val"]
+        assert not seen[k]["train"] & seen[k]["val"]
+
+
+def test_pirl_arm_loads_the_pretrained_backbone(setup):
+    ws, run, _ = setup
+    backbone = compare._backbone_for({"init": "pirl", "pretrain_job": run}, "efficientnet_lite0", ws)
+    model, _, _ = load_pretrained(ws.store.job(run)["checkpoint"])
+    for (name, a), (_, b) in zip(backbone.state_dict().items(), model.backbone.state_dict().items()):
+        assert torch.equal(a, b), name
+    scratch = compare._backbone_for({"init": "scratch"}, "efficientnet_lite0", ws)
+    assert not torch.equal(scratch.trunk._conv_stem.weight, backbone.trunk._conv_stem.weight)
+
+
+def test_fixed_split_and_folds_are_disjoint_and_cover_the_set(setup):
+    ws, _, _ = setup
+    rows = [r for r in ws.store.images(ws.store.dataset("lab")["id"]) if r["label"]]
+    classes = sorted({r["label"] for r in rows})
+    for folds in (0, 4):
+        splits = compare.data_splits(rows, classes, folds, seed=0)
+        for s in splits:
+            a, b, c = set(s["train"]), set(s["val"]), set(s["test"])
+            assert not (a & b or a & c or b & c) and a and b and c
+        if folds:
+            tests = [i for s in splits for i in s["test"]]
+            assert sorted(tests) == list(range(len(rows)))  # every image is a test image exactly once
+
+
+def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
+    ws, run, _ = setup
+    monkeypatch.setattr(compare, "imagenet_problem", lambda b: "place the file X in folder Y")
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=0, epochs=1))
+    comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
+    assert [a["label"] for a in comp["arms"]] == ["scratch", f"PIRL #{run}"]
+    assert any("place the file X in folder Y" in n for n in comp["notes"])
+    with pytest.raises(PirlError, match="need at least 20 images in every class"):
+        compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=20))
