@@ -53,9 +53,10 @@ with st.form("compare"):
     epochs = c1.number_input("Epochs (0 = default: 100 linear, 20 finetune)", 0, 1000, 0, key="cmp-epochs")
     go_button = st.form_submit_button("Compare", type="primary")
 
+imagenet_problem = st.cache_data(ttl=600, show_spinner="Checking for ImageNet weights ...")(compare.imagenet_problem)
 first_run = store.job(chosen_runs[0]) if chosen_runs else runs[0]
 backbone = first_run["config"]["backbone"]
-problem = compare.imagenet_problem(backbone)
+problem = imagenet_problem(backbone)
 if problem:
     st.warning(f"ImageNet initialisation unavailable for {backbone}: {problem}")
 has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)

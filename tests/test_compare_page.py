@@ -1,0 +1,79 @@
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import compare, ingest, jobs
+from pirl_core.engine.pretrain import PretrainConfig
+from tests.conftest import ROOT, assert_no_exception, wait_for_app
+
+
+@pytest.fixture(scope="module")
+def filled(demo_dir, tmp_path_factory):
+    """A workspace with a pool, a labeled set, a finished resnet18 run and one finished comparison."""
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("cmp-page") / "ws")
+    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+                      start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
+                                                   folds=3, fractions=[0.5, 1.0], epochs=3))
+    for arm in next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]:
+        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+    return ws, run, cid
+
+
+def _page(ws, monkeypatch):
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    return AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=120)
+
+
+def test_compare_page_needs_labeled_data_and_a_run(ws):
+    at = AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=60).run()
+    assert not at.exception and "labeled dataset" in at.info[0].value
+
+
+def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, monkeypatch):
+    ws, run, cid = filled
+    at = _page(ws, monkeypatch).run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["initialisation"].tolist() == ["scratch", f"PIRL #{run}"]
+    assert "95% CI" in table.columns and "vs scratch" in table.columns
+    assert len(at.get("plotly_chart")) >= 2  # ROC and label efficiency
+    assert [m.label for m in at.metric][:2] == ["Sensitivity", "Specificity"]
+    at.slider(key=f"thr-{cid}-scratch").set_value(0.0).run()
+    assert at.metric[0].value == "100.0%"  # everything called positive
+    assert any("ImageNet" in w.value for w in at.warning)  # resnet18 has no offline ImageNet weights
+
+
+def test_start_a_comparison_from_the_form(filled, monkeypatch):
+    ws, run, _ = filled
+    before = len(compare.comparisons(ws))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
+    at = _page(ws, monkeypatch).run()
+    at.multiselect(key="cmp-inits").set_value(["scratch", "pirl"])
+    at.number_input(key="cmp-folds").set_value(0)
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("queued: one job per initialisation" in s.value for s in at.success)
+    assert len(compare.comparisons(ws)) == before + 1
+    for job in ws.store.jobs(kind="finetune", statuses=["queued"]):
+        jobs.cancel(ws, job["id"])
+
+
+@pytest.mark.browser
+def test_compare_in_the_browser_runs_and_shows_roc_and_table(filled, app_server, page, tmp_path):
+    ws, run, _ = filled
+    server = app_server(ws.root)
+    page.goto(server.url + "/compare")
+    wait_for_app(page)
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("queued: one job per initialisation").wait_for(timeout=30_000)
+    # the new comparison finishes in the background and its results appear without a reload
+    page.get_by_text("Download results (CSV)").wait_for(timeout=240_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert page.get_by_text("95% CI").count() >= 1
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
