@@ -4,7 +4,7 @@
   (b) bound: the backbone's forward+backward on the B images plus on the 9B jigsaw patches
       (synthetic tensors: no data loading, no augmentation, no heads, no loss, no bank)
   (c) pirl:  the real training step (pirl_core.engine.pretrain) on a uint8 cache: views,
-      heads, loss, bank update, optimiser
+      heads, loss, bank update, optimiser (jigsaw; then each other pretext)
 
 Prints images/s, peak RSS, efficiency = (c)/(b) and ratio = (c)/(a).
 
@@ -33,7 +33,8 @@ def _timed(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - t) / steps
 
 
-def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int, steps: int, q) -> None:
+def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int, steps: int, q,
+             pretext: str = "jigsaw") -> None:
     from pirl_core.engine.backbones import build_backbone
     from pirl_core.engine.pretrain import Callbacks, PretrainConfig, pretrain
     from pirl_core.engine.views import ViewSizes
@@ -69,7 +70,7 @@ def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int,
                 times.append(time.perf_counter())
 
         cfg = PretrainConfig(backbone=backbone, image_size=size, patch_size=patch, batch_size=batch, epochs=1,
-                             bank_init="random", checkpoint_every_s=1e9)
+                             bank_init="random", checkpoint_every_s=1e9, pretext=pretext)
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -78,10 +79,10 @@ def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int,
     q.put((batch / seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
-def measure(*args) -> tuple[float, float]:
+def measure(*args, pretext: str = "jigsaw") -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_measure, args=(*args, q))
+    p = ctx.Process(target=_measure, args=(*args, q, pretext))
     p.start()
     p.join()
     if p.exitcode != 0:
@@ -94,6 +95,8 @@ def main() -> None:
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 224])
     ap.add_argument("--patch-sizes", type=int, nargs="*", default=[], help="extra patch sizes for (b)")
+    ap.add_argument("--pretexts", nargs="*", default=["rotation", "jigsaw+rotation"],
+                    help="other pretexts whose (c) to measure too")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
@@ -111,6 +114,9 @@ def main() -> None:
         print(f"  (b) compute bound    {bound:7.1f} img/s   peak RSS {mem_b:6.0f} MiB   (b)/(a) = {bound / plain:.2f}")
         print(f"  (c) PIRL step        {pirl:7.1f} img/s   peak RSS {mem_c:6.0f} MiB")
         print(f"  efficiency = (c)/(b) = {pirl / bound:.2f}    ratio = (c)/(a) = {pirl / plain:.2f}")
+        for pretext in args.pretexts:
+            c, _ = measure("pirl", args.backbone, size, None, args.batch, args.steps, pretext=pretext)
+            print(f"  pretext {pretext:16s} (c) {c:6.1f} img/s   (c)/(a) = {c / plain:.2f}")
         for patch in args.patch_sizes:
             b, _ = measure("bound", args.backbone, size, patch, args.batch, args.steps)
             c, _ = measure("pirl", args.backbone, size, patch, args.batch, args.steps)

@@ -93,7 +93,8 @@ def loss_figure(metrics: list[dict], title: str = ""):
         xs, ys = series.setdefault(m["name"], ([], []))
         xs.append(m["step"])
         ys.append(m["value"])
-    names = {"loss": "total loss", "loss_jigsaw": "jigsaw term", "loss_image": "image term"}
+    names = {"loss": "total loss", "loss_jigsaw": "jigsaw term", "loss_rotation": "rotation term",
+             "loss_image": "image term"}
     for key, label in names.items():
         if key in series:
             fig.add_scatter(x=series[key][0], y=series[key][1], name=label, mode="lines",

@@ -7,7 +7,7 @@ import streamlit as st
 from pages._shared import STATUS_ICON, guarded, loss_figure, show_job_failure, when, workspace
 from pirl_core import jobs, planning
 from pirl_core.engine.backbones import REGISTRY
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.engine.pretrain import PRETEXT_HELP, PRETEXTS, PretrainConfig
 from pirl_core.fmt import duration
 
 ws = workspace()
@@ -32,6 +32,9 @@ with st.form("start"):
                f"{defaults.epochs} epochs, batch {defaults.batch_size}"
                + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."
                   if defaults.image_size < 224 else " (close to the paper)."))
+    pretext = st.radio("Pretext: what the representation learns to ignore", PRETEXTS, horizontal=True,
+                       key="pt-pretext")
+    st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
     with st.expander("Advanced settings"):
         c1, c2, c3 = st.columns(3)
         backbone = c1.selectbox("Backbone", list(REGISTRY), index=list(REGISTRY).index(defaults.backbone),
@@ -46,7 +49,7 @@ with st.form("start"):
                                     key="pt-negatives")
         temperature = c3.number_input("Temperature", 0.01, 1.0, defaults.temperature, format="%.3f",
                                       key="pt-temperature")
-        lam = c3.slider("λ: weight of the jigsaw term", 0.0, 1.0, defaults.jigsaw_weight, key="pt-lambda")
+        lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
         seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
     start = st.form_submit_button("Start pretraining", type="primary")
 
@@ -55,7 +58,7 @@ if start:
         config = PretrainConfig.defaults_for(
             "auto", backbone=backbone, pretrained_imagenet=imagenet, image_size=int(image_size), epochs=int(epochs),
             batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
-            jigsaw_weight=lam, seed=int(seed))
+            pretext_weight=lam, seed=int(seed), pretext=pretext)
         n = by_name[name]["images"]
         config.validate(n)
         seconds, source = planning.estimate_seconds(store, config, n)
@@ -71,7 +74,8 @@ names = {d["id"]: d["name"] for d in datasets}
 st.header("Runs")
 st.dataframe(pd.DataFrame([{
     "run": r["id"], "status": r["status"],
-    "dataset": names.get(r["dataset_id"], "?"), "backbone": r["config"].get("backbone"),
+    "dataset": names.get(r["dataset_id"], "?"), "pretext": r["config"].get("pretext", "jigsaw"),
+    "backbone": r["config"].get("backbone"),
     "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
     "epochs": r["config"].get("epochs"), "progress": f"{100 * (r['progress'] or 0):.0f}%",
     "final loss": round(r["result"]["last"]["loss"], 3) if r["result"].get("last") else None,
@@ -91,7 +95,7 @@ def live_run(job_id: int) -> None:
         show_job_failure(job)
     elif job["message"]:
         st.caption(job["message"])
-    metrics = store.metrics(job_id, ["loss", "loss_jigsaw", "loss_image", "lr"])
+    metrics = store.metrics(job_id, ["loss", "loss_jigsaw", "loss_rotation", "loss_image", "lr"])
     if metrics:
         dataset = store.dataset(job["dataset_id"]) if job["dataset_id"] else None
         n = dataset["n_images"] if dataset else None

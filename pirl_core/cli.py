@@ -59,7 +59,7 @@ def cmd_pretrain(args) -> int:
         "backbone": args.backbone, "pretrained_imagenet": args.pretrained_imagenet or None,
         "weights_path": args.weights, "image_size": args.image_size, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
-        "temperature": args.temperature, "jigsaw_weight": args.lam, "seed": args.seed,
+        "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
     }.items() if v is not None}
     config = PretrainConfig.defaults_for(overrides.pop("device", "auto"), **overrides)
@@ -92,7 +92,8 @@ def cmd_pretrain(args) -> int:
         def on_step(self, r):
             m = r.metrics
             print(f"\r{bar(r.step, r.total_steps)} epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
-                  f"loss {m['loss']:.3f} (jigsaw {m['loss_jigsaw']:.3f}, image {m['loss_image']:.3f}) "
+                  f"loss {m['loss']:.3f} ("
+                  + ", ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_")) + ") "
                   f"{r.images_per_s:.1f} img/s ETA {duration(r.eta_s)}  ", end="", file=sys.stderr)
 
     result = pretrain(config, images, [str(f.relative_to(args.data)) for f in readable], out, Progress())
@@ -296,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="default: 0.03 per 256 images")
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
     p.add_argument("--temperature", type=float)
-    p.add_argument("--lambda", dest="lam", type=float, help="weight of the jigsaw term (default 0.5)")
+    p.add_argument("--pretext", choices=["jigsaw", "rotation", "jigsaw+rotation"],
+                   help="the transform the representation learns to ignore (default jigsaw)")
+    p.add_argument("--lambda", dest="lam", type=float, help="weight of the pretext term(s) (default 0.5)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--workers", type=int, help="DataLoader workers")

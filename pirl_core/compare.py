@@ -100,8 +100,11 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         from_imagenet = bool(run["config"].get("pretrained_imagenet"))
         init = "imagenet+pirl" if from_imagenet else "pirl"
         if init in req.inits:
-            arms.append({"label": f"{'ImageNet+PIRL' if from_imagenet else 'PIRL'} #{run['id']}", "init": init,
-                         "pretrain_job": run["id"], "pretext": run["config"].get("pretext", "jigsaw")})
+            pretext = run["config"].get("pretext", "jigsaw")
+            name = f"{'ImageNet+PIRL' if from_imagenet else 'PIRL'} #{run['id']}"
+            if len(runs) > 1:
+                name += f" ({pretext})"
+            arms.append({"label": name, "init": init, "pretrain_job": run["id"], "pretext": pretext})
     if "imagenet+pirl" in req.inits and not any(a["init"] == "imagenet+pirl" for a in arms):
         notes.append("ImageNet+PIRL needs a pretrain run started from ImageNet weights "
                      "(tick 'Start from ImageNet weights' on the Pretrain page); none was chosen.")

@@ -138,3 +138,40 @@ def test_views_are_deterministic_for_a_generator():
     b = image_view(x, 64, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     assert np.isfinite(a.numpy()).all()
+
+
+def test_rotation_view_uses_all_three_turns_and_rotates_the_content():
+    from pirl_core.engine import views
+    from pirl_core.engine.views import rotation_view
+
+    # An asymmetric image: bright top-left corner only.
+    x = torch.zeros(64, 3, 40, 40)
+    x[:, :, :10, :10] = 1.0
+    original = views.image_view
+    views.image_view = lambda images, size, gen: images[:, :, :size, :size]  # isolate the rotation
+    try:
+        out, turns = rotation_view(x, 40, torch.Generator().manual_seed(0))
+    finally:
+        views.image_view = original
+    assert set(turns.tolist()) == {1, 2, 3}
+    for img, k in zip(out, turns.tolist()):
+        assert torch.equal(img, torch.rot90(x[0], k, dims=(1, 2)))
+        assert not torch.equal(img, x[0])
+
+
+def test_combined_pretext_loss_is_the_weighted_sum_of_its_terms():
+    from pirl_core.engine.pretrain import PretrainConfig
+
+    cfg = PretrainConfig(pretext="jigsaw+rotation", pretext_weight=0.6, rotation_share=0.25)
+    w = cfg.loss_weights
+    assert w == pytest.approx({"jigsaw": 0.45, "rotation": 0.15, "image": 0.4}) and sum(w.values()) == pytest.approx(1)
+    gen = torch.Generator().manual_seed(0)
+    views = {k: F.normalize(torch.randn(4, 8, generator=gen), dim=1) for k in w}
+    bank = F.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    keep = torch.ones(4, 6, dtype=torch.bool)
+    keep[torch.arange(4), torch.arange(4)] = False
+    total, terms = pirl_loss(views, w, bank[:4], bank, keep, 0.1)
+    assert set(terms) == {"jigsaw", "rotation", "image"}
+    assert float(total) == pytest.approx(sum(w[k] * float(terms[k]) for k in w), rel=1e-6)
+    for k in w:  # each term alone equals its own InfoNCE
+        assert float(terms[k]) == pytest.approx(float(info_nce(views[k][None], bank[:4], bank, keep, 0.1).mean()))

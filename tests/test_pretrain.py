@@ -120,3 +120,18 @@ def test_cli_pretrain_bad_settings_is_one_line_not_a_traceback(demo_dir, capsys)
     assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--negatives", "100000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Invalid pretrain settings") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("pretext", ["rotation", "jigsaw+rotation"])
+def test_other_pretexts_run_end_to_end_from_the_cli(demo_dir, tmp_path, capsys, pretext):
+    import json
+
+    from pirl_core.cli import main
+    from pirl_core.engine import checkpoint
+
+    assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--pretext", pretext, "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "finished" and "loss_rotation" in out["last"]
+    assert ("loss_jigsaw" in out["last"]) == (pretext == "jigsaw+rotation")
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["config"]["pretext"] == pretext

@@ -77,3 +77,19 @@ def test_a_failed_run_shows_its_error_and_traceback(ws, demo_dir):
     assert any("failed: RuntimeError: boom" in e.value for e in at.error)
     assert any("traceback" in e.label for e in at.expander)
     assert at.button(key=f"resume-{job_id}")
+
+
+def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
+    _pool(ws, demo_dir)
+    at = _page().run()
+    at.radio(key="pt-pretext").set_value("rotation")
+    at.number_input(key="pt-size").set_value(32)
+    at.number_input(key="pt-epochs").set_value(1)
+    at.number_input(key="pt-batch").set_value(16)
+    at.button[0].click().run()
+    assert not at.exception
+    assert ws.store.job(1)["config"]["pretext"] == "rotation"
+    job = jobs.wait(ws, 1, timeout_s=120)
+    assert job["status"] == "succeeded" and "loss_rotation" in job["result"]["last"]
+    at.run()
+    assert at.dataframe[0].value["pretext"].tolist() == ["rotation"]

@@ -23,9 +23,16 @@ from .backbones import REGISTRY, Backbone, build_backbone
 from .heads import ImageHead, PatchHead
 from .loss import pirl_loss
 from .memory_bank import MemoryBank
-from .views import ViewSizes, eval_view, image_view, jigsaw_view, to_float
+from .views import ViewSizes, eval_view, image_view, jigsaw_view, rotation_view, to_float
 
 CHECKPOINT_FORMAT = 1
+PRETEXTS = ("jigsaw", "rotation", "jigsaw+rotation")
+PRETEXT_HELP = {
+    "jigsaw": "the paper's choice: invariance to shuffling 3x3 patches; learns local structure and texture",
+    "rotation": "invariance to 90/180/270 degree rotation; fits images whose orientation means nothing "
+                "(dermoscopy, histology, cells), not chest X-rays or ultrasound with a fixed probe side",
+    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper",
+}
 
 
 @dataclass
@@ -43,7 +50,9 @@ class PretrainConfig:
     warmup_epochs: float = 1.0
     negatives: int | None = None  # default: min(N - 1, 16384)
     temperature: float = 0.07
-    jigsaw_weight: float = 0.5  # lambda; the image term gets 1 - lambda
+    pretext: str = "jigsaw"  # "jigsaw", "rotation" or "jigsaw+rotation"
+    pretext_weight: float = 0.5  # lambda: the transformed views' terms together; the image term gets 1 - lambda
+    rotation_share: float = 0.5  # jigsaw+rotation: the share of lambda that goes to the rotation term
     bank_momentum: float = 0.5
     bank_init: str = "features"  # "features": a forward pass fills the bank; "random"
     seed: int = 0
@@ -83,6 +92,18 @@ class PretrainConfig:
         return ViewSizes.for_image_size(self.image_size, self.patch_size or max(default, minimum))
 
     @property
+    def loss_weights(self) -> dict[str, float]:
+        """One weight per InfoNCE term; they sum to one."""
+        lam = self.pretext_weight
+        if self.pretext == "jigsaw":
+            views = {"jigsaw": lam}
+        elif self.pretext == "rotation":
+            views = {"rotation": lam}
+        else:
+            views = {"jigsaw": lam * (1 - self.rotation_share), "rotation": lam * self.rotation_share}
+        return {**views, "image": 1 - lam}
+
+    @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else 0.03 * self.batch_size / 256
 
@@ -115,8 +136,12 @@ class PretrainConfig:
             problems.append(f"learning rate must be positive, got {self.lr}")
         if not 0 < self.temperature <= 10:
             problems.append(f"temperature must be in (0, 10], got {self.temperature}")
-        if not 0 <= self.jigsaw_weight <= 1:
-            problems.append(f"lambda (jigsaw weight) must be in [0, 1], got {self.jigsaw_weight}")
+        if self.pretext not in PRETEXTS:
+            problems.append(f"pretext must be one of {', '.join(PRETEXTS)}, got {self.pretext!r}")
+        if not 0 <= self.pretext_weight <= 1:
+            problems.append(f"lambda (pretext weight) must be in [0, 1], got {self.pretext_weight}")
+        if not 0 <= self.rotation_share <= 1:
+            problems.append(f"rotation share must be in [0, 1], got {self.rotation_share}")
         if not 0 <= self.bank_momentum < 1:
             problems.append(f"bank momentum must be in [0, 1), got {self.bank_momentum}")
         if self.bank_init not in ("features", "random"):
@@ -142,7 +167,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class PirlModel(nn.Module):
-    """Backbone + image_head f + patch_head g."""
+    """Backbone + image_head f + patch_head g (the rotation pretext reuses f)."""
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -275,7 +300,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         total_steps = min(total_steps, config.max_steps)
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)
     negatives = config.negatives_for(n)
-    weights = {"jigsaw": config.jigsaw_weight, "image": 1 - config.jigsaw_weight}
+    weights = config.loss_weights
 
     step = 0
     if resume and ckpt_path.exists():
@@ -353,20 +378,26 @@ def _make_step(model, optimizer, scaler, bank, weights, negatives, config, sizes
     def train_step(index: torch.Tensor, batch_u8: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
         x = to_float(batch_u8)
         v_image = image_view(x, config.image_size, gen)
-        v_jigsaw, _ = jigsaw_view(x, sizes, gen)
         neg = bank.sample_negatives(index, negatives, gen)
         index = index.to(device)
+        views = {}
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             f = model.embed_images(v_image.to(device, non_blocking=True, memory_format=fmt))
-            g = model.embed_jigsaw(v_jigsaw.to(device, non_blocking=True), memory_format=fmt)
-        loss, terms = pirl_loss({"jigsaw": g.float(), "image": f.float()}, weights, bank.vectors[index],
+            if "jigsaw" in weights:
+                v_jigsaw, _ = jigsaw_view(x, sizes, gen)
+                views["jigsaw"] = model.embed_jigsaw(v_jigsaw.to(device, non_blocking=True), memory_format=fmt)
+            if "rotation" in weights:  # the rotated view goes through the same image head f
+                v_rotation, _ = rotation_view(x, config.image_size, gen)
+                views["rotation"] = model.embed_images(v_rotation.to(device, non_blocking=True, memory_format=fmt))
+        views["image"] = f
+        loss, terms = pirl_loss({k: v.float() for k, v in views.items()}, weights, bank.vectors[index],
                                 bank.vectors[neg.candidates.to(device)], neg.keep.to(device), config.temperature)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         bank.update(index, f)
-        return {"loss": loss.item(), "loss_jigsaw": terms["jigsaw"].item(), "loss_image": terms["image"].item()}
+        return {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
 
     return train_step
 

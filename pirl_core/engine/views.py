@@ -1,4 +1,4 @@
-"""The two PIRL views, built for a whole batch at once from cached uint8 images.
+"""The PIRL views (image, jigsaw, rotation), built for a whole batch at once from cached uint8 images.
 
 * image view v_I: RandomResizedCrop(image_size, scale=(0.08, 1)), flip, colour jitter
   (0.4, 0.4, 0.4, 0.2) with p=0.8, grayscale p=0.2.
@@ -148,6 +148,19 @@ def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
     patches = normalize(color_distort(patches, gen)).reshape(n, 9, 3, sizes.patch, sizes.patch)
     order = torch.argsort(torch.rand(n, 9, generator=gen), dim=1)
     return torch.gather(patches, 1, order[:, :, None, None, None].expand_as(patches)), order
+
+
+def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rotation pretext's transformed view: an image view turned by 90, 180 or 270 degrees.
+    Returns the views (B, 3, size, size) and each one's quarter turns k in {1, 2, 3} (counter-clockwise)."""
+    views = image_view(images, size, gen)
+    turns = torch.randint(1, 4, (views.shape[0],), generator=gen)
+    out = views.clone()
+    for k in (1, 2, 3):
+        sel = turns == k
+        if sel.any():
+            out[sel] = torch.rot90(views[sel], k, dims=(2, 3))
+    return out, turns
 
 
 def eval_view(images: torch.Tensor, size: int) -> torch.Tensor:
