@@ -11,6 +11,7 @@ PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
     st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/travel_explore:"),
 ]
 
 page = st.navigation(PAGES)

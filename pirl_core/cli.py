@@ -236,6 +236,38 @@ def cmd_compare(args) -> int:
     return 0 if summary["complete"] else 1
 
 
+def cmd_search(args) -> int:
+    from . import retrieval
+    from .workspace import Workspace
+
+    ws = Workspace()
+    space = retrieval.load_space(ws, args.pretrain, args.space)
+    path = Path(args.image)
+    if not path.is_file():
+        raise PirlError(f"{path} is not a file.")
+    from .image_io import BadImage
+
+    try:
+        query = retrieval.embed_image(space, path.read_bytes(), path.name)
+    except BadImage as exc:
+        raise PirlError(f"{path}: {exc}") from None
+    rows = {im["id"]: im for im in ws.store.images(space.dataset_id)}
+    _print_json([{**hit, "file": rows[hit["image_id"]]["orig_name"], "label": rows[hit["image_id"]]["label"]}
+                 for hit in retrieval.search(space, query, args.k)])
+    return 0
+
+
+def cmd_duplicates(args) -> int:
+    from . import retrieval
+    from .workspace import Workspace
+
+    ws = Workspace()
+    space = retrieval.load_space(ws, args.pretrain, args.space)
+    out = retrieval.duplicate_pairs(space, ws.store.images(space.dataset_id), args.threshold)
+    _print_json(out)
+    return 0
+
+
 def cmd_worker(args) -> int:
     from .jobs import run_worker
     from .workspace import Workspace
@@ -332,6 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--wait", action="store_true", help="follow the jobs and print the result table")
         p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("search", help="nearest neighbours of an image in a pretrain run (JSON)")
+    p.add_argument("image")
+    p.add_argument("--pretrain", type=int, required=True, help="pretrain job id")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--space", choices=["bank", "features"], default="bank")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("duplicates", help="near-duplicate pairs in a run's images; flags train/test leaks")
+    p.add_argument("--pretrain", type=int, required=True)
+    p.add_argument("--threshold", type=float, default=0.95)
+    p.add_argument("--space", choices=["bank", "features"], default="features")
+    p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("worker", help="run queued jobs (started automatically; --forever for servers)")
     p.add_argument("--forever", action="store_true")

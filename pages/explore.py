@@ -1,0 +1,128 @@
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pages._shared import guarded, workspace
+from pirl_core import ingest, retrieval
+from pirl_core.errors import PirlError
+from pirl_core.image_io import BadImage
+
+ws = workspace()
+store = ws.store
+PAGE_SIZE = 18
+
+st.title("Explore")
+st.caption("Look up the nearest neighbours of any image in what a pretrain run learned, see the whole set on a map, "
+           "and find near-duplicates that would leak between training and test.")
+
+runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+if not runs:
+    st.info("No pretrain run with a checkpoint yet: start one on the Pretrain page.")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+run_id = c1.selectbox("Pretrain run", [r["id"] for r in runs], key="ex-run", format_func=lambda i: f"#{i}")
+run = store.job(run_id)
+space_name = c2.radio("Space", ["bank", "features"], key="ex-space", horizontal=True,
+                      format_func=lambda s: {"bank": "memory bank (PIRL vectors)",
+                                             "features": "backbone features (final weights)"}[s])
+datasets = {d["id"]: d["name"] for d in store.datasets()}
+if space_name == "bank":
+    dataset_id = run["dataset_id"]
+    c3.caption(f"Images: **{datasets.get(dataset_id, '?')}** (the run's own). The bank holds moving averages "
+               "of each image's embedding during training, so it lags the final weights slightly.")
+else:
+    dataset_id = c3.selectbox("Images", list(datasets), index=list(datasets).index(run["dataset_id"])
+                              if run["dataset_id"] in datasets else 0, format_func=datasets.get, key="ex-dataset")
+k = st.slider("Neighbours (k)", 1, 30, 8, key="ex-k")
+
+try:
+    with st.spinner("Loading the run's vectors ..."):
+        space = retrieval.load_space(ws, run_id, space_name, dataset_id)
+except PirlError as exc:
+    st.error(str(exc))
+    st.stop()
+rows = store.images(dataset_id)
+position = {r["id"]: i for i, r in enumerate(rows)}
+
+
+def thumbs(positions, captions):
+    shown = list(ingest.iter_thumbnails(ws, dataset_id, [rows[p] for p in positions]))
+    st.image([t for _, t in shown], width=110, caption=captions)
+
+
+labels = [r["label"] for r in rows]
+if sum(lab is not None for lab in labels) > 10:
+    with guarded("kNN agreement"):
+        agreement = retrieval.knn_agreement(space.vectors, labels, k=10)
+        counts = pd.Series([lab for lab in labels if lab]).value_counts(normalize=True)
+        st.metric("kNN agreement (k = 10)", f"{agreement:.1%}",
+                  help="Share of each labeled image's 10 nearest neighbours that carry its label. "
+                       f"Chance level for these classes is about {float((counts ** 2).sum()):.0%}.")
+
+pick, upload, atlas, dups = st.tabs(["Pick an image", "Upload an image", "Embedding map", "Near-duplicates"])
+query = None
+with pick:
+    text = st.text_input("Filter by file name", key="ex-filter")
+    matches = [i for i, r in enumerate(rows) if text.lower() in r["orig_name"].lower()]
+    pages = max(1, -(-len(matches) // PAGE_SIZE))
+    page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="ex-page") if pages > 1 else 1
+    window = matches[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
+    cols = st.columns(6)
+    for n, (row, thumb) in enumerate(ingest.iter_thumbnails(ws, dataset_id, [rows[p] for p in window])):
+        with cols[n % 6]:
+            st.image(thumb, caption=row["orig_name"][-20:], width=100)
+            if st.button("Neighbours", key=f"ex-q-{row['id']}"):
+                st.session_state["ex-query"] = row["id"]
+with upload:
+    file = st.file_uploader("An image (PNG, JPEG, TIFF, BMP, DICOM)", key="ex-upload")
+    if file is not None:
+        try:
+            query = retrieval.embed_image(space, file.getvalue(), file.name)
+            st.session_state.pop("ex-query", None)
+        except BadImage as exc:
+            st.error(f"{file.name}: {exc}")
+with atlas:
+    method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
+                      format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
+    colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
+    coords = st.cache_data(max_entries=4, show_spinner="Projecting ...")(
+        lambda job, sp, ds, m: retrieval.project(space.vectors, m))(run_id, space_name, dataset_id, method)
+    frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
+                          "file": [r["orig_name"] for r in rows],
+                          "label": [r["label"] or "unlabeled" for r in rows],
+                          "split": [r["split"] or "none" for r in rows]})
+    fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
+    fig.update_traces(marker={"size": 6})
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
+    points = event.selection.points if event and event.selection else []
+    if points and points[0].get("customdata"):
+        st.session_state["ex-query"] = rows[int(points[0]["customdata"][0])]["id"]
+    st.caption("Click a point to make it the query.")
+with dups:
+    threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
+    pairs = retrieval.duplicate_pairs(space, rows, threshold)
+    leaks = [p for p in pairs if p["leak"]]
+    if leaks:
+        st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
+                   "AUCs on the Compare page. Consider grouping them (a CSV `group` column) or removing one.")
+    if pairs:
+        st.dataframe(pd.DataFrame(pairs), hide_index=True)
+    else:
+        st.caption("No pair above this similarity.")
+
+if query is None and st.session_state.get("ex-query") in position:
+    query = position[st.session_state["ex-query"]]
+st.header("Neighbours")
+if query is None:
+    st.info("Pick an image, upload one, or click a point on the map.")
+    st.stop()
+if isinstance(query, int):
+    label = f" · {rows[query]['label']}" if rows[query]["label"] else ""
+    st.caption(f"Query: **{rows[query]['orig_name']}**{label}")
+    thumbs([query], [rows[query]["orig_name"][-20:]])
+hits = retrieval.search(space, query, k)
+thumbs([h["position"] for h in hits],
+       [f"#{h['rank']} · {h['similarity']:.3f}" + (f" · {rows[h['position']]['label']}" if rows[h["position"]]["label"]
+                                                  else "") for h in hits])
+st.caption("Cosine similarity: 1 = same direction in the representation, 0 = unrelated.")

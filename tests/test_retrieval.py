@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import ingest, jobs, retrieval
+from pirl_core.engine.pretrain import PretrainConfig
+from tests.conftest import ROOT, assert_no_exception, wait_for_app
+
+
+def test_known_vectors_give_known_neighbours_across_blocks():
+    v = F.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1], [-1, 0], [0.7, 0.7]]), dim=1)
+    s, i = retrieval.topk(v, v[:1], 3, block=2)  # blocks of 2 rows: the merge across blocks matters
+    assert i[0].tolist() == [0, 1, 4]
+    s, i = retrieval.topk(v, v[:1], 2, block=2, exclude=torch.tensor([0]))
+    assert i[0].tolist() == [1, 4] and s[0, 0] == pytest.approx(float(v[0] @ v[1]))
+
+
+def test_knn_agreement_on_a_constructed_set():
+    gen = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.tensor([1.0, 0, 0]) + 0.05 * torch.randn(20, 3, generator=gen), dim=1)
+    b = F.normalize(torch.tensor([0, 1.0, 0]) + 0.05 * torch.randn(20, 3, generator=gen), dim=1)
+    vecs = torch.cat([a, b])
+    assert retrieval.knn_agreement(vecs, ["a"] * 20 + ["b"] * 20, k=5) == 1.0
+    assert retrieval.knn_agreement(vecs, (["a", "b"] * 20), k=5) < 0.7
+
+
+def test_duplicates_found_without_a_full_matrix_and_straddles_flagged():
+    gen = torch.Generator().manual_seed(1)
+    v = F.normalize(torch.randn(300, 64, generator=gen), dim=1)
+    v[250] = v[10]  # planted duplicate
+    v[120] = F.normalize(v[7] + 0.01 * torch.randn(64, generator=gen), dim=0)
+    pairs = retrieval.near_duplicates(v, 0.98, block=64)
+    assert {(i, j) for i, j, _ in pairs} == {(10, 250), (7, 120)}
+    rows = [{"orig_name": f"{n}.png", "split": "train"} for n in range(300)]
+    rows[250]["split"] = "test"
+    space = retrieval.Space(1, "features", 1, list(range(300)), v, None, 32)
+    flagged = {(p["a"], p["b"]): p["leak"] for p in retrieval.duplicate_pairs(space, rows, 0.98)}
+    assert flagged == {("10.png", "250.png"): True, ("7.png", "120.png"): False}
+
+
+@pytest.fixture(scope="module")
+def run(demo_dir, tmp_path_factory):
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("explore") / "ws")
+    ds = ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab",
+                       folder_labels=True).dataset_id
+    job = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
+                      start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    return ws, job
+
+
+def test_a_dataset_image_finds_itself_first_and_upload_matches_training_preprocessing(run, demo_dir):
+    ws, job = run
+    space = retrieval.load_space(ws, job, "features")
+    rows = ws.store.images(space.dataset_id)
+    target = rows[5]
+    data = (demo_dir / "labeled" / target["orig_name"]).read_bytes()
+    query = retrieval.embed_image(space, data, target["orig_name"])
+    assert torch.allclose(query, space.vectors[5], atol=1e-4)  # same vector as the training-cache path
+    hits = retrieval.search(space, query, 3)
+    assert hits[0]["image_id"] == target["id"] and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    bank = retrieval.load_space(ws, job, "bank")
+    assert bank.vectors.shape == (24, 128)
+    assert retrieval.search(bank, 0, 4)[0]["position"] != 0  # the query itself is excluded
+
+
+def test_cli_search_and_duplicates(run, demo_dir, capsys):
+    from pirl_core.cli import main
+
+    ws, job = run
+    target = ws.store.images(ws.store.job(job)["dataset_id"])[3]
+    assert main(["-w", str(ws.root), "search", str(demo_dir / "labeled" / target["orig_name"]), "--pretrain",
+                 str(job), "-k", "3", "--space", "features"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["file"] == target["orig_name"] and len(hits) == 3
+    assert main(["-w", str(ws.root), "duplicates", "--pretrain", str(job), "--threshold", "0.9999"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), list)
+
+
+def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
+    ws, job = run
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    at = AppTest.from_file(str(ROOT / "pages/explore.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert at.metric[0].label == "kNN agreement (k = 10)"
+    first = ws.store.images(ws.store.job(job)["dataset_id"])[0]
+    at.button(key=f"ex-q-{first['id']}").click().run()
+    assert not at.exception
+    assert any(first["orig_name"] in c.value for c in at.caption)
+    assert any("Cosine similarity" in c.value for c in at.caption)
+
+
+@pytest.mark.browser
+def test_explore_in_the_browser_pick_and_upload(run, app_server, page, tmp_path, demo_dir):
+    ws, job = run
+    server = app_server(ws.root)
+    page.goto(server.url + "/explore")
+    wait_for_app(page)
+    page.get_by_role("button", name="Neighbours").first.click()
+    page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
+    page.get_by_text("Upload an image").click()
+    target = ws.store.images(ws.store.job(job)["dataset_id"])[7]
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        str(demo_dir / "labeled" / target["orig_name"]))
+    wait_for_app(page)
+    page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
+    assert_no_exception(page)
+    page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
