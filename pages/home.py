@@ -14,6 +14,19 @@ st.markdown(
 )
 st.caption(f"Workspace: `{ws.root}`")
 
+steps = st.columns(5)
+for col, (page, label, icon) in zip(steps, [
+        ("pages/data.py", "1 · Bring in images", ":material/photo_library:"),
+        ("pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
+        ("pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
+        ("pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
+        ("pages/export.py", "5 · Export a model", ":material/download:")]):
+    with col:
+        try:
+            st.page_link(page, label=label, icon=icon)
+        except Exception:  # the page is run on its own (tests), outside app.py's navigation
+            st.markdown(f"{label}")
+
 datasets = store.datasets()
 jobs = store.jobs()
 exports = store.exports()

@@ -268,6 +268,35 @@ def cmd_duplicates(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+    from .workspace import Workspace
+
+    ws = Workspace()
+    if args.pretrain is not None:
+        _print_json({"path": export.export_backbone(ws, args.pretrain, args.out)})
+    else:
+        _print_json(export.export_finetune(ws, args.finetune, args.out))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from .export import predict_files
+
+    rows = predict_files(args.model, args.paths)
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    if args.out:
+        out.close()
+        print(f"wrote {len(rows)} row(s) to {args.out}", file=sys.stderr)
+    return 0 if all("error" not in r for r in rows) else 1
+
+
 def cmd_worker(args) -> int:
     from .jobs import run_worker
     from .workspace import Workspace
@@ -377,6 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.95)
     p.add_argument("--space", choices=["bank", "features"], default="features")
     p.set_defaults(func=cmd_duplicates)
+
+    p = sub.add_parser("export", help="a finetuned model as a zip bundle, or a PIRL backbone as a state_dict")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--finetune", type=int, help="finetune job id: TorchScript + ONNX + weights + model card")
+    which.add_argument("--pretrain", type=int, help="pretrain job id: the backbone as a torchvision-style .pth")
+    p.add_argument("--out", help="output file (default: WORKSPACE/exports/...)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="class probabilities from a bundle alone (CSV)")
+    p.add_argument("--model", required=True, help="bundle .zip from pirl export")
+    p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, TIFF, BMP, DICOM)")
+    p.add_argument("--out", help="CSV file (default: standard output)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("worker", help="run queued jobs (started automatically; --forever for servers)")
     p.add_argument("--forever", action="store_true")

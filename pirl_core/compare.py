@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import jobs
+from .engine import checkpoint
 from .engine.backbones import build_backbone
 from .engine.finetune import FinetuneConfig, auc_score, finetune, predict
 from .engine.pretrain import load_pretrained
@@ -195,12 +196,18 @@ def finetune_job(ctx: JobContext) -> dict:
                                   subset(split["val"]), ft, on_epoch, ctx.should_stop)
         test_idx = np.sort(np.asarray(split["test"], dtype=int))
         probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+        if fraction == max(cfg["fractions"]) and not (ctx.folder / "model.pt").exists():
+            # The exported model: the first (fold's) model trained on all its training labels.
+            checkpoint.save_atomic({"format": 1, "kind": "classifier", "state_dict": model.state_dict(),
+                                    "classes": classes, "backbone": cfg["backbone"], "image_size": cfg["image_size"],
+                                    "fold": split["fold"], "n_train": int(len(train_idx)),
+                                    "test_image_ids": [rows[i]["id"] for i in test_idx]}, ctx.folder / "model.pt")
         results.append({"fold": split["fold"], "fraction": fraction, "n_train": int(len(train_idx)),
                         "image_ids": [rows[i]["id"] for i in test_idx], "y": y[test_idx].tolist(),
                         "probs": np.round(probs, 6).tolist(), "test_auc": auc_score(y[test_idx], probs),
                         "best_val_auc": max((h["val_auc"] for h in history if h["val_auc"] == h["val_auc"]),
                                             default=None), "epochs_run": len(history)})
-    return {"classes": classes, "runs": results}
+    return {"classes": classes, "runs": results, "model": str(ctx.folder / "model.pt")}
 
 
 # -- results -----------------------------------------------------------------------------------

@@ -142,7 +142,8 @@ def finetune(backbone: Backbone, n_classes: int, train: tuple[np.ndarray, np.nda
         f_train = _features(model.backbone, x_train, config.image_size, device)
         f_val = _features(model.backbone, x_val, config.image_size, device)
         model.feature_mean.copy_(f_train.mean(0))
-        model.feature_std.copy_(f_train.std(0).clamp_min(1e-6))
+        std = f_train.std(0)
+        model.feature_std.copy_(std.clamp_min(0.05 * float(std.mean()) + 1e-6))  # dead features: no blow-up
     trainable = model.head if linear else model
     optimizer = torch.optim.SGD(param_groups(trainable, config.weight_decay), lr=config.learning_rate, momentum=0.9)
     batch = min(config.batch_size, len(y_train))

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages._shared import guarded, when, workspace
+from pirl_core import compare, export
+
+ws = workspace()
+store = ws.store
+
+st.title("Export")
+st.caption("Take a finetuned model away as one zip: TorchScript, ONNX, plain weights and a model card. "
+           "A colleague runs `pirl predict --model bundle.zip images/...` with nothing else.")
+
+# test AUC of each finetune job, from the comparisons it belongs to
+scores = {}
+for comp in compare.comparisons(ws):
+    for entry in (comp["result"].get("summary") or {}).get("table", []):
+        arm = next((a for a in comp["result"]["arms"] if a["label"] == entry["arm"]), None)
+        if arm:
+            scores[arm["job_id"]] = entry
+done = [j for j in store.jobs(kind="finetune", statuses=["succeeded"]) if j["result"].get("model")]
+if not done:
+    st.info("No finished finetune yet: run a comparison on the Compare page.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "job": j["id"], "initialisation": j["config"]["label"], "mode": j["config"]["finetune"]["mode"],
+        "dataset": j["config"]["labeled"],
+        "test AUC (95% CI)": (f"{scores[j['id']]['auc']:.3f} ({scores[j['id']]['ci_low']:.3f}–"
+                              f"{scores[j['id']]['ci_high']:.3f})") if j["id"] in scores else "–",
+        "finished": when(j["finished_at"])} for j in done]), hide_index=True)
+    job_id = st.selectbox("Model to export", [j["id"] for j in done], key="export-job",
+                          format_func=lambda i: f"#{i} · {store.job(i)['config']['label']}")
+    if st.button("Build bundle", type="primary", key="export-build"):
+        with guarded("Export"), st.spinner("Exporting and checking TorchScript and ONNX against the model ..."):
+            info = export.export_finetune(ws, job_id)
+            st.success(f"Bundle ready: TorchScript and ONNX agree with the workspace model on "
+                       f"{info['test_images']} test images (max probability difference "
+                       f"{max(info['max_abs_prob_diff_torchscript'], info['max_abs_prob_diff_onnx']):.1e}).")
+
+runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+if runs:
+    with st.expander("Export a PIRL-pretrained backbone alone (torchvision-style state_dict)"):
+        run_id = st.selectbox("Pretrain run", [r["id"] for r in runs], key="export-run", format_func=lambda i: f"#{i}")
+        if st.button("Export backbone", key="export-backbone"):
+            with guarded("Export"):
+                path = export.export_backbone(ws, run_id)
+                st.success(f"Saved {Path(path).name}; load it with `model.load_state_dict(torch.load(path), "
+                           "strict=False)`.")
+
+st.header("Exports")
+exports = [e for e in store.exports() if Path(e["path"]).exists()]
+if not exports:
+    st.caption("Nothing exported yet.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "file": Path(e["path"]).name, "what": e["info"].get("label", e["info"].get("kind")),
+        "test AUC": round(e["info"]["test_metrics"]["auc"], 3) if e["info"].get("test_metrics") else None,
+        "MB": round(Path(e["path"]).stat().st_size / 1e6, 1), "exported": when(e["created_at"])}
+        for e in exports]), hide_index=True)
+    by_id = {e["id"]: e for e in exports}
+    chosen = st.selectbox("File", list(by_id), key="export-file", format_func=lambda i: Path(by_id[i]["path"]).name)
+    path = Path(by_id[chosen]["path"])
+    st.download_button(f"Download {path.name}", path.read_bytes(), path.name, key="export-download",
+                       mime="application/zip" if path.suffix == ".zip" else "application/octet-stream")

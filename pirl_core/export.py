@@ -1,0 +1,265 @@
+"""Export a finetuned model as one self-contained zip, and predict from such a zip alone.
+
+The bundle holds: model.ts (TorchScript), model.onnx, state_dict.pt (plain tensors),
+model_card.md / model_card.json (task, preprocessing, training summary, test metrics with CIs,
+limitations), and manifest.json with the SHA-256 of every member. No image, file name or
+patient id goes in. Before the zip is offered, TorchScript and ONNX outputs are checked
+against the workspace model on the test images. Files are written under a temporary name and
+renamed, so a crash leaves no half bundle.
+
+`predict` needs only the bundle: it checks the manifest, rebuilds the network from the
+state_dict (loaded with weights_only=True, never unpickling arbitrary objects) and applies the
+same preprocessing as training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .engine import checkpoint
+from .engine.backbones import build_backbone
+from .engine.finetune import Classifier
+from .engine.views import IMAGENET_MEAN, IMAGENET_STD, eval_view, to_float
+from .errors import PirlError
+from .image_cache import cache_size_for, square_resize
+from .image_io import BadImage, decode
+from .ingest import CACHE_SIZE, dataset_cache
+from .workspace import Workspace
+
+BUNDLE_FORMAT = 1
+MEMBERS = ("model.ts", "model.onnx", "state_dict.pt", "model_card.md", "model_card.json")
+
+
+def _load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
+    state = checkpoint.load(model_file)
+    model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), state
+
+
+def preprocess(data: bytes, name: str, image_size: int) -> torch.Tensor:
+    """File bytes -> normalised (1, 3, S, S): decode (DICOM windowing as at ingestion), the 256 px
+    square cache, the training-size cache, the evaluation view. Exactly the training path."""
+    from PIL import Image
+
+    img = square_resize(decode(data, name).image, CACHE_SIZE)
+    size = cache_size_for(image_size)
+    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    return eval_view(to_float(torch.from_numpy(img[None].copy())), image_size)
+
+
+def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) -> dict:
+    cfg = job["config"]
+    store = ws.store
+    rows = [r for r in store.images(cfg["labeled_dataset_id"]) if r["label"] is not None]
+    per_split: dict[str, dict[str, int]] = {}
+    for r in rows:
+        per_split.setdefault(r["split"] or "none", {}).setdefault(r["label"], 0)
+        per_split[r["split"] or "none"][r["label"]] += 1
+    metrics = None
+    if comparison_row:
+        summary = comparison_row["result"].get("summary") or {}
+        metrics = next(({k: e[k] for k in ("auc", "ci_low", "ci_high", "n", "level", "fold_aucs")}
+                        for e in summary.get("table", []) if e["arm"] == cfg["label"]), None)
+    pretrain = store.job(cfg["pretrain_job"]) if cfg.get("pretrain_job") else None
+    return {
+        "format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "task": {"type": "image classification", "classes": state["classes"],
+                 "output": "softmax probabilities, one per class, in this order"},
+        "preprocessing": {"input_size": state["image_size"], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                          "channels": "RGB; grayscale images repeated to 3 channels",
+                          "resize": f"shorter side to {CACHE_SIZE} px and centre square crop, then "
+                                    f"{cache_size_for(state['image_size'])} px, then {state['image_size']} px "
+                                    "(bilinear, antialiased)",
+                          "dicom": "modality LUT, then VOI LUT / window; MONOCHROME1 inverted; "
+                                   "min-max to 8 bits; multi-frame: first frame"},
+        "model": {"backbone": state["backbone"], "initialisation": cfg["init"], "mode": cfg["finetune"]["mode"],
+                  "pretrain_run": cfg.get("pretrain_job"),
+                  "pretrain_config": {k: v for k, v in pretrain["config"].items() if k != "weights_path"}
+                  if pretrain else None,
+                  "finetune_config": cfg["finetune"],
+                  "trained_on": f"fold {state['fold'] + 1} of {cfg['folds']}" if state["fold"] is not None
+                  else "the fixed training split", "n_train": state["n_train"]},
+        "training_data": {"dataset_content_hash": store.dataset(cfg["labeled_dataset_id"])["content_hash"],
+                          "counts_per_split_and_class": per_split},
+        "test_metrics": metrics,
+        "intended_use": "Research use only. Not a medical device; not for diagnosis or treatment decisions.",
+        "limitations": ["Trained on one dataset from one source; performance elsewhere is unknown until measured.",
+                        "Small test sets give wide confidence intervals; read the CI, not only the AUC.",
+                        "Inputs must be preprocessed exactly as described here."],
+        "software": {"pirl_studio": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def _card_markdown(card: dict) -> str:
+    m = card["test_metrics"]
+    metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}, {m['n']} test images)"
+              if m else "not recorded")
+    pre, model = card["preprocessing"], card["model"]
+    return f"""# Model card: {', '.join(card['task']['classes'])} classifier
+
+**Intended use:** {card['intended_use']}
+
+| | |
+|---|---|
+| Task | {card['task']['type']}; classes {card['task']['classes']} |
+| Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
+| Trained on | {model['trained_on']}, {model['n_train']} images |
+| Test metrics | {metric} |
+| Input | {pre['input_size']} px RGB, mean {pre['mean']}, std {pre['std']} |
+| Resize | {pre['resize']} |
+| DICOM | {pre['dicom']} |
+| Software | {card['software']} |
+| Created | {card['created']} |
+
+## Use it
+
+```bash
+pirl predict --model bundle.zip images/*.png --out predictions.csv
+```
+
+```python
+import torch
+model = torch.jit.load("model.ts")          # input: (N, 3, {pre['input_size']}, {pre['input_size']}), normalised
+probs = torch.softmax(model(x), dim=1)
+
+import onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+logits = session.run(None, {{"image": x.numpy()}})[0]
+```
+
+## Limitations
+""" + "\n".join(f"- {item}" for item in card["limitations"]) + "\n"
+
+
+def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -> dict:
+    """Write the bundle zip for finetune job `job_id`; returns where, and the verification figures."""
+    store = ws.store
+    job = store.job(job_id)
+    if job is None or job["kind"] != "finetune" or job["status"] != "succeeded":
+        raise PirlError(f"Job {job_id} is not a finished finetune job.")
+    model_file = job["result"].get("model")
+    if not model_file or not Path(model_file).exists():
+        raise PirlError(f"Finetune job {job_id} kept no model file; run the comparison again.")
+    model, state = _load_classifier(model_file)
+    comparison = next((e for e in store.evaluations() if e["result"].get("kind") == "comparison"
+                       and any(a["job_id"] == job_id for a in e["result"]["arms"])), None)
+    card = _card(ws, job, state, comparison)
+
+    size = state["image_size"]
+    rows = {r["id"]: i for i, r in enumerate(store.images(job["config"]["labeled_dataset_id"]))}
+    cache = dataset_cache(ws, job["config"]["labeled_dataset_id"], cache_size_for(size))
+    test = [rows[i] for i in state["test_image_ids"] if i in rows][:64]
+    x = eval_view(to_float(torch.from_numpy(np.array(cache[sorted(test)]))), size)
+    with torch.no_grad():
+        reference = model(x)
+        scripted = torch.jit.trace(model, x[:1])
+        ts_diff = float((torch.softmax(scripted(x), 1) - torch.softmax(reference, 1)).abs().max())
+    onnx_bytes = io.BytesIO()
+    torch.onnx.export(model, (x[:1],), onnx_bytes, dynamo=False, input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(onnx_bytes.getvalue(), providers=["CPUExecutionProvider"])
+    onnx_logits = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    onnx_diff = float((torch.softmax(onnx_logits, 1) - torch.softmax(reference, 1)).abs().max())
+    tolerance = 1e-4  # in probability
+    if ts_diff > tolerance or onnx_diff > tolerance:
+        raise PirlError(f"Exported models disagree with the workspace model (TorchScript {ts_diff:.2g}, "
+                        f"ONNX {onnx_diff:.2g} > {tolerance}); not exported.")
+    card["verification"] = {"test_images": len(test), "max_abs_prob_diff_torchscript": ts_diff,
+                            "max_abs_prob_diff_onnx": onnx_diff}
+
+    members: dict[str, bytes] = {}
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    members["model.ts"] = buf.getvalue()
+    members["model.onnx"] = onnx_bytes.getvalue()
+    buf = io.BytesIO()
+    torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
+                "image_size": size}, buf)
+    members["state_dict.pt"] = buf.getvalue()
+    members["model_card.json"] = json.dumps(card, indent=2, default=str).encode()
+    members["model_card.md"] = _card_markdown(card).encode()
+    manifest = {"format": BUNDLE_FORMAT, "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()}}
+
+    out = Path(out) if out else ws.exports / f"finetune-{job_id}-{job['config']['init']}.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+            zf.writestr("manifest.json", json.dumps(manifest, indent=2))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
+            "size_bytes": out.stat().st_size, **card["verification"], "test_metrics": card["test_metrics"]}
+    store.add_export(job_id, str(out), info)
+    return {"path": str(out), **info}
+
+
+def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = None) -> str:
+    """The PIRL-pretrained backbone alone, as a torchvision-style state_dict (.pth)."""
+    from .engine.pretrain import load_pretrained
+
+    job = ws.store.job(pretrain_job)
+    if job is None or job["kind"] != "pretrain" or not job["checkpoint"]:
+        raise PirlError(f"Pretrain run #{pretrain_job} has no checkpoint.")
+    model, config, _ = load_pretrained(job["checkpoint"])
+    out = Path(out) if out else ws.exports / f"pirl-{config.backbone}-run{pretrain_job}.pth"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.part")
+    torch.save({k: v.clone() for k, v in model.backbone.trunk.state_dict().items()}, tmp)
+    os.replace(tmp, out)
+    ws.store.add_export(pretrain_job, str(out), {"kind": "backbone", "backbone": config.backbone})
+    return str(out)
+
+
+# -- predicting from a bundle alone -------------------------------------------------------------
+def open_bundle(path: str | Path) -> tuple[Classifier, dict]:
+    """Check the bundle's manifest and rebuild its model. Clear errors for a damaged bundle."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            data = {name: zf.read(name) for name in ("state_dict.pt", "model_card.json")}
+            for name, digest in manifest["sha256"].items():
+                if name in data and hashlib.sha256(data[name]).hexdigest() != digest:
+                    raise PirlError(f"{path}: {name} does not match the bundle's manifest (tampered or damaged).")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as exc:
+        raise PirlError(f"{path} is not a complete PIRL Studio bundle ({type(exc).__name__}: {exc}).") from None
+    state = torch.load(io.BytesIO(data["state_dict.pt"]), map_location="cpu", weights_only=True)
+    model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), {**state, "card": json.loads(data["model_card.json"])}
+
+
+@torch.no_grad()
+def predict_files(bundle: str | Path, paths: list[str | Path]) -> list[dict]:
+    """One row per file: its class probabilities, or the reason it could not be read."""
+    model, meta = open_bundle(bundle)
+    out = []
+    for p in paths:
+        p = Path(p)
+        try:
+            x = preprocess(p.read_bytes(), p.name, meta["image_size"])
+        except (BadImage, OSError) as exc:
+            out.append({"file": str(p), "error": str(exc)})
+            continue
+        probs = torch.softmax(model(x), dim=1)[0].tolist()
+        out.append({"file": str(p), **{f"p_{c}": v for c, v in zip(meta["classes"], probs)},
+                    "predicted": meta["classes"][int(np.argmax(probs))]})
+    return out

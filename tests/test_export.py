@@ -1,0 +1,130 @@
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import compare, export, ingest, jobs
+from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.errors import PirlError
+from tests.conftest import ROOT, assert_no_exception, wait_for_app
+
+
+@pytest.fixture(scope="module")
+def finished(demo_dir, tmp_path_factory):
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("export") / "ws")
+    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+                      start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
+                                                   folds=0, epochs=2))
+    arms = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]
+    for arm in arms:
+        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+    compare.summarize(ws, cid, n_boot=100)
+    return ws, arms[1]["job_id"], run
+
+
+def test_round_trip_predict_in_a_fresh_process_matches_the_workspace_model(finished, demo_dir, tmp_path):
+    ws, job_id, _ = finished
+    info = export.export_finetune(ws, job_id, tmp_path / "bundle.zip")
+    assert info["max_abs_prob_diff_onnx"] < 1e-4 and info["max_abs_prob_diff_torchscript"] < 1e-4
+    files = sorted((demo_dir / "labeled").rglob("*.png"))[:6]
+    env = {**os.environ, "PIRL_HOME": str(tmp_path / "other-workspace")}
+    subprocess.run([sys.executable, "-m", "pirl_core.cli", "predict", "--model", str(tmp_path / "bundle.zip"),
+                    *map(str, files), "--out", str(tmp_path / "p.csv")], check=True, env=env, cwd=tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    model, state = export._load_classifier(ws.store.job(job_id)["result"]["model"])
+    with torch.no_grad():
+        for f, row in zip(files, rows):
+            expected = torch.softmax(model(export.preprocess(f.read_bytes(), f.name, state["image_size"])), 1)[0]
+            got = [float(row[f"p_{c}"]) for c in state["classes"]]
+            assert got == pytest.approx(expected.tolist(), abs=1e-5)  # stated tolerance: 1e-5 in probability
+    assert ws.store.exports()[0]["path"] == str(tmp_path / "bundle.zip")
+
+
+def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path):
+    ws, job_id, _ = finished
+    export.export_finetune(ws, job_id, tmp_path / "b.zip")
+    names = [im["orig_name"] for im in ws.store.images(ws.store.dataset("lab")["id"])]
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        assert sorted(zf.namelist()) == sorted([*export.MEMBERS, "manifest.json"])
+        for member in zf.namelist():
+            data = zf.read(member)
+            assert not data.startswith((b"\x89PNG", b"\xff\xd8\xff"))
+            for needle in [str(demo_dir), str(ws.root), *names[:10]]:
+                assert needle.encode() not in data, (member, needle)
+        card = json.loads(zf.read("model_card.json"))
+    assert card["task"]["classes"] == ["benign", "malignant"] and "not a medical device" in card["intended_use"].lower()
+    assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
+
+
+def test_tampered_or_truncated_bundles_are_clear_errors(finished, tmp_path):
+    ws, job_id, _ = finished
+    good = tmp_path / "good.zip"
+    export.export_finetune(ws, job_id, good)
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(PirlError, match="not a complete PIRL Studio bundle"):
+        export.open_bundle(truncated)
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "state_dict.pt":
+                buf = io.BytesIO()
+                state = torch.load(io.BytesIO(data), weights_only=True)
+                state["state_dict"]["head.bias"] += 1
+                torch.save(state, buf)
+                data = buf.getvalue()
+            dst.writestr(name, data)
+    with pytest.raises(PirlError, match="tampered or damaged"):
+        export.open_bundle(tampered)
+
+
+def test_backbone_export_is_a_torchvision_state_dict(finished, tmp_path):
+    import torchvision
+
+    ws, _, run = finished
+    path = export.export_backbone(ws, run, tmp_path / "backbone.pth")
+    state = torch.load(path, weights_only=True)
+    missing, unexpected = torchvision.models.resnet18().load_state_dict(state, strict=False)
+    assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
+
+
+def test_export_page_builds_a_bundle(finished, monkeypatch):
+    ws, job_id, _ = finished
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    at = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert "test AUC (95% CI)" in at.dataframe[0].value.columns
+    at.selectbox(key="export-job").set_value(job_id)
+    at.button(key="export-build").click().run()
+    assert not at.exception
+    assert any("Bundle ready" in s.value for s in at.success)
+
+
+@pytest.mark.browser
+def test_download_button_delivers_a_zip_that_opens(finished, app_server, page, tmp_path):
+    ws, job_id, _ = finished
+    export.export_finetune(ws, job_id)
+    server = app_server(ws.root)
+    page.goto(server.url + "/export")
+    wait_for_app(page)
+    with page.expect_download(timeout=120_000) as dl:
+        page.get_by_role("button", name="Download finetune-").click()
+    target = tmp_path / "downloaded.zip"
+    dl.value.save_as(target)
+    with zipfile.ZipFile(target) as zf:
+        assert "model_card.md" in zf.namelist() and zf.testzip() is None
+    assert_no_exception(page)
