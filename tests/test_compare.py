@@ -98,3 +98,18 @@ def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
     assert any("place the file X in folder Y" in n for n in comp["notes"])
     with pytest.raises(PirlError, match="need at least 20 images in every class"):
         compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=20))
+
+
+def test_full_finetune_mode_runs_a_pirl_arm(setup):
+    ws, run, _ = setup
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["pirl"],
+                                                   mode="finetune", folds=0, epochs=1))
+    arm = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"][0]
+    job = jobs.wait(ws, arm["job_id"], timeout_s=300)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["runs"][0]["epochs_run"] == 1
+
+
+def test_runs_saved_before_the_rotation_pretext_still_load():
+    cfg = PretrainConfig.from_dict({"jigsaw_weight": 0.3, "image_size": 64})
+    assert cfg.pretext_weight == 0.3 and cfg.pretext == "jigsaw"

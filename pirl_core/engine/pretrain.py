@@ -75,6 +75,9 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> PretrainConfig:
+        data = dict(data)
+        if "jigsaw_weight" in data:  # runs made before the rotation pretext existed
+            data["pretext_weight"] = data.pop("jigsaw_weight")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
