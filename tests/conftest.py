@@ -125,3 +125,25 @@ def wait_for_app(pg, timeout: float = 30_000) -> None:
 def assert_no_exception(pg) -> None:
     exc = pg.locator('[data-testid="stException"]')
     assert exc.count() == 0, exc.first.inner_text()
+
+
+def compared_workspace(root: Path, demo_dir: Path, **request):
+    """A workspace with a pool, a labeled set, a finished resnet18 PIRL run and one finished
+    scratch-vs-PIRL comparison. Returns (workspace, pretrain job id, comparison id, arms)."""
+    from pirl_core import compare, ingest, jobs
+    from pirl_core.engine.pretrain import PretrainConfig
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(root)
+    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+                      start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
+                                                   **request))
+    arms = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]
+    for arm in arms:
+        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+    compare.summarize(ws, cid, n_boot=100)
+    return ws, run, cid, arms

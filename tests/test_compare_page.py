@@ -1,26 +1,14 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig
-from tests.conftest import ROOT, assert_no_exception, wait_for_app
+from pirl_core import compare, jobs
+from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
 @pytest.fixture(scope="module")
 def filled(demo_dir, tmp_path_factory):
-    """A workspace with a pool, a labeled set, a finished resnet18 run and one finished comparison."""
-    from pirl_core.workspace import Workspace
-
-    ws = Workspace(tmp_path_factory.mktemp("cmp-page") / "ws")
-    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
-    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
-                      start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
-    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
-                                                   folds=3, fractions=[0.5, 1.0], epochs=3))
-    for arm in next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]:
-        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+    ws, run, cid, _ = compared_workspace(tmp_path_factory.mktemp("cmp-page") / "ws", demo_dir, folds=3,
+                                         fractions=[0.5, 1.0], epochs=3)
     return ws, run, cid
 
 

@@ -10,28 +10,14 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, export, ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core import export
 from pirl_core.errors import PirlError
-from tests.conftest import ROOT, assert_no_exception, wait_for_app
+from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
 @pytest.fixture(scope="module")
 def finished(demo_dir, tmp_path_factory):
-    from pirl_core.workspace import Workspace
-
-    ws = Workspace(tmp_path_factory.mktemp("export") / "ws")
-    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
-    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
-                      start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
-    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
-                                                   folds=0, epochs=2))
-    arms = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]
-    for arm in arms:
-        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
-    compare.summarize(ws, cid, n_boot=100)
+    ws, run, _, arms = compared_workspace(tmp_path_factory.mktemp("export") / "ws", demo_dir, folds=0, epochs=2)
     return ws, arms[1]["job_id"], run
 
 
