@@ -103,7 +103,7 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         if init in req.inits:
             pretext = run["config"].get("pretext", "jigsaw")
             name = f"{'ImageNet+PIRL' if from_imagenet else 'PIRL'} #{run['id']}"
-            if len(runs) > 1:
+            if len({r["config"].get("pretext", "jigsaw") for r in runs}) > 1:
                 name += f" ({pretext})"
             arms.append({"label": name, "init": init, "pretrain_job": run["id"], "pretext": pretext})
     if "imagenet+pirl" in req.inits and not any(a["init"] == "imagenet+pirl" for a in arms):

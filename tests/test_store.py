@@ -1,5 +1,6 @@
-import multiprocessing as mp
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -50,23 +51,23 @@ def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
     assert "pid" not in [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
 
 
-def _write_metrics(path, job_id, offset, n):
-    s = Store(path)
-    for i in range(n):
-        s.add_metrics(job_id, offset + i, 0, {"loss": float(i), "lr": 0.1})
+WRITER = """
+import sys
+from pirl_core.store import Store
+s = Store(sys.argv[1])
+for i in range(300):
+    s.add_metrics(int(sys.argv[2]), int(sys.argv[3]) + i, 0, {"loss": float(i), "lr": 0.1})
+"""
 
 
 def test_two_processes_writing_metrics_lose_no_row(tmp_path):
+    # Plain subprocesses: multiprocessing's spawn would re-run whatever AppTest left as __main__.
     path = tmp_path / "pirl.db"
     s = Store(path)
     job = s.add_job("pretrain", {})
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_write_metrics, args=(path, job, k * 1000, 300)) for k in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(job), str(k * 1000)]) for k in range(2)]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+        assert p.wait(120) == 0
     rows = s.metrics(job)
     assert len(rows) == 2 * 300 * 2
     assert len({(r["step"], r["name"]) for r in rows}) == len(rows)
