@@ -62,6 +62,7 @@ def test_compare_in_the_browser_runs_and_shows_roc_and_table(filled, app_server,
     # the new comparison finishes in the background and its results appear without a reload
     page.get_by_text("Download results (CSV)").wait_for(timeout=240_000)
     page.locator(".js-plotly-plot").first.wait_for()
-    assert page.get_by_text("95% CI").count() >= 1
+    page.locator(".js-plotly-plot .legendtext", has_text="(AUC").first.wait_for(timeout=30_000)  # ROC legend
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the AUC table (a canvas grid)
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
