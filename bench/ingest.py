@@ -46,7 +46,8 @@ def main() -> None:
             base = rng.integers(0, 255, (args.large_size // 8, args.large_size // 8, 3), dtype=np.uint8)
             t = time.perf_counter()
             for i in range(args.large):
-                img = Image.fromarray(np.roll(base, i, axis=0)).resize((args.large_size, args.large_size))
+                shift = (i % base.shape[0], i // base.shape[0])  # distinct for every i: no duplicates
+                img = Image.fromarray(np.roll(base, shift, axis=(0, 1))).resize((args.large_size, args.large_size))
                 img.save(big / f"scan_{i:05d}.jpg", quality=90)
             print(f"(generated {args.large} JPEGs of {args.large_size} px in {time.perf_counter() - t:.0f} s)")
             run("large", big, tmp)
