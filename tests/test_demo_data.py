@@ -43,3 +43,13 @@ def test_cli_demo_data(tmp_path, capsys):
     assert main(["demo-data", str(tmp_path), "--n", "4", "--unlabeled", "2", "--size", "32"]) == 0
     assert '"unlabeled": 2' in capsys.readouterr().out
     assert len(list(tmp_path.rglob("*.png"))) == 6
+
+
+def test_demo_workspace_is_filled_once(ws):
+    from pirl_core.demo import ensure_demo_workspace
+
+    ensure_demo_workspace(ws, log=lambda m: None)
+    first = [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()]
+    ensure_demo_workspace(ws, log=lambda m: None)
+    assert [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()] == first
+    assert sorted(first) == [("demo-labeled", 120, 120), ("demo-unlabeled", 400, 0)]
