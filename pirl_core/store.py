@@ -194,12 +194,6 @@ class Store:
             fields["info"] = json.dumps(fields["info"])
         self.db["datasets"].update(dataset_id, fields)
 
-    def delete_dataset(self, dataset_id: int) -> None:
-        with self.transaction():
-            self.db.execute("DELETE FROM images WHERE dataset_id = ?", [dataset_id])
-            self.db.execute("DELETE FROM skipped WHERE dataset_id = ?", [dataset_id])
-            self.db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
-
     # -- images --------------------------------------------------------------------------
     def add_images(self, rows: Iterable[dict]) -> None:
         now = time.time()
@@ -291,10 +285,6 @@ class Store:
             f"WHERE id = ? AND status IN ({','.join('?' * len(expected))})",
             [status, *fields.values(), job_id, *expected])
         return cur.rowcount > 0
-
-    def stale_running_jobs(self, older_than: float) -> list[dict]:
-        return [self._job_row(r) for r in self.db.execute_returning_dicts(
-            "SELECT * FROM jobs WHERE status = 'running' AND COALESCE(heartbeat_at, 0) < ?", [older_than])]
 
     def running_jobs(self) -> list[dict]:
         return self.jobs(statuses=["running"])
