@@ -1,18 +1,20 @@
 """Quality of each initialisation on a real labeled folder, at the CPU defaults.
 
 Pretrains PIRL twice on all images (labels unused): from random weights (PIRL) and from
-ImageNet weights (ImageNet+PIRL); then compares scratch / ImageNet / PIRL / ImageNet+PIRL by
-linear probe (5-fold CV) and full finetune (fixed split), and prints test AUC with 95% CI and
-the wall time of each stage.
+ImageNet weights (ImageNet+PIRL); then, for each task (positive class vs the rest, and every
+class with macro one-vs-rest AUC), compares scratch / ImageNet / PIRL / ImageNet+PIRL by linear
+probe (5-fold CV) and full finetune (fixed split), and prints test AUC with 95% CI and the wall
+time of each stage. Both tasks share the two pretraining runs.
 
     python bench/compare_quality.py ../shared/data/busi256 --positive malignant
-    python bench/compare_quality.py ../shared/data/busi256 --multiclass
+    python bench/compare_quality.py ../shared/data/busi256 --tasks multiclass --modes linear
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="folder with one sub-folder per class")
     ap.add_argument("--positive", default="malignant")
-    ap.add_argument("--multiclass", action="store_true", help="keep every class (macro one-vs-rest AUC)")
+    ap.add_argument("--tasks", default="binary,multiclass",
+                    help="binary: --positive vs the rest; multiclass: every class (macro one-vs-rest AUC)")
     ap.add_argument("--backbone", default="efficientnet_lite0", help="efficientnet_lite0: ImageNet works offline")
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=15)
@@ -37,14 +40,17 @@ def main() -> None:
         ws = Workspace(Path(tmp) / "ws")
         files = ingest.folder_source(data, check_roots=False)
         ingest.ingest(ws, files, "pool")
-        labels = Path(tmp) / "labels.csv"
-        with open(labels, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["filename", "label"])
-            for src in files:
-                cls = src.name.split("/")[0]
-                w.writerow([src.name, cls if args.multiclass or cls == args.positive else f"not-{args.positive}"])
-        ingest.ingest(ws, files, "labeled", labels_csv=labels)
+        tasks = args.tasks.split(",")
+        for task in tasks:
+            labels = Path(tmp) / f"labels-{task}.csv"
+            with open(labels, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["filename", "label"])
+                for src in files:
+                    cls = src.name.split("/")[0]
+                    w.writerow([src.name, cls if task == "multiclass" or cls == args.positive
+                                else f"not-{args.positive}"])
+            ingest.ingest(ws, files, task, labels_csv=labels)
         pool = ws.store.dataset("pool")["id"]
         runs = []
         for imagenet in (False, True):
@@ -66,12 +72,12 @@ def main() -> None:
                 flush=True,
             )
             runs.append(job_id)
-        for mode in args.modes.split(","):
+        for task, mode in itertools.product(tasks, args.modes.split(",")):
             t0 = time.time()
             cid = compare.start(
                 ws,
                 compare.CompareRequest(
-                    labeled="labeled",
+                    labeled=task,
                     pretrain_jobs=runs,
                     mode=mode,
                     folds=5 if mode == "linear" else 0,
@@ -83,7 +89,7 @@ def main() -> None:
                 jobs.wait(ws, arm["job_id"], poll_s=5)
             s = compare.summarize(ws, cid)
             print(
-                f"\n{mode} ({'5-fold CV, out-of-fold' if mode == 'linear' else 'fixed split'}), "
+                f"\n{task}, {mode} ({'5-fold CV, out-of-fold' if mode == 'linear' else 'fixed split'}), "
                 f"{(time.time() - t0) / 60:.1f} min",
                 flush=True,
             )

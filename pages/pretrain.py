@@ -40,11 +40,14 @@ with st.form("start"):
         backbone = c1.selectbox("Backbone", list(REGISTRY), index=list(REGISTRY).index(defaults.backbone),
                                 key="pt-backbone")
         imagenet = c1.checkbox("Start from ImageNet weights", value=False, key="pt-imagenet",
-                               help="Domain-adaptive pretraining: PIRL continues from ImageNet features.")
+                               help="Domain-adaptive pretraining: PIRL continues from ImageNet features. On "
+                                    "780 breast-ultrasound images (15 epochs, linear probe AUC) it gave 0.86-0.89 "
+                                    "against 0.84 for ImageNet features alone; from random weights PIRL needed "
+                                    "about 100 epochs to beat untrained features (0.83 against 0.80).")
         image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size")
         epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
         batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
-        lr = c2.number_input("Learning rate (0 = 0.03 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
+        lr = c2.number_input("Learning rate (0 = 0.24 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
         negatives = c3.number_input("Negatives per image (0 = all others, up to 16384)", 0, 65536, 0,
                                     key="pt-negatives")
         temperature = c3.number_input("Temperature", 0.01, 1.0, defaults.temperature, format="%.3f",

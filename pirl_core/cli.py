@@ -355,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="default: 0.03 per 256 images")
+    p.add_argument("--lr", type=float, help="default: 0.24 per 256 images (tuned for short runs)")
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
     p.add_argument("--temperature", type=float)
     p.add_argument("--pretext", choices=["jigsaw", "rotation", "jigsaw+rotation"],

@@ -135,3 +135,19 @@ def test_other_pretexts_run_end_to_end_from_the_cli(demo_dir, tmp_path, capsys, 
     assert out["status"] == "finished" and "loss_rotation" in out["last"]
     assert ("loss_jigsaw" in out["last"]) == (pretext == "jigsaw+rotation")
     assert checkpoint.load(tmp_path / "run" / "last.pt")["config"]["pretext"] == pretext
+
+
+def test_a_random_start_fills_the_memory_bank_with_distinct_embeddings(tmp_path):
+    """efficientnet_lite0 at random init maps every image to one embedding under its untrained BatchNorm
+    running statistics; a bank filled that way gives the loss nothing to learn from (it sat at ln N)."""
+    images = np.random.default_rng(0).integers(0, 256, (24, 104, 104, 3), dtype=np.uint8)
+    config = PretrainConfig(backbone="efficientnet_lite0", image_size=96, batch_size=2, max_steps=1, seed=0)
+    pretrain(config, images, list(range(24)), tmp_path)
+    bank = checkpoint.load(tmp_path / "last.pt")["bank"]["vectors"]
+    cosine = bank @ bank.T  # one step moved 2 of the 24 rows; the rest are as the fill left them
+    assert cosine[~torch.eye(len(bank), dtype=bool)].median() < 0.99
+
+
+def test_the_default_learning_rate_scales_with_the_batch():
+    assert PretrainConfig(batch_size=64).learning_rate == pytest.approx(0.06)
+    assert PretrainConfig(batch_size=256, lr=0.03).learning_rate == 0.03
