@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .errors import PirlError
-from .image_cache import open_cache, square_resize
+from .image_cache import CacheWriter, open_cache, square_resize
 from .image_io import BadImage, decode
 from .splits import assign_splits
 from .workspace import Workspace
@@ -198,9 +198,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     accepted: list[dict] = []  # one per new image, in cache order
     seen: dict[str, str] = {}
     created: list[Path] = []
-    tmp_cache = ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy"
-    cache = np.lib.format.open_memmap(tmp_cache, mode="w+", dtype=np.uint8,
-                                      shape=(max(len(files), 1), CACHE_SIZE, CACHE_SIZE, 3))
+    writer = CacheWriter(ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy", CACHE_SIZE)
     try:
         for i, src in enumerate(files):
             if should_stop and should_stop():
@@ -231,7 +229,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                 tmp.write_bytes(data)
                 tmp.replace(stored)
                 created.append(stored)
-            cache[len(accepted)] = square_resize(decoded.image, CACHE_SIZE)
+            writer.append(square_resize(decoded.image, CACHE_SIZE))
             accepted.append({"content_hash": digest, "path": str(stored.relative_to(ws.root)),
                              "orig_name": src.name, "width": decoded.image.width, "height": decoded.image.height})
         if on_progress:
@@ -267,7 +265,6 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             splits = assign_splits(labels, groups, SPLIT_FRACTIONS, seed)
             kind = "labeled"
 
-        cache.flush()
         with store.transaction():
             dataset_id = store.add_dataset(name, kind=kind, source=files[0].name if files else None, info={
                 "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
@@ -276,25 +273,19 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             store.add_images({**a, "dataset_id": dataset_id, "label": lab, "group_id": grp, "split": sp}
                              for a, lab, grp, sp in zip(accepted, labels, groups, splits))
             store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])
-            _finalise_cache(cache, len(accepted), cache_path(ws, dataset_id))
+            _finalise_cache(writer, cache_path(ws, dataset_id))
         report.dataset_id, report.imported = dataset_id, len(accepted)
         created.clear()  # now referenced by the database
         return report
     finally:
-        del cache
-        tmp_cache.unlink(missing_ok=True)
+        writer.close()
+        writer.out_file.unlink(missing_ok=True)  # renamed away when the ingest committed
         for path in created:  # files copied by an ingest that did not commit
             path.unlink(missing_ok=True)
 
 
-def _finalise_cache(cache: np.ndarray, n: int, out: Path) -> None:
-    tmp = out.with_name(out.name + ".part.npy")
-    final = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, CACHE_SIZE, CACHE_SIZE, 3))
-    for start in range(0, n, 512):
-        final[start:start + 512] = cache[start:min(n, start + 512)]
-    final.flush()
-    del final
-    tmp.replace(out)
+def _finalise_cache(writer: CacheWriter, out: Path) -> None:
+    writer.finish().replace(out)
 
 
 def cache_path(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> Path:
@@ -310,13 +301,10 @@ def dataset_cache(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> np.
     from PIL import Image
 
     base = open_cache(cache_path(ws, dataset_id))
-    tmp = path.with_name(path.name + f".{os.getpid()}.part.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(base), size, size, 3))
-    for i in range(len(base)):
-        out[i] = np.asarray(Image.fromarray(base[i]).resize((size, size), Image.BILINEAR, reducing_gap=None))
-    out.flush()
-    del out
-    tmp.replace(path)
+    with CacheWriter(path, size) as writer:
+        for row in base:
+            writer.append(np.asarray(Image.fromarray(row).resize((size, size), Image.BILINEAR, reducing_gap=None)))
+        writer.finish()
     return open_cache(path)
 
 

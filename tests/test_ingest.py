@@ -235,3 +235,21 @@ def test_cli_ingest_prints_a_json_report_and_datasets_lists_it(ws, demo_dir, tmp
     listing = json.loads(capsys.readouterr().out)
     assert listing[0]["name"] == "lab" and listing[0]["classes"] == {"benign": 12, "malignant": 12}
     assert listing[0]["skipped"] == 1
+
+
+def test_cache_writer_streams_rows_into_a_npy_and_cleans_up_when_abandoned(tmp_path):
+    from pirl_core.image_cache import CacheWriter, open_cache
+
+    rows = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    with CacheWriter(tmp_path / "c.npy", 8) as writer:
+        for row in rows:
+            writer.append(row)
+        writer.finish()
+    assert np.array_equal(open_cache(tmp_path / "c.npy"), rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
+
+    with pytest.raises(ValueError, match="uint8"):
+        with CacheWriter(tmp_path / "d.npy", 8) as writer:
+            writer.append(rows[0])
+            writer.append(rows[0].astype(np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
