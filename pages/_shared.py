@@ -25,7 +25,7 @@ def workspace() -> Workspace:
     """The workspace named by PIRL_HOME, opened fresh for this script run (cheap)."""
     _use_app_navigation()
     try:
-        return Workspace()
+        return Workspace.open()
     except PirlError as exc:
         st.error(str(exc))
         st.stop()
@@ -69,9 +69,12 @@ def sidebar_badge() -> None:
     """The running job, on every page; refreshes itself every few seconds."""
     from pirl_core import jobs
 
-    ws = Workspace()
-    jobs.reap(ws)
-    active = ws.store.jobs(statuses=["running", "queued"])
+    try:
+        ws = Workspace()
+        jobs.reap(ws)
+    except PirlError:
+        return  # the page itself says what is wrong with the workspace
+    active = ws.store.jobs(statuses=jobs.ACTIVE)
     running = [j for j in active if j["status"] == "running"]
     if running:
         j = running[0]

@@ -4,9 +4,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages._shared import STATUS_ICON, guarded, when, workspace
-from pirl_core import compare, jobs
-from pirl_core.engine.pretrain import PretrainConfig
-from pirl_core.evaluation import threshold_metrics, youden_threshold
+from pirl_core import compare, jobs, pretraining
+from pirl_core.evaluation import format_p, threshold_metrics, youden_threshold
 
 ws = workspace()
 store = ws.store
@@ -17,7 +16,7 @@ st.caption("Does PIRL pretraining beat training from scratch and from ImageNet w
            "Every initialisation gets the same images, splits, epochs, optimiser and seed.")
 
 labeled = [d for d in store.datasets() if d["labeled"]]
-runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+runs = pretraining.runs(ws, with_checkpoint=True)
 if not labeled or not runs:
     st.info("A comparison needs a labeled dataset (Data page) and a pretrain run with a checkpoint (Pretrain page).")
     st.stop()
@@ -50,7 +49,9 @@ with st.form("compare"):
     fractions = c2.multiselect("Label fractions (label-efficiency curve)", [0.1, 0.25, 0.5, 1.0],
                                default=[0.1, 0.25, 0.5, 1.0], key="cmp-fractions",
                                format_func=lambda f: f"{f:.0%}")
-    epochs = c1.number_input("Epochs (0 = default: 100 linear, 20 finetune)", 0, 1000, 0, key="cmp-epochs")
+    epochs = c1.number_input("Full finetune: epochs (0 = default 20)", 0, 1000, 0, key="cmp-epochs",
+                             help="The linear probe has no epochs: a regularised logistic regression is fitted "
+                                  "exactly, its strength chosen by cross-validation on the training images.")
     go_button = st.form_submit_button("Compare", type="primary")
 
 imagenet_problem = st.cache_data(ttl=600, show_spinner="Checking for ImageNet weights ...")(compare.imagenet_problem)
@@ -65,8 +66,7 @@ if not has_imagenet_run and not problem:
                "(Azizi et al., ICCV 2021). No such run exists for this backbone yet.")
     if st.button("Start an ImageNet+PIRL pretrain run with the same settings", key="cmp-start-inet"):
         with guarded("Starting the run"):
-            config = PretrainConfig.from_dict({**first_run["config"], "pretrained_imagenet": True})
-            job_id = jobs.submit(ws, "pretrain", config.to_dict(), first_run["dataset_id"])
+            job_id = pretraining.start_like(ws, first_run["id"], pretrained_imagenet=True)
             st.success(f"Queued pretrain run #{job_id}; choose it here when it has finished.")
 
 if go_button:
@@ -103,7 +103,7 @@ def roc_figure(table: list[dict], cls: int) -> go.Figure:
 
 @st.fragment(run_every=3)
 def show(comparison_id: int) -> None:
-    comp = next(c for c in compare.comparisons(ws) if c["id"] == comparison_id)["result"]
+    comp = compare.comparison(ws, comparison_id)
     summary = compare.summarize(ws, comparison_id, n_boot=1000 if all(
         store.job(a["job_id"])["status"] in jobs.FINISHED for a in comp["arms"]) else 200)
     for note in comp["notes"]:
@@ -126,6 +126,14 @@ def show(comparison_id: int) -> None:
     table = summary["table"]
     if not table:
         return
+    if summary["complete"]:
+        for sentence in summary.get("verdicts", []):
+            (st.success if "is better" in sentence else st.warning if "is worse" in sentence else st.info)(
+                sentence, icon=":material/balance:")
+    for e in table:
+        if e.get("chance"):
+            st.warning(f"{e['arm']}: AUC {e['auc']:.3f}, 95% CI {e['ci_low']:.3f} to {e['ci_high']:.3f} holds 0.5: "
+                       "not better than chance on these images.", icon=":material/warning:")
     classes = summary["classes"]
     cls = 1
     if len(classes) > 2:
@@ -141,12 +149,16 @@ def show(comparison_id: int) -> None:
         if e["fold_sd"] is not None:
             row["fold AUCs (sd)"] = f"{', '.join(f'{a:.2f}' for a in e['fold_aucs'])} ({e['fold_sd']:.3f})"
         for other, test in (e.get("vs") or {}).items():
-            row[f"vs {other}"] = f"{test['difference']:+.3f}, p = {test['p_value']:.3f}"
+            row[f"vs {other}"] = (f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}], "
+                                  f"p {format_p(test['p_value'], 2000)}")
         rows.append(row)
     right.dataframe(pd.DataFrame(rows), hide_index=True)
     right.caption(("Macro one-vs-rest AUC. " if len(classes) > 2 else f"AUC for '{classes[1]}' vs '{classes[0]}'. ")
-                  + "CI: stratified bootstrap of the test images; p: paired bootstrap on the same images. "
-                  + ("Out-of-fold predictions pooled over the folds." if table[0]["fold_sd"] is not None else ""))
+                  + "CI: stratified bootstrap of the test images; vs: paired AUC difference [95% CI] and p from a "
+                  "paired bootstrap on the same images. "
+                  + ("Out-of-fold predictions pooled over the folds (mean over repeated k-fold). "
+                     if table[0]["fold_sd"] is not None else "")
+                  + "Copies and near-copies of an image always share a fold.")
 
     if len(classes) == 2:
         st.subheader("At a threshold")

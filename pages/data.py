@@ -5,7 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import guarded, when, workspace
-from pirl_core import ingest
+from pirl_core import image_cache, ingest
 
 ws = workspace()
 store = ws.store
@@ -124,6 +124,14 @@ if counts:
                        category_orders={"split": ["train", "val", "test"]})
     left.plotly_chart(fig, use_container_width=True)
     right.dataframe(split_rows.value_counts().unstack(fill_value=0), use_container_width=True)
+    conflicts = ds["info"].get("label_conflicts", [])
+    if conflicts:
+        st.warning(f"{len(conflicts)} set(s) of near-identical images carry different labels. One of each set is "
+                   "probably mislabeled; the copies always share a split, but check the labels.",
+                   icon=":material/report:")
+        st.dataframe(pd.DataFrame([{"set": k + 1, "file": name, "label": label}
+                                   for k, c in enumerate(conflicts) for name, label in c["images"]]),
+                     hide_index=True)
 else:
     with st.expander("Attach labels (CSV: filename,label[,group])"):
         with st.form("attach"):
@@ -142,7 +150,7 @@ pages = max(1, -(-len(shown) // PAGE_SIZE))
 page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="thumb-page") if pages > 1 else 1
 window = shown[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
 if window:
-    thumbs = list(ingest.iter_thumbnails(ws, ds["id"], window))
+    thumbs = list(image_cache.iter_thumbnails(ws, ds["id"], window))
     st.image([t for _, t in thumbs], width=112,
              caption=[f"{r['orig_name'][-22:]}" + (f" · {r['label']}" if r["label"] else "") for r, _ in thumbs])
 else:

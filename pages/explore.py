@@ -3,9 +3,8 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import guarded, workspace
-from pirl_core import ingest, retrieval
+from pirl_core import image_cache, pretraining, retrieval
 from pirl_core.errors import PirlError
-from pirl_core.image_io import BadImage
 
 ws = workspace()
 store = ws.store
@@ -15,7 +14,7 @@ st.title("Explore")
 st.caption("Look up the nearest neighbours of any image in what a pretrain run learned, see the whole set on a map, "
            "and find near-duplicates that would leak between training and test.")
 
-runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+runs = pretraining.runs(ws, with_checkpoint=True)
 if not runs:
     st.info("No pretrain run with a checkpoint yet: start one on the Pretrain page.")
     st.stop()
@@ -47,7 +46,7 @@ position = {r["id"]: i for i, r in enumerate(rows)}
 
 
 def thumbs(positions, captions):
-    shown = list(ingest.iter_thumbnails(ws, dataset_id, [rows[p] for p in positions]))
+    shown = list(image_cache.iter_thumbnails(ws, dataset_id, [rows[p] for p in positions]))
     st.image([t for _, t in shown], width=110, caption=captions)
 
 
@@ -69,7 +68,7 @@ with pick:
     page_no = st.number_input(f"Page (of {pages})", 1, pages, 1, key="ex-page") if pages > 1 else 1
     window = matches[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
     cols = st.columns(6)
-    for n, (row, thumb) in enumerate(ingest.iter_thumbnails(ws, dataset_id, [rows[p] for p in window])):
+    for n, (row, thumb) in enumerate(image_cache.iter_thumbnails(ws, dataset_id, [rows[p] for p in window])):
         with cols[n % 6]:
             st.image(thumb, caption=row["orig_name"][-20:], width=100)
             if st.button("Neighbours", key=f"ex-q-{row['id']}"):
@@ -80,7 +79,7 @@ with upload:
         try:
             query = retrieval.embed_image(space, file.getvalue(), file.name)
             st.session_state.pop("ex-query", None)
-        except BadImage as exc:
+        except PirlError as exc:
             st.error(f"{file.name}: {exc}")
 with atlas:
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import guarded, when, workspace
-from pirl_core import compare, export
+from pirl_core import compare, export, pretraining
 
 ws = workspace()
 store = ws.store
@@ -13,13 +13,7 @@ st.title("Export")
 st.caption("Take a finetuned model away as one zip: TorchScript, ONNX, plain weights and a model card. "
            "A colleague runs `pirl predict --model bundle.zip images/...` with nothing else.")
 
-# test AUC of each finetune job, from the comparisons it belongs to
-scores = {}
-for comp in compare.comparisons(ws):
-    for entry in (comp["result"].get("summary") or {}).get("table", []):
-        arm = next((a for a in comp["result"]["arms"] if a["label"] == entry["arm"]), None)
-        if arm:
-            scores[arm["job_id"]] = entry
+scores = compare.scores_by_job(ws)
 done = [j for j in store.jobs(kind="finetune", statuses=["succeeded"]) if j["result"].get("model")]
 if not done:
     st.info("No finished finetune yet: run a comparison on the Compare page.")
@@ -39,7 +33,7 @@ else:
                        f"{info['test_images']} test images (max probability difference "
                        f"{max(info['max_abs_prob_diff_torchscript'], info['max_abs_prob_diff_onnx']):.1e}).")
 
-runs = [j for j in store.jobs(kind="pretrain") if j["checkpoint"]]
+runs = pretraining.runs(ws, with_checkpoint=True)
 if runs:
     with st.expander("Export a PIRL-pretrained backbone alone (torchvision-style state_dict)"):
         run_id = st.selectbox("Pretrain run", [r["id"] for r in runs], key="export-run", format_func=lambda i: f"#{i}")

@@ -2,6 +2,7 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import when, workspace
+from pirl_core.jobs import ACTIVE
 
 ws = workspace()
 store = ws.store
@@ -30,7 +31,7 @@ for col, (page, label, icon) in zip(steps, [
 datasets = store.datasets()
 jobs = store.jobs()
 exports = store.exports()
-running = [j for j in jobs if j["status"] in ("queued", "running")]
+running = [j for j in jobs if j["status"] in ACTIVE]
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Datasets", len(datasets))

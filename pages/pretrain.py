@@ -5,10 +5,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages._shared import STATUS_ICON, guarded, loss_figure, show_job_failure, when, workspace
-from pirl_core import jobs, planning
-from pirl_core.engine.backbones import REGISTRY
-from pirl_core.engine.pretrain import PRETEXT_HELP, PRETEXTS, PretrainConfig
+from pirl_core import jobs, planning, pretraining
 from pirl_core.fmt import duration
+
+PRETEXT_HELP = {
+    "jigsaw": "the paper's choice: invariance to shuffling 3x3 patches; learns local structure and texture",
+    "rotation": "invariance to 90/180/270 degree rotation; fits images whose orientation means nothing "
+                "(dermoscopy, histology, cells), not chest X-rays or ultrasound with a fixed probe side",
+    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper",
+}
 
 ws = workspace()
 store = ws.store
@@ -23,7 +28,7 @@ if not datasets:
     st.info("No datasets yet: import images on the Data page first.")
     st.stop()
 
-defaults = planning.default_config()
+defaults = pretraining.default_config()
 with st.form("start"):
     by_name = {d["name"]: d for d in datasets}
     name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
@@ -32,12 +37,12 @@ with st.form("start"):
                f"{defaults.epochs} epochs, batch {defaults.batch_size}"
                + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."
                   if defaults.image_size < 224 else " (close to the paper)."))
-    pretext = st.radio("Pretext: what the representation learns to ignore", PRETEXTS, horizontal=True,
+    pretext = st.radio("Pretext: what the representation learns to ignore", pretraining.PRETEXTS, horizontal=True,
                        key="pt-pretext")
     st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
     with st.expander("Advanced settings"):
         c1, c2, c3 = st.columns(3)
-        backbone = c1.selectbox("Backbone", list(REGISTRY), index=list(REGISTRY).index(defaults.backbone),
+        backbone = c1.selectbox("Backbone", pretraining.BACKBONES, index=pretraining.BACKBONES.index(defaults.backbone),
                                 key="pt-backbone")
         imagenet = c1.checkbox("Start from ImageNet weights", value=False, key="pt-imagenet",
                                help="Domain-adaptive pretraining: PIRL continues from ImageNet features. On "
@@ -58,17 +63,15 @@ with st.form("start"):
 
 if start:
     with guarded("Starting the run"):
-        config = PretrainConfig.defaults_for(
-            "auto", backbone=backbone, pretrained_imagenet=imagenet, image_size=int(image_size), epochs=int(epochs),
+        config = pretraining.default_config(
+            backbone=backbone, pretrained_imagenet=imagenet, image_size=int(image_size), epochs=int(epochs),
             batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
             pretext_weight=lam, seed=int(seed), pretext=pretext)
-        n = by_name[name]["images"]
-        config.validate(n)
-        seconds, source = planning.estimate_seconds(store, config, n)
-        job_id = jobs.submit(ws, "pretrain", config.to_dict(), by_name[name]["id"])
+        job_id = pretraining.start(ws, name, config)
+        seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
         st.success(f"Queued pretraining run #{job_id} on {name}: about {duration(seconds)} ({source}).")
 
-runs = store.jobs(kind="pretrain")
+runs = pretraining.runs(ws)
 if not runs:
     st.info("No pretraining runs yet.")
     st.stop()
@@ -92,7 +95,7 @@ run_id = st.selectbox("Run", [r["id"] for r in runs], key="pretrain-run",
 def live_run(job_id: int) -> None:
     job = store.job(job_id)
     st.subheader(f"Run #{job_id} · {STATUS_ICON.get(job['status'], '')} {job['status']}")
-    if job["status"] in ("queued", "running"):
+    if job["status"] in jobs.ACTIVE:
         st.progress(min(1.0, job["progress"] or 0.0), text=job["message"] or "waiting for the worker")
     elif job["status"] == "failed":
         show_job_failure(job)
@@ -107,11 +110,11 @@ def live_run(job_id: int) -> None:
     else:
         st.caption("The loss curve appears after the first training step.")
     c1, c2 = st.columns(2)
-    if job["status"] in ("queued", "running") and c1.button("Cancel", key=f"cancel-{job_id}"):
+    if job["status"] in jobs.ACTIVE and c1.button("Cancel", key=f"cancel-{job_id}"):
         with guarded("Cancel"):
             jobs.cancel(ws, job_id)
             st.toast(f"Cancelling run #{job_id} ...")
-    if job["status"] in ("interrupted", "cancelled", "failed") and c2.button(
+    if job["status"] in jobs.RESUMABLE and c2.button(
             "Resume from last checkpoint", key=f"resume-{job_id}"):
         with guarded("Resume"):
             jobs.resume(ws, job_id)

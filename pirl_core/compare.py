@@ -15,15 +15,17 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import jobs
+from . import duplicates, jobs
 from .engine import checkpoint
 from .engine.backbones import build_backbone
-from .engine.finetune import FinetuneConfig, auc_score, finetune, predict
-from .engine.pretrain import load_pretrained
+from .engine.batchnorm import recompute_bn_stats
+from .engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
+from .engine.linear_probe import fit_linear_probe
+from .engine.metrics import auc_score
+from .engine.model import embed_dataset, load_pretrained
 from .errors import PirlError
-from .evaluation import auc_with_ci, paired_bootstrap_p, roc_points
-from .image_cache import cache_size_for
-from .ingest import dataset_cache
+from .evaluation import auc_with_ci, paired_bootstrap_p, roc_points, verdict
+from .image_cache import cache_size_for, dataset_cache
 from .jobs import JobContext, job_kind
 from .splits import assign_folds, assign_splits, nested_subset
 from .workspace import Workspace
@@ -42,10 +44,17 @@ class CompareRequest:
     fractions: list[float] = field(default_factory=lambda: [1.0])
     seed: int = 0
     epochs: int | None = None
+    repeats: int | None = None  # None: 5 x k-fold for a linear probe on under 2,000 images, else 1
 
 
 def default_folds(n_labeled: int) -> int:
     return 5 if n_labeled < 2000 else 0
+
+
+def default_repeats(mode: str, folds: int, n_labeled: int) -> int:
+    """Repeated k-fold so a small set's AUC does not hinge on one deal of the folds; the linear probe is
+    cheap enough to repeat, full finetuning is not."""
+    return 5 if mode == "linear" and folds and n_labeled < 2000 else 1
 
 
 def imagenet_problem(backbone: str) -> str | None:
@@ -112,9 +121,11 @@ def start(ws: Workspace, req: CompareRequest) -> int:
     if not arms:
         raise PirlError("Nothing to compare: " + " ".join(notes))
 
+    repeats = req.repeats or default_repeats(req.mode, folds, n_labeled)
     config = {"labeled_dataset_id": dataset["id"], "labeled": req.labeled, "backbone": backbone,
-              "image_size": image_size, "folds": folds, "fractions": sorted(set(req.fractions)),
-              "seed": req.seed, "finetune": FinetuneConfig(mode=req.mode, image_size=image_size,
+              "image_size": image_size, "folds": folds, "repeats": repeats if folds else 1,
+              "fractions": sorted(set(req.fractions)), "seed": req.seed, "bn_dataset_id": runs[0]["dataset_id"],
+              "finetune": FinetuneConfig(mode=req.mode, image_size=image_size,
                                                            epochs=req.epochs, seed=req.seed).to_dict()}
     for arm in arms:
         arm["job_id"] = jobs.submit(ws, "finetune", {**config, **arm}, dataset["id"], start_worker=False)
@@ -129,6 +140,25 @@ def comparisons(ws: Workspace) -> list[dict]:
     return [e for e in ws.store.evaluations() if e["result"].get("kind") == "comparison"]
 
 
+def comparison(ws: Workspace, comparison_id: int) -> dict:
+    """One comparison's record (request, config, arms, notes, and its summary once complete)."""
+    row = next((e for e in comparisons(ws) if e["id"] == comparison_id), None)
+    if row is None:
+        raise PirlError(f"No comparison {comparison_id}.")
+    return row["result"]
+
+
+def scores_by_job(ws: Workspace) -> dict[int, dict]:
+    """finetune job id -> its result-table entry (AUC with CI) in the completed comparison it belongs to."""
+    scores = {}
+    for comp in comparisons(ws):
+        job_of = {a["label"]: a["job_id"] for a in comp["result"]["arms"]}
+        for entry in (comp["result"].get("summary") or {}).get("table", []):
+            if entry["arm"] in job_of:
+                scores[job_of[entry["arm"]]] = entry
+    return scores
+
+
 # -- the finetune job --------------------------------------------------------------------------
 def _backbone_for(arm: dict, backbone: str, ws: Workspace):
     if arm["init"] == "scratch":
@@ -140,23 +170,41 @@ def _backbone_for(arm: dict, backbone: str, ws: Workspace):
     return model.backbone
 
 
-def data_splits(rows: list[dict], classes: list[str], folds: int, seed: int) -> list[dict]:
-    """Per fold (or the fixed split): positions of train, val and test images in `rows`."""
+def split_groups(ws: Workspace, dataset_id: int, rows: list[dict]) -> list[str | None]:
+    """Each image's group for splitting: the user's group joined with its near-copies (duplicates.py)."""
+    position = {r["id"]: i for i, r in enumerate(ws.store.images(dataset_id))}
+    thumbs = dataset_cache(ws, dataset_id, duplicates.SIGNATURE_SIZE)
+    signatures = np.stack([duplicates.signature(thumbs[position[r["id"]]]) for r in rows])
+    return duplicates.merge_groups([r["group_id"] for r in rows], duplicates.clusters(signatures))
+
+
+def data_splits(rows: list[dict], groups: list[str | None], folds: int, seed: int, repeats: int = 1) -> list[dict]:
+    """Per repeat and fold (or the fixed split): positions of train, val and test images in `rows`.
+    Each repeat deals the folds anew; a group never straddles train, val and test."""
     labels = [r["label"] for r in rows]
-    groups = [r["group_id"] for r in rows]
     if not folds:
         by_split = {s: [i for i, r in enumerate(rows) if r["split"] == s] for s in ("train", "val", "test")}
-        return [{"fold": None, **by_split}]
-    fold_of = assign_folds(labels, groups, folds, seed)
+        return [{"repeat": 0, "fold": None, **by_split}]
     out = []
-    for k in range(folds):
-        rest = [i for i in range(len(rows)) if fold_of[i] != k]
-        inner = assign_splits([labels[i] for i in rest], [groups[i] for i in rest], {"train": 0.82, "val": 0.18},
-                              seed + k)
-        out.append({"fold": k, "train": [i for i, s in zip(rest, inner) if s == "train"],
-                    "val": [i for i, s in zip(rest, inner) if s == "val"],
-                    "test": [i for i in range(len(rows)) if fold_of[i] == k]})
+    for rep in range(repeats):
+        fold_of = assign_folds(labels, groups, folds, seed + 1000 * rep)
+        for k in range(folds):
+            rest = [i for i in range(len(rows)) if fold_of[i] != k]
+            inner = assign_splits([labels[i] for i in rest], [groups[i] for i in rest], {"train": 0.82, "val": 0.18},
+                                  seed + 1000 * rep + k)
+            out.append({"repeat": rep, "fold": k, "train": [i for i, s in zip(rest, inner) if s == "train"],
+                        "val": [i for i, s in zip(rest, inner) if s == "val"],
+                        "test": [i for i in range(len(rows)) if fold_of[i] == k]})
     return out
+
+
+def _bn_reference(ws: Workspace, cfg: dict, backbone) -> None:
+    """Scratch and ImageNet arms get BatchNorm statistics of whole images of the unlabeled pool, as the PIRL
+    arms' checkpoints have them: only the weights differ between arms, and a random network is not probed
+    through running statistics it never estimated (all its images would look alike)."""
+    if cfg["init"] in ("scratch", "imagenet") and cfg.get("bn_dataset_id") is not None:
+        pool = dataset_cache(ws, cfg["bn_dataset_id"], cache_size_for(cfg["image_size"]))
+        recompute_bn_stats(backbone, pool, cfg["image_size"], seed=cfg["seed"])
 
 
 @job_kind("finetune")
@@ -172,8 +220,17 @@ def finetune_job(ctx: JobContext) -> dict:
     images = dataset_cache(ws, dataset_id, cache_size_for(cfg["image_size"]))
     at = np.array([position[r["id"]] for r in rows])
     ft = FinetuneConfig.from_dict(cfg["finetune"])
-    plan = [(s, f) for s in data_splits(rows, classes, cfg["folds"], cfg["seed"]) for f in cfg["fractions"]]
+    groups = split_groups(ws, dataset_id, rows) if cfg.get("duplicate_aware", True) else [r["group_id"] for r in rows]
+    group_codes = np.unique([g if g is not None else f"\0{i}" for i, g in enumerate(groups)], return_inverse=True)[1]
+    splits = data_splits(rows, groups, cfg["folds"], cfg["seed"], cfg.get("repeats", 1))
+    plan = [(s, f) for s in splits for f in cfg["fractions"]]
     results, step = [], 0
+    linear = ft.mode == "linear"
+    if linear:  # frozen features: computed once, shared by every fold and repeat
+        ctx.progress(0.0, f"{cfg['label']}: features of {len(rows)} images")
+        backbone = _backbone_for(cfg, cfg["backbone"], ws)
+        _bn_reference(ws, cfg, backbone)
+        features = embed_dataset(backbone, images[at], cfg["image_size"]).numpy()  # `at` is in cache order
 
     def subset(idx):
         idx = np.sort(np.asarray(idx, dtype=int))
@@ -184,27 +241,42 @@ def finetune_job(ctx: JobContext) -> dict:
             break
         train_idx = np.asarray(split["train"])
         train_idx = train_idx[nested_subset([rows[i]["label"] for i in train_idx], fraction, cfg["seed"])]
-        where = f"fold {split['fold'] + 1}/{cfg['folds']}" if split["fold"] is not None else "fixed split"
-        ctx.progress(n / len(plan), f"{cfg['label']}: {where}, {fraction:.0%} of the training labels")
-
-        def on_epoch(epoch, record, n=n):
-            nonlocal step
-            step += 1
-            ctx.metrics(step, epoch, {k: v for k, v in record.items() if k != "epoch" and v == v})
-
-        model, history = finetune(_backbone_for(cfg, cfg["backbone"], ws), len(classes), subset(train_idx),
-                                  subset(split["val"]), ft, on_epoch, ctx.should_stop)
+        val_idx = np.asarray(split["val"], dtype=int)
         test_idx = np.sort(np.asarray(split["test"], dtype=int))
-        probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+        where = (f"fold {split['fold'] + 1}/{cfg['folds']}" + (f", repeat {split['repeat'] + 1}"
+                 if cfg.get("repeats", 1) > 1 else "")) if split["fold"] is not None else "fixed split"
+        ctx.progress(n / len(plan), f"{cfg['label']}: {where}, {fraction:.0%} of the training labels")
+        if linear:  # the validation part joins training: the inner cross-validation picks the regularisation
+            fit_idx = np.sort(np.concatenate([train_idx, val_idx[nested_subset([rows[i]["label"] for i in val_idx],
+                                                                              fraction, cfg["seed"])]]))
+            probe = fit_linear_probe(features[fit_idx], y[fit_idx], len(classes), group_codes[fit_idx], cfg["seed"])
+            probs = probe.predict_proba(features[test_idx])
+            model = probe_classifier(backbone, probe)
+            step += 1
+            ctx.metrics(step, n + 1, {"val_auc": max(probe.cv_auc.values(), default=float("nan"))})
+            history = [{"val_auc": v} for v in probe.cv_auc.values()]
+            n_train = len(fit_idx)
+        else:
+            def on_epoch(epoch, record, n=n):
+                nonlocal step
+                step += 1
+                ctx.metrics(step, epoch, {k: v for k, v in record.items() if k != "epoch" and v == v})
+
+            model, history = finetune(_backbone_for(cfg, cfg["backbone"], ws), len(classes), subset(train_idx),
+                                      subset(val_idx), ft, on_epoch, ctx.should_stop,
+                                      pretrained=cfg["init"] != "scratch")
+            probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+            n_train = len(train_idx)
         if fraction == max(cfg["fractions"]) and not (ctx.folder / "model.pt").exists():
             # The exported model: the first (fold's) model trained on all its training labels.
-            checkpoint.save_atomic({"format": 1, "kind": "classifier", "state_dict": model.state_dict(),
-                                    "classes": classes, "backbone": cfg["backbone"], "image_size": cfg["image_size"],
-                                    "fold": split["fold"], "n_train": int(len(train_idx)),
+            checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "classifier",
+                                    "state_dict": model.state_dict(), "classes": classes, "backbone": cfg["backbone"],
+                                    "image_size": cfg["image_size"], "fold": split["fold"], "n_train": int(n_train),
                                     "test_image_ids": [rows[i]["id"] for i in test_idx]}, ctx.folder / "model.pt")
-        results.append({"fold": split["fold"], "fraction": fraction, "n_train": int(len(train_idx)),
-                        "image_ids": [rows[i]["id"] for i in test_idx], "y": y[test_idx].tolist(),
-                        "probs": np.round(probs, 6).tolist(), "test_auc": auc_score(y[test_idx], probs),
+        results.append({"repeat": split["repeat"], "fold": split["fold"], "fraction": fraction,
+                        "n_train": int(n_train), "image_ids": [rows[i]["id"] for i in test_idx],
+                        "y": y[test_idx].tolist(), "probs": np.round(probs, 6).tolist(),
+                        "test_auc": auc_score(y[test_idx], probs),
                         "best_val_auc": max((h["val_auc"] for h in history if h["val_auc"] == h["val_auc"]),
                                             default=None), "epochs_run": len(history)})
     return {"classes": classes, "runs": results, "model": str(ctx.folder / "model.pt")}
@@ -212,19 +284,22 @@ def finetune_job(ctx: JobContext) -> dict:
 
 # -- results -----------------------------------------------------------------------------------
 def _pooled(runs: list[dict], fraction: float) -> tuple[list[int], np.ndarray, np.ndarray]:
-    chosen = [r for r in runs if r["fraction"] == fraction]
-    ids = [i for r in chosen for i in r["image_ids"]]
-    y = np.array([v for r in chosen for v in r["y"]])
-    probs = np.array([p for r in chosen for p in r["probs"]])
+    """Out-of-fold predictions at one label fraction, one row per image in id order; with repeated
+    k-fold an image's probabilities are the mean of its repeats (each from a model that never saw it)."""
+    by_image: dict[int, tuple[int, list]] = {}
+    for r in runs:
+        if r["fraction"] == fraction:
+            for image_id, label, p in zip(r["image_ids"], r["y"], r["probs"]):
+                by_image.setdefault(image_id, (label, []))[1].append(p)
+    ids = sorted(by_image)
+    y = np.array([by_image[i][0] for i in ids])
+    probs = np.array([np.mean(by_image[i][1], axis=0) for i in ids])
     return ids, y, probs
 
 
 def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
     """Everything the Compare page shows, from the arms' stored predictions. Cached when complete."""
-    row = next((e for e in comparisons(ws) if e["id"] == comparison_id), None)
-    if row is None:
-        raise PirlError(f"No comparison {comparison_id}.")
-    comp = row["result"]
+    comp = comparison(ws, comparison_id)
     if comp.get("summary"):
         return comp["summary"]
     store = ws.store
@@ -258,9 +333,16 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
             if other["init"] in BASELINES or (entry["init"] == "imagenet+pirl" and other["init"] == "pirl"):
                 ids_b, _, p_b = predictions[other["arm"]]
                 if np.array_equal(ids_a, ids_b):
-                    entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=n_boot)
+                    entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=2 * n_boot)
+    verdicts = []
+    for entry in table:
+        entry["chance"] = entry["ci_low"] <= 0.5  # its interval holds 0.5: not better than chance
+        first = "ImageNet" if entry["init"] == "imagenet+pirl" else "scratch"
+        for other in sorted(entry.get("vs", {}), key=lambda o: o != first):
+            verdicts.append(verdict(entry["arm"], other, entry["vs"][other], 2 * n_boot))
     summary = {"arms": [{k: a[k] for k in ("label", "init", "job_id", "status", "progress", "message")}
-                        for a in arms], "table": table, "complete": done, "classes": comp["classes"],
+                        for a in arms], "table": table, "verdicts": verdicts, "complete": done,
+               "classes": comp["classes"],
                "predictions": {k: {"image_ids": v[0].tolist(), "y": v[1].tolist(), "probs": v[2].tolist()}
                                for k, v in predictions.items()}}
     if done:

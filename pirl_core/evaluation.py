@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from .engine.finetune import auc_score
+from .engine.metrics import auc_score
 
 
 def roc_points(y: np.ndarray, probs: np.ndarray, positive: int = 1) -> dict:
@@ -75,3 +75,22 @@ def youden_threshold(y: np.ndarray, probs: np.ndarray, positive: int = 1) -> flo
     """The threshold that maximises sensitivity + specificity - 1 (a sensible starting point)."""
     fpr, tpr, thr = roc_curve((np.asarray(y) == positive).astype(int), np.asarray(probs)[:, positive])
     return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
+
+
+def format_p(p: float, n_boot: int) -> str:
+    """A bootstrap p-value as text; below the bootstrap's resolution (or 0.001) it reads "< 0.001"."""
+    floor = max(1 / (n_boot + 1), 0.001)
+    return f"< {floor:.3g}" if p <= floor else f"{p:.3f}"
+
+
+def verdict(arm: str, baseline: str, test: dict, n_boot: int) -> str:
+    """One sentence: the paired AUC difference of `arm` over `baseline` with its 95% interval, and what it means."""
+    d, lo, hi = test["difference"], test["ci_low"], test["ci_high"]
+    if lo > 0:
+        meaning = f"{arm} is better: the interval excludes zero"
+    elif hi < 0:
+        meaning = f"{arm} is worse: the interval excludes zero"
+    else:
+        meaning = "no difference shown: the interval includes zero"
+    return (f"{arm} vs {baseline}: AUC {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
+            f"p {format_p(test['p_value'], n_boot)}); {meaning}.")

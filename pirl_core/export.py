@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import time
 import zipfile
@@ -26,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, preprocess
+from .atomic import atomic_path
 from .engine import checkpoint
 from .engine.backbones import build_backbone
 from .engine.finetune import Classifier
-from .engine.views import IMAGENET_MEAN, IMAGENET_STD, eval_view, to_float
-from .errors import PirlError
-from .image_cache import cache_size_for, square_resize
-from .image_io import BadImage, decode
-from .ingest import CACHE_SIZE, dataset_cache
+from .engine.model import eval_batches, load_pretrained
+from .engine.views import IMAGENET_MEAN, IMAGENET_STD
+from .errors import BadImage, PirlError
+from .image_cache import cache_size_for, dataset_cache
 from .workspace import Workspace
 
 BUNDLE_FORMAT = 1
@@ -46,17 +45,6 @@ def _load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
     model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
     model.load_state_dict(state["state_dict"])
     return model.eval(), state
-
-
-def preprocess(data: bytes, name: str, image_size: int) -> torch.Tensor:
-    """File bytes -> normalised (1, 3, S, S): decode (DICOM windowing as at ingestion), the 256 px
-    square cache, the training-size cache, the evaluation view. Exactly the training path."""
-    from PIL import Image
-
-    img = square_resize(decode(data, name).image, CACHE_SIZE)
-    size = cache_size_for(image_size)
-    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=None))
-    return eval_view(to_float(torch.from_numpy(img[None].copy())), image_size)
 
 
 def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) -> dict:
@@ -79,9 +67,7 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
                  "output": "softmax probabilities, one per class, in this order"},
         "preprocessing": {"input_size": state["image_size"], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                           "channels": "RGB; grayscale images repeated to 3 channels",
-                          "resize": f"shorter side to {CACHE_SIZE} px and centre square crop, then "
-                                    f"{cache_size_for(state['image_size'])} px, then {state['image_size']} px "
-                                    "(bilinear, antialiased)",
+                          "resize": preprocess.describe(state["image_size"]),
                           "dicom": "modality LUT, then VOI LUT / window; MONOCHROME1 inverted; "
                                    "min-max to 8 bits; multi-frame: first frame"},
         "model": {"backbone": state["backbone"], "initialisation": cfg["init"], "mode": cfg["finetune"]["mode"],
@@ -161,7 +147,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     rows = {r["id"]: i for i, r in enumerate(store.images(job["config"]["labeled_dataset_id"]))}
     cache = dataset_cache(ws, job["config"]["labeled_dataset_id"], cache_size_for(size))
     test = [rows[i] for i in state["test_image_ids"] if i in rows][:64]
-    x = eval_view(to_float(torch.from_numpy(np.array(cache[sorted(test)]))), size)
+    x = next(eval_batches(cache[sorted(test)], size, batch_size=len(test)))
     with torch.no_grad():
         reference = model(x)
         scripted = torch.jit.trace(model, x[:1])
@@ -196,15 +182,10 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
     out = Path(out) if out else ws.exports / f"finetune-{job_id}-{job['config']['init']}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, data in members.items():
-                zf.writestr(name, data)
-            zf.writestr("manifest.json", json.dumps(manifest, indent=2))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr("manifest.json", json.dumps(manifest, indent=2))
     info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
             "size_bytes": out.stat().st_size, **card["verification"], "test_metrics": card["test_metrics"]}
     store.add_export(job_id, str(out), info)
@@ -213,17 +194,13 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
 def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = None) -> str:
     """The PIRL-pretrained backbone alone, as a torchvision-style state_dict (.pth)."""
-    from .engine.pretrain import load_pretrained
-
     job = ws.store.job(pretrain_job)
     if job is None or job["kind"] != "pretrain" or not job["checkpoint"]:
         raise PirlError(f"Pretrain run #{pretrain_job} has no checkpoint.")
     model, config, _ = load_pretrained(job["checkpoint"])
     out = Path(out) if out else ws.exports / f"pirl-{config.backbone}-run{pretrain_job}.pth"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    torch.save({k: v.clone() for k, v in model.backbone.trunk.state_dict().items()}, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save({k: v.clone() for k, v in model.backbone.trunk.state_dict().items()}, tmp)
     ws.store.add_export(pretrain_job, str(out), {"kind": "backbone", "backbone": config.backbone})
     return str(out)
 
@@ -255,7 +232,7 @@ def predict_files(bundle: str | Path, paths: list[str | Path]) -> list[dict]:
     for p in paths:
         p = Path(p)
         try:
-            x = preprocess(p.read_bytes(), p.name, meta["image_size"])
+            x = preprocess.model_input(p.read_bytes(), p.name, meta["image_size"])
         except (BadImage, OSError) as exc:
             out.append({"file": str(p), "error": str(exc)})
             continue

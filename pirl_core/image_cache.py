@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+from .workspace import Workspace
+
+CACHE_SIZE = 256  # px; every dataset's base cache. Caches for smaller sizes are derived from it, never decoded again
 
 
 def cache_size_for(image_size: int) -> int:
@@ -29,21 +31,11 @@ def square_resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(ImageOps.fit(img.convert("RGB"), (size, size), Image.BILINEAR, centering=(0.5, 0.5)))
 
 
-def build_cache(sources: Iterable, count: int, size: int, out_file: str | Path,
-                load: Callable[[object], Image.Image],
-                on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Write `count` images from `sources` (each opened by `load`) into a (count, size, size, 3) .npy.
-
-    Written under a temporary name and renamed when complete. Returns the array (memory-mapped).
-    """
-    with CacheWriter(out_file, size) as writer:
-        for i, src in enumerate(sources):
-            with load(src) as img:
-                writer.append(square_resize(img, size))
-            if on_progress and (i % 16 == 0 or i == count - 1):
-                on_progress(i + 1, count)
-        writer.finish()
-    return open_cache(out_file)
+def resize_row(row: np.ndarray, size: int) -> np.ndarray:
+    """A base-cache row (CACHE_SIZE px) at the size of a derived cache."""
+    if row.shape[0] == size:
+        return np.asarray(row)
+    return np.asarray(Image.fromarray(np.asarray(row)).resize((size, size), Image.BILINEAR, reducing_gap=None))
 
 
 class CacheWriter:
@@ -90,7 +82,28 @@ def open_cache(path: str | Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def folder_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder`, recursively, in a stable order."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def cache_path(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> Path:
+    return ws.cache / f"dataset-{dataset_id}-{size}.npy"
+
+
+def dataset_cache(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> np.ndarray:
+    """The dataset's images as (N, size, size, 3) uint8, in image-id order; derived from the 256 px
+    cache (no decoding) and kept on disk the first time a size is asked for."""
+    path = cache_path(ws, dataset_id, size)
+    if path.exists():
+        return open_cache(path)
+    base = open_cache(cache_path(ws, dataset_id))
+    with CacheWriter(path, size) as writer:
+        for row in base:
+            writer.append(resize_row(row, size))
+        writer.finish()
+    return open_cache(path)
+
+
+def iter_thumbnails(ws: Workspace, dataset_id: int, image_rows: list[dict], size: int = 128) -> Iterator:
+    """(row, RGB array) for the given image rows, read from the training cache."""
+    ids = [im["id"] for im in ws.store.images(dataset_id)]
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    cache = dataset_cache(ws, dataset_id, size)
+    for row in image_rows:
+        yield row, np.asarray(cache[position[row["id"]]])

@@ -14,14 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import BadImage
+
 MIN_SIDE = 32  # px; smaller images carry too little to learn from
 MAX_PIXELS = 100_000_000  # decompression-bomb guard (a 10,000 x 10,000 image)
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check agrees with ours
-
-
-class BadImage(Exception):
-    """A file that cannot be used; the message is the reason shown to the user."""
 
 
 @dataclass

@@ -16,24 +16,21 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from .errors import PirlError
-from .image_cache import CacheWriter, open_cache, square_resize
-from .image_io import BadImage, decode
+from . import duplicates
+from .atomic import write_bytes_atomic
+from .errors import BadImage, Cancelled, PirlError
+from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, resize_row, square_resize
+from .image_io import decode
 from .splits import assign_splits
 from .workspace import Workspace
 
-CACHE_SIZE = 256  # px; training caches for smaller sizes are derived from it without decoding again
 MAX_ZIP_FILES = 200_000
 MAX_ZIP_BYTES = 50 * 1024**3
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
-
-
-class Cancelled(Exception):
-    pass
 
 
 @dataclass
@@ -52,6 +49,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    label_conflicts: list[dict] = field(default_factory=list)  # near-copies with different labels
     unchanged: bool = False
 
     def to_dict(self) -> dict:
@@ -114,6 +112,13 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     if len(data) > info.file_size:
         raise BadImage("zip entry larger than its header claims")
     return data
+
+
+def _read(src: SourceFile) -> bytes:
+    try:
+        return src.read()
+    except OSError as exc:
+        raise BadImage(f"cannot read file ({exc.strerror or exc})") from None
 
 
 def upload_source(files: list[tuple[str, bytes]]) -> list[SourceFile]:
@@ -181,6 +186,30 @@ def check_labels(labels: list[str | None], report: Report) -> None:
     report.labels = dict(sorted(counts.items()))
 
 
+def _folder_label(name: str) -> str | None:
+    parts = PurePosixPath(name).parts
+    return parts[-2] if len(parts) > 1 else None
+
+
+def _split(labels: list[str | None], groups: list[str | None], signatures: np.ndarray, names: list[str], seed: int,
+           report: Report, conflicts: list[dict] = ()) -> list[str | None]:
+    """Check the labels, then the fixed train/val/test split with near-copies kept together. Near-copies
+    that carry different labels (and `conflicts` found before, among byte-identical files) are reported."""
+    check_labels(labels, report)
+    cluster_of = duplicates.clusters(signatures)
+    linked = len(cluster_of) - len(set(cluster_of))
+    if linked:
+        report.notes.append(f"{linked} image(s) are near-copies of another image: each copy shares its twin's "
+                            "split (and fold), so no copy sits in training while its twin is tested.")
+    report.label_conflicts = [*conflicts, *duplicates.label_conflicts(names, labels, cluster_of)]
+    if report.label_conflicts:
+        report.warnings.append(
+            f"{len(report.label_conflicts)} set(s) of near-identical images carry different labels, e.g. "
+            + "; ".join(" = ".join(f"{n} ({lab})" for n, lab in c["images"][:3]) for c in report.label_conflicts[:3])
+            + ". Check these labels: the Data page lists them all.")
+    return assign_splits(labels, duplicates.merge_groups(groups, cluster_of), SPLIT_FRACTIONS, seed)
+
+
 # -- the ingest ------------------------------------------------------------------------------
 def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: bool = False,
            labels_csv: bytes | str | Path | None = None, seed: int = 0,
@@ -196,6 +225,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     existing = store.dataset(name)
 
     accepted: list[dict] = []  # one per new image, in cache order
+    signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits
     seen: dict[str, str] = {}
     created: list[Path] = []
     writer = CacheWriter(ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy", CACHE_SIZE)
@@ -206,7 +236,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             if on_progress:
                 on_progress(i, len(files), src.name)
             try:
-                data = src.read()
+                data = _read(src)
                 digest = hashlib.sha256(data).hexdigest()
                 if digest in seen:
                     report.duplicates.append({"name": src.name, "same_as": seen[digest]})
@@ -215,21 +245,17 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             except BadImage as exc:
                 report.skipped.append({"name": src.name, "reason": str(exc)})
                 continue
-            except OSError as exc:
-                report.skipped.append({"name": src.name, "reason": f"cannot read file ({exc.strerror or exc})"})
-                continue
             seen[digest] = src.name
             if decoded.note:
                 report.notes.append(f"{src.name}: {decoded.note}")
             suffix = Path(src.name).suffix.lower() or ".bin"
             stored = ws.images / digest[:2] / f"{digest}{suffix}"
             if not stored.exists():
-                stored.parent.mkdir(exist_ok=True)
-                tmp = stored.with_suffix(stored.suffix + ".part")
-                tmp.write_bytes(data)
-                tmp.replace(stored)
+                write_bytes_atomic(stored, data)
                 created.append(stored)
-            writer.append(square_resize(decoded.image, CACHE_SIZE))
+            row = square_resize(decoded.image, CACHE_SIZE)
+            writer.append(row)
+            signatures.append(duplicates.signature(row))
             accepted.append({"content_hash": digest, "path": str(stored.relative_to(ws.root)),
                              "orig_name": src.name, "width": decoded.image.width, "height": decoded.image.height})
         if on_progress:
@@ -248,32 +274,39 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                 return report
             raise PirlError(f"A dataset named {name!r} already exists with other images. Choose another name.")
 
+        names = [a["orig_name"] for a in accepted]
         labels: list[str | None] = [None] * len(accepted)
         groups: list[str | None] = [None] * len(accepted)
+        table = read_labels_csv(labels_csv) if labels_csv is not None and not folder_labels else None
         if folder_labels:
-            labels = [PurePosixPath(a["orig_name"]).parts[-2] if len(PurePosixPath(a["orig_name"]).parts) > 1
-                      else None for a in accepted]
-        elif labels_csv is not None:
-            labels, groups, unknown = _match_labels([a["orig_name"] for a in accepted], read_labels_csv(labels_csv))
+            labels = [_folder_label(n) for n in names]
+        elif table is not None:
+            labels, groups, unknown = _match_labels(names, table)
             if unknown:
                 report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no imported image: "
                                        + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
         kind = "unlabeled"
         splits: list[str | None] = [None] * len(accepted)
-        if folder_labels or labels_csv is not None:
-            check_labels(labels, report)
-            splits = assign_splits(labels, groups, SPLIT_FRACTIONS, seed)
+        if folder_labels or table is not None:
+            copies = [d["name"] for d in report.duplicates]  # byte-identical files, imported once
+            copy_labels = [_folder_label(n) for n in copies] if folder_labels else _match_labels(copies, table)[0]
+            label_of = dict(zip(names, labels))
+            refiled = [{"images": [(d["same_as"], label_of[d["same_as"]]), (d["name"], lab)]}
+                       for d, lab in zip(report.duplicates, copy_labels)
+                       if lab is not None and lab != label_of[d["same_as"]]]
+            splits = _split(labels, groups, np.stack(signatures), names, seed, report, refiled)
             kind = "labeled"
 
         with store.transaction():
             dataset_id = store.add_dataset(name, kind=kind, source=files[0].name if files else None, info={
                 "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
+                "label_conflicts": report.label_conflicts,
                 "labels": report.labels, "duplicates": len(report.duplicates)})
             store.update_dataset(dataset_id, content_hash=content_hash, n_images=len(accepted))
             store.add_images({**a, "dataset_id": dataset_id, "label": lab, "group_id": grp, "split": sp}
                              for a, lab, grp, sp in zip(accepted, labels, groups, splits))
             store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])
-            _finalise_cache(writer, cache_path(ws, dataset_id))
+            writer.finish().replace(cache_path(ws, dataset_id))
         report.dataset_id, report.imported = dataset_id, len(accepted)
         created.clear()  # now referenced by the database
         return report
@@ -282,30 +315,6 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
         writer.out_file.unlink(missing_ok=True)  # renamed away when the ingest committed
         for path in created:  # files copied by an ingest that did not commit
             path.unlink(missing_ok=True)
-
-
-def _finalise_cache(writer: CacheWriter, out: Path) -> None:
-    writer.finish().replace(out)
-
-
-def cache_path(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> Path:
-    return ws.cache / f"dataset-{dataset_id}-{size}.npy"
-
-
-def dataset_cache(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> np.ndarray:
-    """The dataset's images as (N, size, size, 3) uint8, in image-id order; derived from the 256 px
-    cache (no decoding) and kept on disk the first time a size is asked for."""
-    path = cache_path(ws, dataset_id, size)
-    if path.exists():
-        return open_cache(path)
-    from PIL import Image
-
-    base = open_cache(cache_path(ws, dataset_id))
-    with CacheWriter(path, size) as writer:
-        for row in base:
-            writer.append(np.asarray(Image.fromarray(row).resize((size, size), Image.BILINEAR, reducing_gap=None)))
-        writer.finish()
-    return open_cache(path)
 
 
 def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, seed: int = 0) -> Report:
@@ -322,20 +331,36 @@ def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, s
     if unknown:
         report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no image of {dataset!r}: "
                                + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
-    check_labels(labels, report)
-    splits = assign_splits(labels, groups, SPLIT_FRACTIONS, seed)
+    thumbs = dataset_cache(ws, row["id"], duplicates.SIGNATURE_SIZE)
+    splits = _split(labels, groups, np.stack([duplicates.signature(t) for t in thumbs]),
+                    [im["orig_name"] for im in images], seed, report)
     with store.transaction():
         store.set_image_fields((im["id"], {"label": lab, "group_id": grp, "split": sp})
                                for im, lab, grp, sp in zip(images, labels, groups, splits))
         store.update_dataset(row["id"], kind="labeled", info={**row["info"], "labels": report.labels,
-                                                               "split_seed": seed})
+                                                               "split_seed": seed,
+                                                               "label_conflicts": report.label_conflicts})
     return report
 
 
-def iter_thumbnails(ws: Workspace, dataset_id: int, image_rows: list[dict], size: int = 128) -> Iterator:
-    """(row, RGB array) for the given image rows, read from the training cache."""
-    ids = [im["id"] for im in ws.store.images(dataset_id)]
-    position = {image_id: i for i, image_id in enumerate(ids)}
-    cache = dataset_cache(ws, dataset_id, size)
-    for row in image_rows:
-        yield row, np.asarray(cache[position[row["id"]]])
+def cache_folder(folder: str | Path, size: int, out_file: str | Path,
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[Path, list[str], list[dict]]:
+    """A plain folder (no workspace dataset) decoded into a training cache, the way ingest decodes it
+    (DICOM included): returns the cache file, the names of the images in it, and the skipped files."""
+    files = folder_source(folder, check_roots=False)
+    names, skipped = [], []
+    with CacheWriter(out_file, size) as writer:
+        for i, src in enumerate(files):
+            try:
+                row = square_resize(decode(_read(src), src.name).image, CACHE_SIZE)
+            except BadImage as exc:
+                skipped.append({"name": src.name, "reason": str(exc)})
+                continue
+            writer.append(resize_row(row, size))
+            names.append(src.name)
+            if on_progress:
+                on_progress(i + 1, len(files))
+        if not names:
+            raise PirlError(f"No usable image under {folder} ({len(files)} file(s), {len(skipped)} unreadable).")
+        writer.finish()
+    return Path(out_file), names, skipped

@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import PirlError
+from .store import ACTIVE_STATES, JOB_STATES
 from .workspace import Workspace
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
-FINISHED = ("succeeded", "failed", "cancelled", "interrupted")
+ACTIVE = ACTIVE_STATES  # ("queued", "running")
+FINISHED = tuple(s for s in JOB_STATES if s not in ACTIVE_STATES)  # succeeded, failed, cancelled, interrupted
+RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
 @dataclass
@@ -64,7 +67,8 @@ class JobContext:
         self.ws.store.update_job(self.job["id"], **fields)
 
 
-# kind -> function(ctx) -> result dict. Job kinds register here (see pirl_core/job_kinds.py).
+# kind -> function(ctx) -> result dict. Job kinds register here with @job_kind; the worker entry point
+# (pirl_core/worker.py) imports pirl_core.job_kinds, which registers them all.
 KINDS: dict[str, Callable[[JobContext], dict]] = {}
 
 
@@ -82,9 +86,6 @@ def job_folder(ws: Workspace, job_id: int) -> Path:
 
 # -- the queue (pages and CLI) ---------------------------------------------------------------
 def submit(ws: Workspace, kind: str, config: dict, dataset_id: int | None = None, start_worker: bool = True) -> int:
-    _load_kinds()
-    if kind not in KINDS:
-        raise PirlError(f"Unknown job kind {kind!r}; known: {', '.join(KINDS)}.")
     job_id = ws.store.add_job(kind, config, dataset_id)
     if start_worker:
         ensure_worker(ws)
@@ -107,7 +108,7 @@ def cancel(ws: Workspace, job_id: int) -> str:
 def resume(ws: Workspace, job_id: int, start_worker: bool = True) -> None:
     """Queue an interrupted, cancelled or failed job again; it continues from its last checkpoint."""
     job = _get(ws, job_id)
-    if not ws.store.set_job_status_if(job_id, ["interrupted", "cancelled", "failed"], "queued",
+    if not ws.store.set_job_status_if(job_id, list(RESUMABLE), "queued",
                                       finished_at=None, cancel_requested=0, message="queued to resume",
                                       created_at=time.time()):
         raise PirlError(f"Job {job_id} is {job['status']}; only interrupted, cancelled or failed jobs resume.")
@@ -194,18 +195,13 @@ def wait(ws: Workspace, job_id: int, on_update: Callable[[dict], None] | None = 
 
 
 # -- the worker ------------------------------------------------------------------------------
-def _load_kinds() -> None:
-    from . import job_kinds  # noqa: F401  (registers the kinds)
-
-
 def run_worker(ws: Workspace, forever: bool = False, idle_exit_s: float = 5.0) -> int:
     """Run queued jobs in order until the queue stays empty for `idle_exit_s` (or forever)."""
     lock = open(ws.root / "worker.lock", "a")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # first, before the slow torch import
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return 0  # another worker serves this workspace
-    _load_kinds()
     done = 0
     idle_since = time.monotonic()
     try:
@@ -245,6 +241,8 @@ def run_job(ws: Workspace, job: dict) -> None:
     thread = threading.Thread(target=heartbeat, daemon=True)
     thread.start()
     try:
+        if job["kind"] not in KINDS:
+            raise PirlError(f"This worker does not know job kind {job['kind']!r} (known: {', '.join(KINDS)}).")
         result = KINDS[job["kind"]](ctx)
         result = {**ctx.job["result"], **result}
         if ctx.should_stop():

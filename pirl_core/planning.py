@@ -6,7 +6,8 @@ import os
 
 import torch
 
-from .engine.pretrain import PretrainConfig, resolve_device
+from .engine.config import PretrainConfig
+from .engine.optim import resolve_device
 from .store import Store
 
 # PIRL training images/s measured on a 2-core laptop CPU at 96 px (bench/pretrain_throughput.py);
@@ -21,10 +22,6 @@ def machine() -> str:
     if device.type == "cuda":
         return f"GPU: {torch.cuda.get_device_name(0)}"
     return f"CPU: {os.cpu_count()} cores, {torch.get_num_threads()} threads for training"
-
-
-def default_config(**overrides) -> PretrainConfig:
-    return PretrainConfig.defaults_for("auto", **overrides)
 
 
 def estimate_seconds(store: Store, config: PretrainConfig, n_images: int) -> tuple[float, str]:

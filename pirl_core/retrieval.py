@@ -19,12 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine.pretrain import PirlModel, embed_dataset, load_pretrained
-from .engine.views import eval_view, to_float
+from .engine.model import PirlModel, embed_dataset, load_pretrained
 from .errors import PirlError
-from .image_cache import cache_size_for, square_resize
-from .image_io import decode
-from .ingest import CACHE_SIZE, dataset_cache
+from .image_cache import cache_size_for, dataset_cache
+from .preprocess import model_input
 from .workspace import Workspace
 
 BLOCK = 65_536
@@ -117,7 +115,7 @@ def load_space(ws: Workspace, job_id: int, space: str = "bank", dataset_id: int 
             vectors = bank.vectors
         elif space == "features":
             images = dataset_cache(ws, dataset_id, cache_size_for(config.image_size))
-            features = embed_dataset(model, images, config.image_size, torch.device("cpu"), head=False)
+            features = embed_dataset(model.backbone, images, config.image_size)
             vectors = F.normalize(features, dim=1)
         else:
             raise PirlError(f"Unknown space {space!r}: use 'bank' or 'features'.")
@@ -129,12 +127,7 @@ def load_space(ws: Workspace, job_id: int, space: str = "bank", dataset_id: int 
 @torch.no_grad()
 def embed_image(space: Space, data: bytes, name: str) -> torch.Tensor:
     """A new image's vector in `space`, with the same preprocessing as the training cache."""
-    from PIL import Image
-
-    img = square_resize(decode(data, name).image, CACHE_SIZE)  # as ingestion stores it
-    size = cache_size_for(space.image_size)
-    img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR, reducing_gap=None))  # as dataset_cache
-    x = eval_view(to_float(torch.from_numpy(img[None].copy())), space.image_size)
+    x = model_input(data, name, space.image_size)
     out = space.model.embed_images(x) if space.name == "bank" else space.model.backbone(x)
     return F.normalize(out.float(), dim=1)[0]
 

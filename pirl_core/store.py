@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
+from .errors import SchemaTooNew
+
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 
@@ -114,10 +116,6 @@ def _v3(db: sqlite_utils.Database) -> None:
 
 MIGRATIONS = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNew(RuntimeError):
-    pass
 
 
 def _loads(text: str | None) -> Any:

@@ -1,12 +1,24 @@
-"""`python -m pirl_core.worker --workspace DIR [--forever]`: the background job worker."""
+"""`python -m pirl_core.worker --workspace DIR [--forever]`: the background job worker.
+
+The entry point registers every job kind (pirl_core.job_kinds) and serves the queue.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .jobs import run_worker
+from . import jobs
 from .workspace import Workspace
+
+
+def serve(ws: Workspace, forever: bool = False) -> int:
+    """Run the workspace's queued jobs; returns how many. Does nothing if a worker already serves it."""
+    if jobs.worker_running(ws):
+        return 0  # checked before the slow import of the job kinds (torch)
+    from . import job_kinds  # noqa: F401  (registers the job kinds)
+
+    return jobs.run_worker(ws, forever=forever)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--forever", action="store_true", help="keep waiting for jobs (servers)")
     args = ap.parse_args(argv)
-    run_worker(Workspace(args.workspace), forever=args.forever)
+    serve(Workspace(args.workspace), forever=args.forever)
     return 0
 
 

@@ -29,6 +29,14 @@ class Workspace:
         for name in self.SUBDIRS:
             (self.root / name).mkdir(exist_ok=True)
 
+    @classmethod
+    def open(cls, root: str | Path | None = None) -> Workspace:
+        """The workspace with its database opened and migrated; a PirlError (SchemaTooNew) if this
+        PIRL Studio is too old for it."""
+        ws = cls(root)
+        ws.store  # noqa: B018  (opening the store migrates the database, or refuses a newer one)
+        return ws
+
     @cached_property
     def store(self) -> Store:
         return Store(self.root / DB_NAME)

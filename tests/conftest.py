@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import pirl_core.job_kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("PIRL_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -131,7 +133,7 @@ def compared_workspace(root: Path, demo_dir: Path, **request):
     """A workspace with a pool, a labeled set, a finished resnet18 PIRL run and one finished
     scratch-vs-PIRL comparison. Returns (workspace, pretrain job id, comparison id, arms)."""
     from pirl_core import compare, ingest, jobs
-    from pirl_core.engine.pretrain import PretrainConfig
+    from pirl_core.engine.config import PretrainConfig
     from pirl_core.workspace import Workspace
 
     ws = Workspace(root)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pirl_core import compare, ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig, load_pretrained
+from pirl_core import compare, image_cache, ingest, jobs
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.engine.model import load_pretrained
 from pirl_core.errors import PirlError
 
 
@@ -29,6 +30,28 @@ def setup(demo_dir, tmp_path_factory):
 
 def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypatch):
     ws, run, inet = setup
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run, inet], folds=3,
+                                                   fractions=[0.5, 1.0]))
+    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
+    jobs.run_worker(ws, idle_exit_s=0)
+    summary = compare.summarize(ws, cid, n_boot=100)
+    assert summary["complete"]
+    arms = {e["arm"]: e for e in summary["table"]}
+    assert set(arms) == {"scratch", "ImageNet", f"PIRL #{run}", f"ImageNet+PIRL #{inet}"}
+    for e in arms.values():
+        assert 0 <= e["auc"] <= 1 and e["ci_low"] <= e["auc"] <= e["ci_high"]
+        # a linear probe on 24 images: 5 repeats of 3-fold CV, every image tested once per repeat
+        assert e["n"] == 24 and len(e["fold_aucs"]) == 15 and set(e["efficiency"]) == {"0.5", "1.0"}
+    assert set(arms[f"PIRL #{run}"]["vs"]) == {"scratch", "ImageNet"}
+    assert set(arms[f"ImageNet+PIRL #{inet}"]["vs"]) == {"scratch", "ImageNet", f"PIRL #{run}"}
+    assert summary["verdicts"][0].startswith(f"PIRL #{run} vs scratch: AUC ")
+    assert any(v.startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in summary["verdicts"])
+    stored = ws.store.evaluations()[0]["result"]
+    assert stored["summary"]["complete"] and json.dumps(stored)  # cached in the workspace
+
+
+def test_no_test_image_reaches_training_or_model_selection(setup, monkeypatch):
+    ws, run, _ = setup
     seen = []
     real = compare.finetune
 
@@ -38,27 +61,16 @@ def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypa
         return real(backbone, n_classes, train, val, config, *a, **k)
 
     monkeypatch.setattr(compare, "finetune", spy)
-    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run, inet], folds=3,
-                                                   fractions=[0.5, 1.0], epochs=3))
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], mode="finetune",
+                                                   inits=["scratch"], folds=3, fractions=[0.5, 1.0], epochs=1))
     monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
     jobs.run_worker(ws, idle_exit_s=0)  # in this process, so the spy sees every training call
-    summary = compare.summarize(ws, cid, n_boot=100)
-    assert summary["complete"]
-    arms = {e["arm"]: e for e in summary["table"]}
-    assert set(arms) == {"scratch", "ImageNet", f"PIRL #{run}", f"ImageNet+PIRL #{inet}"}
-    for e in arms.values():
-        assert 0 <= e["auc"] <= 1 and e["ci_low"] <= e["auc"] <= e["ci_high"]
-        assert e["n"] == 24 and len(e["fold_aucs"]) == 3 and set(e["efficiency"]) == {"0.5", "1.0"}
-    assert set(arms[f"PIRL #{run}"]["vs"]) == {"scratch", "ImageNet"}
-    assert set(arms[f"ImageNet+PIRL #{inet}"]["vs"]) == {"scratch", "ImageNet", f"PIRL #{run}"}
-    stored = ws.store.evaluations()[0]["result"]
-    assert stored["summary"]["complete"] and json.dumps(stored)  # cached in the workspace
-
-    # No test image was ever given to training or model selection.
-    cache = ingest.dataset_cache(ws, ws.store.dataset("lab")["id"], 110)
+    summary = compare.summarize(ws, cid, n_boot=50)
+    cache = image_cache.dataset_cache(ws, ws.store.dataset("lab")["id"], 110)
     rows = ws.store.images(ws.store.dataset("lab")["id"])
     pos = {r["id"]: i for i, r in enumerate(rows)}
-    job = ws.store.job(arms["scratch"]["init"] and summary["arms"][0]["job_id"])
+    job = ws.store.job(next(a["job_id"] for a in summary["arms"] if a["label"] == "scratch"))
+    assert len(job["result"]["runs"]) == len(seen) == 6
     for k, r in enumerate(job["result"]["runs"]):
         test_hashes = {hashlib.sha1(np.asarray(cache[pos[i]]).tobytes()).hexdigest() for i in r["image_ids"]}
         assert not test_hashes & seen[k]["train"] and not test_hashes & seen[k]["val"]
@@ -75,18 +87,50 @@ def test_pirl_arm_loads_the_pretrained_backbone(setup):
     assert not torch.equal(scratch.trunk._conv_stem.weight, backbone.trunk._conv_stem.weight)
 
 
-def test_fixed_split_and_folds_are_disjoint_and_cover_the_set(setup):
+def test_fixed_split_and_repeated_folds_are_disjoint_cover_the_set_and_keep_groups_whole(setup):
     ws, _, _ = setup
     rows = [r for r in ws.store.images(ws.store.dataset("lab")["id"]) if r["label"]]
-    classes = sorted({r["label"] for r in rows})
+    groups = [None] * len(rows)
+    twins = [i for i, r in enumerate(rows) if r["label"] == rows[0]["label"]][:3]
+    for i in twins:
+        groups[i] = "copies"  # three copies of one image: never split apart
     for folds in (0, 4):
-        splits = compare.data_splits(rows, classes, folds, seed=0)
+        splits = compare.data_splits(rows, groups, folds, seed=0, repeats=2)
         for s in splits:
             a, b, c = set(s["train"]), set(s["val"]), set(s["test"])
             assert not (a & b or a & c or b & c) and a and b and c
+            if folds:
+                assert any(set(twins) <= part for part in (a, b, c))
         if folds:
-            tests = [i for s in splits for i in s["test"]]
-            assert sorted(tests) == list(range(len(rows)))  # every image is a test image exactly once
+            assert len(splits) == 8 and {s["repeat"] for s in splits} == {0, 1}
+            for rep in (0, 1):
+                tests = [i for s in splits if s["repeat"] == rep for i in s["test"]]
+                assert sorted(tests) == list(range(len(rows)))  # every image a test image once per repeat
+            assert splits[0]["test"] != splits[4]["test"]  # each repeat deals the folds anew
+
+
+def test_near_copies_in_a_labeled_set_share_their_split_and_conflicts_are_reported(ws, demo_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "lab"
+    shutil.copytree(demo_dir / "labeled", data)
+    from PIL import Image
+
+    original, other = sorted((data / "benign").glob("*.png"))[:2]
+    shutil.copy(other, data / "malignant" / "same-bytes.png")  # one file filed under both classes
+    img = np.array(Image.open(original))
+    img[0, :4] = 255 - img[0, :4]
+    Image.fromarray(img).save(data / "malignant" / "refiled.png")  # a near-copy (other bytes) under the other class
+    img[1, :4] = 255 - img[1, :4]
+    Image.fromarray(img).save(data / "benign" / "copy.png")  # and one in its own class
+    report = ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True)
+    assert sorted(sorted(n for n, _ in c["images"]) for c in report.label_conflicts) == sorted([
+        sorted([f"benign/{original.name}", "benign/copy.png", "malignant/refiled.png"]),
+        sorted([f"benign/{other.name}", "malignant/same-bytes.png"])])
+    assert any("different labels" in w for w in report.warnings)
+    split = {r["orig_name"]: r["split"] for r in ws.store.images(report.dataset_id)}
+    assert split[f"benign/{original.name}"] == split["benign/copy.png"] == split["malignant/refiled.png"]
+    assert ws.store.dataset("lab")["info"]["label_conflicts"] == json.loads(json.dumps(report.label_conflicts))
 
 
 def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):

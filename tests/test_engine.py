@@ -35,7 +35,7 @@ def test_loss_equals_a_hand_computation():
 
 def test_gradients_reach_backbone_and_both_heads():
     from pirl_core.engine.backbones import build_backbone
-    from pirl_core.engine.pretrain import PirlModel
+    from pirl_core.engine.model import PirlModel
 
     torch.manual_seed(0)
     model = PirlModel(build_backbone("resnet18"))
@@ -160,7 +160,7 @@ def test_rotation_view_uses_all_three_turns_and_rotates_the_content():
 
 
 def test_combined_pretext_loss_is_the_weighted_sum_of_its_terms():
-    from pirl_core.engine.pretrain import PretrainConfig
+    from pirl_core.engine.config import PretrainConfig
 
     cfg = PretrainConfig(pretext="jigsaw+rotation", pretext_weight=0.6, rotation_share=0.25)
     w = cfg.loss_weights
@@ -175,3 +175,15 @@ def test_combined_pretext_loss_is_the_weighted_sum_of_its_terms():
     assert float(total) == pytest.approx(sum(w[k] * float(terms[k]) for k in w), rel=1e-6)
     for k in w:  # each term alone equals its own InfoNCE
         assert float(terms[k]) == pytest.approx(float(info_nce(views[k][None], bank[:4], bank, keep, 0.1).mean()))
+
+
+def test_loss_is_ln_k_plus_1_when_every_vector_is_the_same():
+    """Closed form: positive and all K negatives score alike, so softmax gives the positive 1 / (K + 1)."""
+    k, b = 7, 4
+    v = F.normalize(torch.ones(1, 16), dim=1)
+    bank = MemoryBank(v.expand(20, -1).clone(), list(range(20)))
+    neg = bank.sample_negatives(torch.arange(b), k, torch.Generator().manual_seed(0))
+    total, terms = pirl_loss({"jigsaw": v.expand(b, -1), "image": v.expand(b, -1)}, {"jigsaw": 0.5, "image": 0.5},
+                             bank.vectors[:b], bank.vectors[neg.candidates], neg.keep, 0.07)
+    assert float(total) == pytest.approx(math.log(k + 1), rel=1e-5)
+    assert all(float(t) == pytest.approx(math.log(k + 1), rel=1e-5) for t in terms.values())

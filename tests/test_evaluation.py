@@ -55,6 +55,7 @@ def test_threshold_metrics_and_confusion_matrix():
     m = threshold_metrics(y, _probs(s), 0.5)
     assert m["confusion"] == [[2, 1], [1, 1]]
     assert m["sensitivity"] == 0.5 and m["specificity"] == pytest.approx(2 / 3)
+    # Youden's J: at 0.4 both positives are called and 1 of 3 negatives (J = 2/3), the best cut here.
+    assert youden_threshold(y, _probs(s)) == pytest.approx(0.4)
     roc = roc_points(y, _probs(s))
-    assert roc["fpr"][0] == 0 and roc["tpr"][-1] == 1
-    assert 0 <= youden_threshold(y, _probs(s)) <= 1
+    assert roc["tpr"][roc["thresholds"].index(0.4)] == 1 and roc["fpr"][roc["thresholds"].index(0.4)] == 1 / 3

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pirl_core import export
 from pirl_core.errors import PirlError
+from pirl_core.preprocess import model_input
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
@@ -33,7 +34,7 @@ def test_round_trip_predict_in_a_fresh_process_matches_the_workspace_model(finis
     model, state = export._load_classifier(ws.store.job(job_id)["result"]["model"])
     with torch.no_grad():
         for f, row in zip(files, rows):
-            expected = torch.softmax(model(export.preprocess(f.read_bytes(), f.name, state["image_size"])), 1)[0]
+            expected = torch.softmax(model(model_input(f.read_bytes(), f.name, state["image_size"])), 1)[0]
             got = [float(row[f"p_{c}"]) for c in state["classes"]]
             assert got == pytest.approx(expected.tolist(), abs=1e-5)  # stated tolerance: 1e-5 in probability
     assert ws.store.exports()[0]["path"] == str(tmp_path / "bundle.zip")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirl_core import ingest
+from pirl_core import image_cache, ingest
 from pirl_core.errors import PirlError
 from pirl_core.image_io import decode
 from pirl_core.splits import assign_splits
@@ -80,7 +80,7 @@ def test_each_bad_file_gets_its_own_reason_and_the_good_ones_are_imported(ws, ba
     names = {im["orig_name"] for im in ws.store.images(report.dataset_id)}
     assert {"with space (1).png", "ünïcode_é.png", "mono1.dcm"} <= names
     assert {s["name"] for s in ws.store.skipped(report.dataset_id)} == set(EXPECTED_REASONS)
-    cache = ingest.dataset_cache(ws, report.dataset_id)
+    cache = image_cache.dataset_cache(ws, report.dataset_id)
     assert cache.shape == (7, 256, 256, 3)
 
 
@@ -120,7 +120,7 @@ def test_crash_mid_ingest_leaves_no_half_dataset(ws, demo_dir, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest, "_finalise_cache", boom)
+    monkeypatch.setattr(ingest.CacheWriter, "finish", boom)  # the last step inside the transaction
     with pytest.raises(RuntimeError):
         ingest.ingest(ws, files, "pool")
     assert ws.store.datasets() == [] and ws.store.db["images"].count == 0

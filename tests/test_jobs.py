@@ -5,7 +5,7 @@ import time
 import pytest
 
 from pirl_core import ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.engine.config import PretrainConfig
 from pirl_core.errors import PirlError
 
 
@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats(ws, pool
 
 
 def test_cancel_stops_within_seconds_and_leaves_a_usable_checkpoint(ws, pool):
-    from pirl_core.engine.pretrain import load_pretrained
+    from pirl_core.engine.model import load_pretrained
 
     job_id = jobs.submit(ws, "pretrain", tiny(epochs=50), pool)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= 2)

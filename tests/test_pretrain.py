@@ -1,19 +1,20 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pirl_core.engine import checkpoint
-from pirl_core.engine.pretrain import Callbacks, PretrainConfig, load_pretrained, pretrain
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.engine.model import load_pretrained
+from pirl_core.engine.pretrain import Callbacks, pretrain
 from pirl_core.errors import PirlError
-from pirl_core.image_cache import build_cache, folder_images
+from pirl_core.image_cache import open_cache
+from pirl_core.ingest import cache_folder
 
 
 @pytest.fixture(scope="module")
 def cache(demo_dir, tmp_path_factory):
-    files = folder_images(demo_dir / "unlabeled")
-    out = tmp_path_factory.mktemp("cache") / "cache.npy"
-    return build_cache(files, len(files), 37, out, Image.open), [f.name for f in files]
+    path, names, _ = cache_folder(demo_dir / "unlabeled", 37, tmp_path_factory.mktemp("cache") / "cache.npy")
+    return open_cache(path), names
 
 
 def tiny(**kw):
@@ -69,7 +70,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     good = checkpoint.save_atomic({"format": 1, "step": 1}, tmp_path / "last.pt")
 
     def crash(obj, f):
-        f.write(b"half")
+        f.write_bytes(b"half")  # a half-written temporary file
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
@@ -110,7 +111,7 @@ def test_cli_pretrain_on_a_folder_skips_bad_files_and_prints_json(demo_dir, tmp_
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "finished" and out["steps"] == 3
-    assert [s["file"].endswith("broken.png") for s in out["skipped"]] == [True]
+    assert [s["name"] for s in out["skipped"]] == ["broken.png"]
     assert (tmp_path / "run" / "last.pt").exists()
 
 
@@ -151,3 +152,38 @@ def test_a_random_start_fills_the_memory_bank_with_distinct_embeddings(tmp_path)
 def test_the_default_learning_rate_scales_with_the_batch():
     assert PretrainConfig(batch_size=64).learning_rate == pytest.approx(0.06)
     assert PretrainConfig(batch_size=256, lr=0.03).learning_rate == 0.03
+
+
+def test_a_checkpoint_keeps_batchnorm_statistics_of_whole_images(cache, tmp_path):
+    """Eval-mode features of a finished run equal those under statistics estimated afresh on whole images:
+    the jigsaw patches seen in training left no trace in them."""
+    import copy
+
+    from pirl_core.engine.batchnorm import recompute_bn_stats
+    from pirl_core.engine.model import embed_dataset
+
+    images, ids = cache
+    result = pretrain(tiny(epochs=1), images, ids, tmp_path)
+    model, config, _ = load_pretrained(result.checkpoint)
+    fresh = copy.deepcopy(model.backbone)
+    recompute_bn_stats(fresh, images, config.image_size)
+    assert torch.allclose(embed_dataset(model.backbone, images, 32), embed_dataset(fresh, images, 32), rtol=1e-3,
+                          atol=1e-3)  # memory formats round differently
+
+    mixed = load_pretrained(pretrain(tiny(epochs=1, bn_stats="training"), images, ids, tmp_path / "old").checkpoint)[0]
+    assert not torch.allclose(embed_dataset(mixed.backbone, images, 32), embed_dataset(fresh, images, 32), atol=1e-2)
+
+
+def test_frozen_batchnorm_statistics_normalise_as_in_training_but_stay_put():
+    from torch import nn
+
+    from pirl_core.engine.batchnorm import frozen_bn_stats
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    x = torch.randn(8, 3, 10, 10) * 3 + 1
+    before = net[1].running_mean.clone()
+    with frozen_bn_stats(net):
+        out = net(x)
+    assert torch.equal(net[1].running_mean, before) and net[1].momentum == 0.1
+    assert torch.allclose(out, net(x), atol=1e-6)  # the same batch statistics normalised both
+    assert not torch.equal(net[1].running_mean, before)

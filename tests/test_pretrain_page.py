@@ -3,7 +3,7 @@ import time
 from streamlit.testing.v1 import AppTest
 
 from pirl_core import ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.engine.config import PretrainConfig
 from tests.conftest import ROOT
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
 from pirl_core import ingest, jobs, retrieval
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core.engine.config import PretrainConfig
 from tests.conftest import ROOT, assert_no_exception, wait_for_app
 
 
@@ -43,11 +43,22 @@ def test_duplicates_found_without_a_full_matrix_and_straddles_flagged():
 
 @pytest.fixture(scope="module")
 def run(demo_dir, tmp_path_factory):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
     from pirl_core.workspace import Workspace
 
-    ws = Workspace(tmp_path_factory.mktemp("explore") / "ws")
-    ds = ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab",
-                       folder_labels=True).dataset_id
+    root = tmp_path_factory.mktemp("explore")
+    data = root / "labeled"
+    shutil.copytree(demo_dir / "labeled", data)
+    original = sorted((data / "benign").glob("*.png"))[0]
+    twin = np.array(Image.open(original))
+    twin[0, 0] = 255 - twin[0, 0]  # other bytes, same picture: a planted near-duplicate
+    Image.fromarray(twin).save(data / "benign" / "twin.png")
+    ws = Workspace(root / "ws")
+    ds = ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True).dataset_id
     job = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
                       start_worker=False)
     jobs.run_worker(ws, idle_exit_s=0)
@@ -65,7 +76,7 @@ def test_a_dataset_image_finds_itself_first_and_upload_matches_training_preproce
     hits = retrieval.search(space, query, 3)
     assert hits[0]["image_id"] == target["id"] and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
     bank = retrieval.load_space(ws, job, "bank")
-    assert bank.vectors.shape == (24, 128)
+    assert bank.vectors.shape == (25, 128)
     assert retrieval.search(bank, 0, 4)[0]["position"] != 0  # the query itself is excluded
 
 
@@ -78,8 +89,9 @@ def test_cli_search_and_duplicates(run, demo_dir, capsys):
                  str(job), "-k", "3", "--space", "features"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["file"] == target["orig_name"] and len(hits) == 3
-    assert main(["-w", str(ws.root), "duplicates", "--pretrain", str(job), "--threshold", "0.9999"]) == 0
-    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert main(["-w", str(ws.root), "duplicates", "--pretrain", str(job), "--threshold", "0.999"]) == 0
+    pairs = json.loads(capsys.readouterr().out)
+    assert [{p["a"], p["b"]} for p in pairs] == [{"benign/benign_00000.png", "benign/twin.png"}]
 
 
 def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_path
 from ..errors import PirlError
+
+FORMAT = 1  # the version of what save_atomic's callers write; load() refuses files without one
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
-    """Write `state` next to `path` under a temporary name, fsync, then rename over `path`.
-
-    A crash mid-write leaves the previous checkpoint untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write `state` to `path` atomically: a crash mid-write leaves the previous checkpoint untouched."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

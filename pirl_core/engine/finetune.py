@@ -1,12 +1,11 @@
-"""Supervised training of a classifier on a (pretrained or not) backbone.
+"""A classifier on a (pretrained or not) backbone, and full finetuning of it.
 
-* linear probe: the backbone is frozen; its features of every image are computed once and a
-  linear layer is trained on them (fast, and the purest test of a representation).
-* finetune: backbone and linear layer train together on augmented views.
-
-Both use the same optimiser (SGD, momentum 0.9, cosine schedule), class-weighted
-cross-entropy for imbalance, and keep the epoch with the best validation AUC (early stopping
-on the validation split only: the test images are never seen here).
+* `Classifier`: backbone -> fixed feature standardisation -> linear head. A linear probe
+  (engine/linear_probe.py) becomes one with `probe_classifier`.
+* `finetune`: backbone and head train together on augmented views: SGD, momentum 0.9, cosine
+  schedule, class-weighted cross-entropy; the epoch with the best validation AUC is kept (the
+  test images are never seen here). Pretrained backbones get the transfer recipe (slower
+  backbone, warm-up).
 """
 
 from __future__ import annotations
@@ -18,22 +17,29 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from ..errors import PirlError
 from .backbones import Backbone
-from .pretrain import lr_at, param_groups, resolve_device
-from .views import eval_view, image_view, to_float
+from .linear_probe import LinearProbe
+from .metrics import auc_score
+from .model import embed_dataset
+from .optim import lr_at, param_groups, resolve_device, set_lr
+from .views import image_view, to_float
+
+BACKBONE_LR_SCALE = 0.1  # a pretrained backbone learns 10x slower than the new head
 
 
 @dataclass
 class FinetuneConfig:
+    """How a comparison trains each arm: a linear probe on frozen features (engine/linear_probe.py) or full
+    finetuning here."""
+
     mode: str = "linear"  # "linear" (frozen backbone) or "finetune"
     image_size: int = 96
-    epochs: int | None = None  # default: 100 linear, 20 finetune
+    epochs: int | None = None  # full finetune (the linear probe has none); default 20
     batch_size: int = 32
-    lr: float | None = None  # default: 0.1 linear, 0.01 finetune
+    lr: float | None = None  # full finetune: the head's learning rate; default 0.01
     weight_decay: float = 1e-4
     patience: int | None = None  # epochs without a better val AUC before stopping; default epochs // 3
     seed: int = 0
@@ -41,19 +47,21 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> FinetuneConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise PirlError(f"Unknown finetune settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def n_epochs(self) -> int:
-        return self.epochs or (100 if self.mode == "linear" else 20)
+        return self.epochs or 20
 
     @property
     def learning_rate(self) -> float:
-        return self.lr or (0.1 if self.mode == "linear" else 0.01)
+        return self.lr or 0.01
 
     def validate(self) -> None:
         problems = []
@@ -87,15 +95,6 @@ class Classifier(nn.Module):
         return self.classify(self.backbone(x))
 
 
-def auc_score(y: np.ndarray, probs: np.ndarray) -> float:
-    """Binary AUC of the positive class, or macro one-vs-rest AUC for more classes."""
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(y, probs[:, 1]))
-    return float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(probs.shape[1]))))
-
-
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
@@ -103,29 +102,32 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _features(backbone: nn.Module, images: np.ndarray, size: int, device: torch.device, batch: int = 128):
-    backbone.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        x = eval_view(to_float(torch.from_numpy(np.array(images[start:start + batch]))), size).to(device)
-        out.append(backbone(x).float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def predict(model: Classifier, images: np.ndarray, size: int, device: torch.device | None = None) -> np.ndarray:
     """Class probabilities (N, C) from the deterministic evaluation view."""
     device = device or next(model.parameters()).device
     model.eval()
-    feats = _features(model.backbone, images, size, device)
+    feats = embed_dataset(model.backbone, images, size, device)
     return torch.softmax(model.classify(feats.to(device)), dim=1).cpu().numpy()
+
+
+def probe_classifier(backbone: Backbone, probe: LinearProbe) -> Classifier:
+    """The backbone with a fitted linear probe as one network (what Export packages)."""
+    model = Classifier(backbone, len(probe.bias))
+    with torch.no_grad():
+        model.feature_mean.copy_(torch.as_tensor(probe.mean))
+        model.feature_std.copy_(torch.as_tensor(probe.scale))
+        model.head.weight.copy_(torch.as_tensor(probe.weight))
+        model.head.bias.copy_(torch.as_tensor(probe.bias))
+    return model.eval()
 
 
 def finetune(backbone: Backbone, n_classes: int, train: tuple[np.ndarray, np.ndarray],
              val: tuple[np.ndarray, np.ndarray], config: FinetuneConfig,
              on_epoch: Callable[[int, dict], None] | None = None,
-             should_stop: Callable[[], bool] | None = None) -> tuple[Classifier, list[dict]]:
-    """Train a classifier; returns the model at its best validation epoch and the per-epoch history."""
+             should_stop: Callable[[], bool] | None = None, pretrained: bool = False) -> tuple[Classifier, list[dict]]:
+    """Train backbone and head together; returns the model at its best validation epoch and the per-epoch
+    history. A `pretrained` backbone gets the transfer recipe: a learning rate BACKBONE_LR_SCALE times the
+    head's, after a one-epoch linear warm-up (the same for every pretrained start, ImageNet or PIRL)."""
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -135,53 +137,34 @@ def finetune(backbone: Backbone, n_classes: int, train: tuple[np.ndarray, np.nda
     weights = class_weights(y_train, n_classes).to(device)
     epochs = config.n_epochs
     patience = config.patience or max(5, epochs // 3)
-    linear = config.mode == "linear"
-    if linear:
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        f_train = _features(model.backbone, x_train, config.image_size, device)
-        f_val = _features(model.backbone, x_val, config.image_size, device)
-        model.feature_mean.copy_(f_train.mean(0))
-        std = f_train.std(0)
-        model.feature_std.copy_(std.clamp_min(0.05 * float(std.mean()) + 1e-6))  # dead features: no blow-up
-    trainable = model.head if linear else model
-    optimizer = torch.optim.SGD(param_groups(trainable, config.weight_decay), lr=config.learning_rate, momentum=0.9)
+    scale = {model.backbone: BACKBONE_LR_SCALE} if pretrained else None
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay, scale), lr=config.learning_rate,
+                                momentum=0.9)
     batch = min(config.batch_size, len(y_train))
     steps_per_epoch = max(1, len(y_train) // batch)
     total = steps_per_epoch * epochs
+    warmup = steps_per_epoch if pretrained else 0
     gen = torch.Generator().manual_seed(config.seed)
     history: list[dict] = []
     best_auc, best_state, since_best, step = -1.0, None, 0, 0
     for epoch in range(1, epochs + 1):
         if should_stop and should_stop():
             break
-        model.train(not linear)
+        model.train()
         order = torch.randperm(len(y_train), generator=gen)
         losses = []
         for b in range(steps_per_epoch):
-            idx = order[b * batch:(b + 1) * batch]
-            if linear:
-                logits = model.classify(f_train[idx].to(device))
-            else:
-                rows = np.sort(idx.numpy())
-                idx = torch.from_numpy(rows)
-                x = image_view(to_float(torch.from_numpy(np.array(x_train[rows]))), config.image_size, gen,
-                               scale=(0.35, 1.0), jitter=(0.2, 0.2, 0.1, 0.0), p_gray=0.0)
-                logits = model(x.to(device))
-            loss = F.cross_entropy(logits, y_t[idx].to(device), weight=weights)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, 0, config.learning_rate)
+            rows = np.sort(order[b * batch:(b + 1) * batch].numpy())
+            x = image_view(to_float(torch.from_numpy(np.array(x_train[rows]))), config.image_size, gen,
+                           scale=(0.35, 1.0), jitter=(0.2, 0.2, 0.1, 0.0), p_gray=0.0)
+            loss = F.cross_entropy(model(x.to(device)), y_t[rows].to(device), weight=weights)
+            set_lr(optimizer, lr_at(step, total, warmup, config.learning_rate))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             step += 1
-        model.eval()
-        with torch.no_grad():
-            if linear:
-                val_probs = torch.softmax(model.classify(f_val.to(device)), 1).cpu().numpy()
-            else:
-                val_probs = predict(model, x_val, config.image_size, device)
+        val_probs = predict(model, x_val, config.image_size, device)
         val_auc = auc_score(y_val, val_probs)
         val_loss = float(F.cross_entropy(torch.log(torch.as_tensor(val_probs) + 1e-8).float(),
                                          torch.as_tensor(y_val, dtype=torch.long)))

@@ -1,0 +1,43 @@
+"""`pirl`: the command line. Every command runs the same services as the pages.
+
+`main` parses, opens the workspace once (for the commands that use one) and turns every
+PirlError into one line on stderr and exit code 2. Each group of commands lives in its own
+module with `add_parsers(sub)`; a command is a function `(args, ws) -> exit code`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import PirlError
+from ..workspace import Workspace
+from . import app, data, evaluate, models, train
+
+GROUPS = (app, data, train, evaluate, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pirl", description="PIRL Studio: self-supervised pretraining for medical images, on your machine.")
+    parser.add_argument("--version", action="version", version=f"pirl-studio {__version__}")
+    parser.add_argument("--workspace", "-w", default=None,
+                        help="workspace folder (default: $PIRL_HOME or ./pirl-workspace)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for group in GROUPS:
+        group.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        ws = Workspace.open(args.workspace) if getattr(args, "uses_workspace", True) else None
+        return args.run(args, ws) or 0
+    except KeyboardInterrupt:
+        return 130
+    except PirlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

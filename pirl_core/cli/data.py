@@ -1,0 +1,62 @@
+"""`pirl demo-data | ingest | datasets`: bringing images in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._output import note, print_json, progress_line
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("demo-data", help="write synthetic lesion images (unlabeled pool + labeled classes)")
+    p.add_argument("out_dir")
+    p.add_argument("--n", type=int, default=60, help="labeled images, split evenly over the classes")
+    p.add_argument("--unlabeled", type=int, default=None, help="unlabeled images (default 2n)")
+    p.add_argument("--classes", type=int, default=2, choices=[2, 3])
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_demo_data, uses_workspace=False)
+
+    p = sub.add_parser("ingest", help="import a folder or .zip of images as a dataset (prints a JSON report)")
+    p.add_argument("path", help="a folder (searched recursively) or a .zip")
+    p.add_argument("--name", help="dataset name (default: the folder's name)")
+    p.add_argument("--labels", help="CSV with columns filename,label[,group]")
+    p.add_argument("--folder-labels", action="store_true", help="class = the image's sub-folder name")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/test split")
+    p.set_defaults(run=run_ingest)
+
+    p = sub.add_parser("datasets", help="list the workspace's datasets (JSON)")
+    p.set_defaults(run=run_datasets)
+
+
+def run_demo_data(args, ws) -> int:
+    from .. import demo_data
+
+    print_json(demo_data.generate(args.out_dir, n=args.n, seed=args.seed, unlabeled=args.unlabeled,
+                                  classes=args.classes, size=args.size))
+    return 0
+
+
+def run_ingest(args, ws) -> int:
+    from .. import ingest
+
+    path = Path(args.path)
+    pre_skipped: list[dict] = []
+    if path.is_file() and path.suffix.lower() == ".zip":
+        files, pre_skipped = ingest.zip_source(path)
+    else:
+        files = ingest.folder_source(path, check_roots=False)
+    report = ingest.ingest(ws, files, args.name or path.stem, folder_labels=args.folder_labels,
+                           labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
+                           pre_skipped=pre_skipped, on_progress=lambda i, n, _: progress_line(i, n, f"{i}/{n}"))
+    note("")
+    print_json(report.to_dict())
+    return 0
+
+
+def run_datasets(args, ws) -> int:
+    store = ws.store
+    print_json([{"id": d["id"], "name": d["name"], "kind": d["kind"], "images": d["images"], "labeled": d["labeled"],
+                 "classes": store.class_counts(d["id"]), "skipped": len(store.skipped(d["id"]))}
+                for d in store.datasets()])
+    return 0

@@ -1,0 +1,116 @@
+"""`pirl compare | finetune | search | duplicates`: is the representation any good?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..compare import INITS
+from ..errors import PirlError
+from ._output import note, print_json
+
+
+def _labeled_set_options(p, fractions: str) -> None:
+    p.add_argument("--labeled", required=True, help="a labeled dataset")
+    p.add_argument("--pretrain", help="pretrain job id(s), comma-separated (default: the latest)")
+    p.add_argument("--mode", choices=["linear", "finetune"], default="linear")
+    p.add_argument("--folds", type=int, default=None, help="k-fold CV (default 5 under 2,000 labeled "
+                                                            "images; 0 = the fixed split)")
+    p.add_argument("--label-fractions", default=fractions)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wait", action="store_true", help="follow the jobs and print the result table")
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("compare", help="scratch vs ImageNet vs PIRL vs ImageNet+PIRL on a labeled set "
+                                       "(ROC AUC with CIs)")
+    _labeled_set_options(p, "0.1,0.25,0.5,1")
+    p.add_argument("--inits", default=",".join(INITS), help=f"comma-separated, from {', '.join(INITS)}")
+    p.set_defaults(run=run_compare)
+
+    p = sub.add_parser("finetune", help="finetune one initialisation on a labeled set")
+    _labeled_set_options(p, "1")
+    p.add_argument("--init", choices=list(INITS), default="pirl")
+    p.set_defaults(run=run_finetune)
+
+    p = sub.add_parser("search", help="nearest neighbours of an image in a pretrain run (JSON)")
+    p.add_argument("image")
+    p.add_argument("--pretrain", type=int, required=True, help="pretrain job id")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--space", choices=["bank", "features"], default="bank")
+    p.set_defaults(run=run_search)
+
+    p = sub.add_parser("duplicates", help="near-duplicate pairs in a run's images; flags train/test leaks")
+    p.add_argument("--pretrain", type=int, required=True)
+    p.add_argument("--threshold", type=float, default=0.95)
+    p.add_argument("--space", choices=["bank", "features"], default="features")
+    p.set_defaults(run=run_duplicates)
+
+
+def run_finetune(args, ws) -> int:
+    return _compare(args, ws, [args.init])
+
+
+def run_compare(args, ws) -> int:
+    return _compare(args, ws, [i.strip() for i in args.inits.split(",") if i.strip()])
+
+
+def _compare(args, ws, inits: list[str]) -> int:
+    from .. import compare, jobs, pretraining
+
+    pretrain = [int(j) for j in args.pretrain.split(",")] if args.pretrain else []
+    if not pretrain:
+        done = pretraining.runs(ws, with_checkpoint=True)
+        if not done:
+            raise PirlError("No pretrain run with a checkpoint: run pirl pretrain --dataset ... first.")
+        pretrain = [done[0]["id"]]
+    fractions = [float(f) for f in args.label_fractions.split(",")]
+    cid = compare.start(ws, compare.CompareRequest(labeled=args.labeled, pretrain_jobs=pretrain, mode=args.mode,
+                                                   inits=inits, folds=args.folds, fractions=fractions,
+                                                   seed=args.seed, epochs=args.epochs))
+    comp = compare.comparison(ws, cid)
+    for text in comp["notes"]:
+        note(f"note: {text}")
+    note(f"comparison {cid}: jobs " + ", ".join(f"{a['label']} #{a['job_id']}" for a in comp["arms"]))
+    if not args.wait:
+        print_json({"comparison": cid, "jobs": {a["label"]: a["job_id"] for a in comp["arms"]}})
+        return 0
+    for arm in comp["arms"]:
+        job = jobs.wait(ws, arm["job_id"])
+        note(f"{arm['label']}: {job['status']} {job['message'] or ''}")
+    summary = compare.summarize(ws, cid)
+    note(f"{'initialisation':22s} {'AUC':>6s}  95% CI          vs baselines")
+    for e in summary["table"]:
+        vs = "; ".join(f"{o}: {t['difference']:+.3f} (p={t['p_value']:.3f})" for o, t in (e.get("vs") or {}).items())
+        note(f"{e['arm']:22s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}")
+    for line in summary.get("verdicts", []):
+        note(line)
+    print_json({"comparison": cid, "results": {e["arm"]: {
+        "auc": e["auc"], "ci": [e["ci_low"], e["ci_high"]], "fold_aucs": e["fold_aucs"],
+        "label_efficiency": e["efficiency"],
+        "vs": {o: {"difference": t["difference"], "ci": [t["ci_low"], t["ci_high"]], "p": t["p_value"]}
+               for o, t in (e.get("vs") or {}).items()}}
+        for e in summary["table"]}})
+    return 0 if summary["complete"] else 1
+
+
+def run_search(args, ws) -> int:
+    from .. import retrieval
+
+    space = retrieval.load_space(ws, args.pretrain, args.space)
+    path = Path(args.image)
+    if not path.is_file():
+        raise PirlError(f"{path} is not a file.")
+    query = retrieval.embed_image(space, path.read_bytes(), path.name)
+    rows = {im["id"]: im for im in ws.store.images(space.dataset_id)}
+    print_json([{**hit, "file": rows[hit["image_id"]]["orig_name"], "label": rows[hit["image_id"]]["label"]}
+                for hit in retrieval.search(space, query, args.k)])
+    return 0
+
+
+def run_duplicates(args, ws) -> int:
+    from .. import retrieval
+
+    space = retrieval.load_space(ws, args.pretrain, args.space)
+    print_json(retrieval.duplicate_pairs(space, ws.store.images(space.dataset_id), args.threshold))
+    return 0

@@ -1,0 +1,154 @@
+"""`pirl pretrain | jobs | worker`: PIRL runs and the background job queue."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..engine.backbones import REGISTRY
+from ..engine.config import PRETEXTS, PretrainConfig
+from ..errors import PirlError
+from ..fmt import duration
+from ._output import note, print_json, progress_line
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("pretrain", help="PIRL pretraining on a dataset (queued) or a plain folder (here, now)",
+                       description="Defaults suit the machine (see the README's Defaults section); every "
+                                   "setting below overrides one.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="an ingested dataset: queued as a background job")
+    source.add_argument("--data", help="a plain folder of images (searched recursively): runs here, now")
+    p.add_argument("--wait", action="store_true", help="with --dataset: follow the job until it ends")
+    p.add_argument("--backbone", choices=list(REGISTRY))
+    p.add_argument("--pretrained-imagenet", action=argparse.BooleanOptionalAction, default=None,
+                   help="start from ImageNet weights (--no-pretrained-imagenet: from random weights)")
+    p.add_argument("--weights", help="start from this weights file (.pth state_dict)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="default: LR_PER_256 per 256 images")
+    p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--pretext", choices=list(PRETEXTS), help="the transform the representation learns to ignore")
+    p.add_argument("--lambda", dest="lam", type=float, help="weight of the pretext term(s) (default 0.5)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--workers", type=int, help="DataLoader workers")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--out", help="with --data: run folder (default: WORKSPACE/checkpoints/pretrain-TIME); "
+                                 "resumes if it holds a checkpoint")
+    p.set_defaults(run=run_pretrain)
+
+    p = sub.add_parser("jobs", help="list, show, cancel or resume background jobs")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "cancel", "resume"])
+    p.add_argument("id", nargs="?", type=int)
+    p.add_argument("--wait", action="store_true", help="with resume: follow the job until it ends")
+    p.set_defaults(run=run_jobs)
+
+    p = sub.add_parser("worker", help="run queued jobs (started automatically; --forever for servers)")
+    p.add_argument("--forever", action="store_true")
+    p.set_defaults(run=run_worker)
+
+
+def _config(args) -> PretrainConfig:
+    overrides = {k: v for k, v in {
+        "backbone": args.backbone, "pretrained_imagenet": args.pretrained_imagenet,
+        "weights_path": args.weights, "image_size": args.image_size, "epochs": args.epochs,
+        "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
+        "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
+        "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
+    }.items() if v is not None}
+    return PretrainConfig.defaults_for(overrides.pop("device", "auto"), **overrides)
+
+
+def run_pretrain(args, ws) -> int:
+    from .. import pretraining
+
+    config = _config(args)
+    if args.dataset:
+        job_id = pretraining.start(ws, args.dataset, config)
+        note(f"queued pretrain job {job_id} on {args.dataset!r}")
+        if not args.wait:
+            print_json({"job": job_id, "status": "queued"})
+            return 0
+        return follow(ws, job_id)
+    return _pretrain_folder(args, ws, config)
+
+
+def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
+    """PIRL on a plain folder in this process: decoded as ingest decodes (DICOM too), bad files listed."""
+    from ..engine.pretrain import Callbacks, pretrain
+    from ..image_cache import cache_size_for, open_cache
+    from ..ingest import cache_folder, folder_source
+
+    config.validate(len(folder_source(args.data, check_roots=False)))  # before minutes of decoding
+    out = Path(args.out) if args.out else ws.checkpoints / f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    size = cache_size_for(config.image_size)
+    note(f"Caching the images under {args.data} at {size} px ...")
+    cache, names, skipped = cache_folder(args.data, size, out / f"cache_{size}.npy",
+                                         on_progress=lambda i, n: progress_line(i, n, f"{i}/{n}"))
+    note("")
+    for s in skipped:
+        note(f"skipped {s['name']}: {s['reason']}")
+    config.validate(len(names))
+
+    class Progress(Callbacks):
+        def on_step(self, r):
+            terms = ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.metrics.items() if k.startswith("loss_"))
+            progress_line(r.step, r.total_steps, f"epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
+                          f"loss {r.metrics['loss']:.3f} ({terms}) {r.images_per_s:.1f} img/s "
+                          f"ETA {duration(r.eta_s)}")
+
+    result = pretrain(config, open_cache(cache), names, out, Progress())
+    note("")
+    print_json({"checkpoint": result.checkpoint, "status": result.status, "steps": result.step,
+                "images_per_s": round(result.images_per_s, 2), "last": result.last_metrics,
+                "skipped": skipped, "config": config.to_dict()})
+    return 0
+
+
+def follow(ws, job_id: int) -> int:
+    """Follow a job until it ends, a progress line on stderr; the final state as JSON."""
+    from .. import jobs
+
+    job = jobs.wait(ws, job_id, on_update=lambda j: progress_line(j["progress"] or 0, 1,
+                                                                  f"{j['status']}: {j['message'] or ''}"))
+    note("")
+    print_json({"job": job_id, "status": job["status"], "message": job["message"], "result": job["result"]})
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def run_jobs(args, ws) -> int:
+    from .. import jobs
+
+    jobs.reap(ws)
+    if args.action == "list":
+        print_json([{k: j[k] for k in ("id", "kind", "status", "progress", "message", "dataset_id")}
+                    for j in ws.store.jobs()])
+        return 0
+    if args.id is None:
+        raise PirlError(f"pirl jobs {args.action} needs a job id.")
+    if args.action == "show":
+        job = ws.store.job(args.id)
+        if job is None:
+            raise PirlError(f"No job {args.id} in this workspace.")
+        metrics = ws.store.metrics(args.id, ["loss"])
+        print_json({**job, "loss_curve": [(m["step"], round(m["value"], 4)) for m in metrics[-20:]]})
+    elif args.action == "cancel":
+        print_json({"job": args.id, "status": jobs.cancel(ws, args.id)})
+    elif args.action == "resume":
+        jobs.resume(ws, args.id)
+        if args.wait:
+            return follow(ws, args.id)
+        print_json({"job": args.id, "status": "queued"})
+    return 0
+
+
+def run_worker(args, ws) -> int:
+    from ..worker import serve
+
+    note(f"worker finished {serve(ws, forever=args.forever)} job(s)")
+    return 0

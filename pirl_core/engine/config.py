@@ -1,0 +1,152 @@
+"""Pretraining settings: one dataclass, its defaults for the machine, and its validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..errors import PirlError
+from .backbones import REGISTRY
+from .optim import resolve_device
+from .views import ViewSizes
+
+# Base learning rate per 256 images. The paper's 0.03 is for 200+ epoch runs; at the short CPU budgets
+# here (15 epochs of ~1,000 images: under 200 steps) 8x that learned clearly more on BUSI (linear probe,
+# resnet18 from random: 0.70 at 0.03, 0.77-0.78 at 0.24; bench/linear_probe.py --lr ...).
+LR_PER_256 = 0.24
+PRETEXTS = ("jigsaw", "rotation", "jigsaw+rotation")
+# What the BatchNorm running statistics of a checkpoint describe (engine/batchnorm.py):
+# "whole_images": re-estimated on whole images (evaluation view) at every checkpoint;
+# "image_pass": updated during training by the image-view pass only (the jigsaw patch pass leaves them);
+# "training": updated by every pass, patches included (what the reference implementation does).
+BN_STATS = ("whole_images", "image_pass", "training")
+MAX_NEGATIVES = 16384  # the paper draws 32000; 16384 keeps a CPU step cheap
+
+
+@dataclass
+class PretrainConfig:
+    backbone: str = "resnet18"
+    pretrained_imagenet: bool = False
+    weights_path: str | None = None
+    image_size: int = 96
+    patch_size: int | None = None  # default: the paper's 64/224 of the image size
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float | None = None  # default: LR_PER_256 per 256 images
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    negatives: int | None = None  # default: min(N - 1, MAX_NEGATIVES)
+    temperature: float = 0.07
+    pretext: str = "jigsaw"  # "jigsaw", "rotation" or "jigsaw+rotation"
+    pretext_weight: float = 0.5  # lambda: the transformed views' terms together; the image term gets 1 - lambda
+    rotation_share: float = 0.5  # jigsaw+rotation: the share of lambda that goes to the rotation term
+    bank_momentum: float = 0.5
+    bank_init: str = "features"  # "features": a forward pass fills the bank; "random"
+    bn_stats: str = "whole_images"  # BatchNorm running statistics a checkpoint keeps; see BN_STATS
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"
+    channels_last: bool = True
+    checkpoint_every_s: float = 300.0
+    max_steps: int | None = None  # stop early (benchmarks, smoke tests)
+
+    @classmethod
+    def defaults_for(cls, device: str = "auto", **overrides) -> PretrainConfig:
+        """CPU: resnet18 at 96 px, 15 epochs (minutes on ~1,000 images on a 2-core laptop).
+        GPU: the paper's resnet50 at 224 px, batch 256, 200 epochs."""
+        if resolve_device(device).type == "cuda":
+            base = dict(backbone="resnet50", image_size=224, batch_size=256, epochs=200, num_workers=4)
+        else:
+            base = {}
+        return cls(device=device, **{**base, **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PretrainConfig:
+        data = dict(data)
+        if "jigsaw_weight" in data:  # runs made before the rotation pretext existed
+            data["pretext_weight"] = data.pop("jigsaw_weight")
+        data.pop("compile", None)  # an option that was never reachable
+        data.setdefault("bn_stats", "training")  # runs made before BatchNorm statistics were re-estimated
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PirlError(f"Unknown pretrain settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def view_sizes(self) -> ViewSizes:
+        """The paper's proportions, with patches no smaller than the backbone accepts."""
+        default = ViewSizes.for_image_size(self.image_size).patch
+        minimum = REGISTRY[self.backbone].min_input if self.backbone in REGISTRY else 8
+        return ViewSizes.for_image_size(self.image_size, self.patch_size or max(default, minimum))
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """One weight per InfoNCE term; they sum to one."""
+        lam = self.pretext_weight
+        if self.pretext == "jigsaw":
+            views = {"jigsaw": lam}
+        elif self.pretext == "rotation":
+            views = {"rotation": lam}
+        else:
+            views = {"jigsaw": lam * (1 - self.rotation_share), "rotation": lam * self.rotation_share}
+        return {**views, "image": 1 - lam}
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else LR_PER_256 * self.batch_size / 256
+
+    def negatives_for(self, n_images: int) -> int:
+        return self.negatives if self.negatives is not None else min(n_images - 1, MAX_NEGATIVES)
+
+    def validate(self, n_images: int | None = None) -> None:
+        """Raise PirlError naming every impossible setting at once."""
+        problems = []
+        if self.backbone not in REGISTRY:
+            problems.append(f"backbone {self.backbone!r} is not one of {', '.join(REGISTRY)}")
+        if not 32 <= self.image_size <= 1024:
+            problems.append(f"image size {self.image_size} must be between 32 and 1024 px")
+        else:
+            try:
+                patch = self.view_sizes.patch
+                minimum = REGISTRY[self.backbone].min_input if self.backbone in REGISTRY else 8
+                if patch < minimum:
+                    problems.append(f"{self.backbone} needs patches of at least {minimum} px; "
+                                    f"{patch} px is too small (use a larger image size or patch size)")
+            except ValueError as exc:
+                problems.append(str(exc) + f" (image size {self.image_size} px"
+                                + (f" is too small for {self.backbone}: use at least 96 px)"
+                                   if self.backbone in REGISTRY and REGISTRY[self.backbone].min_input > 8 else ")"))
+        if self.epochs < 1:
+            problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            problems.append(f"batch size must be at least 2, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"learning rate must be positive, got {self.lr}")
+        if not 0 < self.temperature <= 10:
+            problems.append(f"temperature must be in (0, 10], got {self.temperature}")
+        if self.pretext not in PRETEXTS:
+            problems.append(f"pretext must be one of {', '.join(PRETEXTS)}, got {self.pretext!r}")
+        if not 0 <= self.pretext_weight <= 1:
+            problems.append(f"lambda (pretext weight) must be in [0, 1], got {self.pretext_weight}")
+        if not 0 <= self.rotation_share <= 1:
+            problems.append(f"rotation share must be in [0, 1], got {self.rotation_share}")
+        if not 0 <= self.bank_momentum < 1:
+            problems.append(f"bank momentum must be in [0, 1), got {self.bank_momentum}")
+        if self.bn_stats not in BN_STATS:
+            problems.append(f"BatchNorm statistics must be one of {', '.join(BN_STATS)}, got {self.bn_stats!r}")
+        if self.bank_init not in ("features", "random"):
+            problems.append(f"bank init must be 'features' or 'random', got {self.bank_init!r}")
+        if n_images is not None:
+            if n_images < 3:
+                problems.append(f"PIRL needs at least 3 images, the data has {n_images}")
+            elif self.negatives is not None and not 1 <= self.negatives <= n_images - 1:
+                problems.append(f"negatives must be between 1 and N - 1 = {n_images - 1} "
+                                f"for {n_images} images, got {self.negatives}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if problems:
+            raise PirlError("Invalid pretrain settings: " + "; ".join(problems) + ".")

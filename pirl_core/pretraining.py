@@ -1,0 +1,86 @@
+"""The pretrain service: start a PIRL run on a dataset (validated, then queued), list runs, and the
+job kind the worker runs for it. Pages and the CLI both start runs here."""
+
+from __future__ import annotations
+
+from . import jobs
+from .engine.backbones import REGISTRY
+from .engine.config import PRETEXTS, PretrainConfig
+from .engine.pretrain import Callbacks, StepReport, pretrain
+from .errors import PirlError
+from .fmt import duration
+from .image_cache import cache_size_for, dataset_cache
+from .jobs import JobContext, job_kind
+from .workspace import Workspace
+
+BACKBONES = tuple(REGISTRY)
+__all__ = ["BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start", "start_like"]
+
+
+def default_config(**overrides) -> PretrainConfig:
+    """The defaults for this machine (see PretrainConfig.defaults_for)."""
+    return PretrainConfig.defaults_for("auto", **overrides)
+
+
+def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
+    """Validate `config` against the dataset, queue the run, and start a worker. Returns the job id."""
+    row = ws.store.dataset(dataset)
+    if row is None:
+        names = ", ".join(d["name"] for d in ws.store.datasets()) or "none yet: import images first"
+        raise PirlError(f"No dataset named {dataset!r} (datasets: {names}).")
+    config.validate(row["n_images"])
+    return jobs.submit(ws, "pretrain", config.to_dict(), row["id"])
+
+
+def start_like(ws: Workspace, job_id: int, **changes) -> int:
+    """A new run with the settings and images of run `job_id`, some settings changed."""
+    job = ws.store.job(job_id)
+    if job is None or job["kind"] != "pretrain":
+        raise PirlError(f"No pretrain run #{job_id}.")
+    return start(ws, job["dataset_id"], PretrainConfig.from_dict({**job["config"], **changes}))
+
+
+def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
+    """Pretrain runs, newest first; `with_checkpoint`: only those a comparison or search can use."""
+    return [j for j in ws.store.jobs(kind="pretrain") if j["checkpoint"] or not with_checkpoint]
+
+
+class _JobCallbacks(Callbacks):
+    def __init__(self, ctx: JobContext):
+        self.ctx = ctx
+
+    def on_start(self, step: int, total_steps: int) -> None:
+        # Resuming: rows written after the checkpoint will be written again, identically.
+        self.ctx.ws.store.delete_metrics_after(self.ctx.job["id"], step)
+        self.ctx.progress(step / max(total_steps, 1), f"resuming at step {step}" if step else "training")
+
+    def on_step(self, r: StepReport) -> None:
+        self.ctx.metrics(r.step, r.step / max(r.total_steps, 1) * r.epochs,
+                         {**r.metrics, "images_per_s": r.images_per_s})
+        self.ctx.progress(r.step / r.total_steps,
+                          f"epoch {r.epoch}/{r.epochs} · step {r.step}/{r.total_steps} · "
+                          f"{r.images_per_s:.1f} img/s · ETA {duration(r.eta_s)}",
+                          step=r.step, total_steps=r.total_steps, epoch=r.epoch, epochs=r.epochs,
+                          images_per_s=r.images_per_s, eta_s=r.eta_s)
+
+    def on_checkpoint(self, path, step: int) -> None:
+        self.ctx.ws.store.update_job(self.ctx.job["id"], checkpoint=str(path))
+
+    def should_stop(self) -> bool:
+        return self.ctx.should_stop()
+
+
+@job_kind("pretrain")
+def pretrain_job(ctx: JobContext) -> dict:
+    store = ctx.ws.store
+    dataset_id = ctx.job["dataset_id"]
+    if dataset_id is None or store.dataset(dataset_id) is None:
+        raise PirlError("The dataset of this run no longer exists.")
+    config = PretrainConfig.from_dict(ctx.config)
+    rows = store.images(dataset_id)
+    config.validate(len(rows))
+    ctx.progress(0.0, "preparing the image cache")
+    images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
+    result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, _JobCallbacks(ctx))
+    return {"checkpoint": result.checkpoint, "steps": result.step, "total_steps": result.total_steps,
+            "last": result.last_metrics, "images_per_s": result.images_per_s, "n_images": len(rows)}

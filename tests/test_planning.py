@@ -1,0 +1,39 @@
+"""Splits, label subsets and run-time estimates, tested directly."""
+
+import pytest
+import torch
+
+from pirl_core import planning
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.splits import assign_folds, nested_subset
+
+
+def test_folds_are_stratified_and_keep_every_group_whole():
+    labels = ["a"] * 40 + ["b"] * 20
+    groups = [f"p{i // 2}" for i in range(60)]  # patients with two images each
+    fold = assign_folds(labels, groups, 5, seed=3)
+    assert set(fold) == set(range(5))
+    for g in set(groups):
+        assert len({fold[i] for i in range(60) if groups[i] == g}) == 1
+    for k in range(5):
+        members = [labels[i] for i in range(60) if fold[i] == k]
+        assert members.count("a") == 8 and members.count("b") == 4
+    assert assign_folds(labels, groups, 5, seed=3) == fold and assign_folds(labels, groups, 5, seed=4) != fold
+
+
+def test_nested_subsets_grow_with_the_fraction_and_keep_every_class():
+    labels = ["a"] * 30 + ["b"] * 10
+    small, mid, full = (set(nested_subset(labels, f, seed=1)) for f in (0.1, 0.5, 1.0))
+    assert small < mid < full == set(range(40))
+    assert {labels[i] for i in small} == {"a", "b"} and len(mid) == 20
+
+
+def test_estimate_uses_a_past_run_of_the_same_setting_or_says_it_is_a_guess(ws, monkeypatch):
+    config = PretrainConfig(backbone="resnet18", image_size=96, epochs=2, batch_size=10, device="cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    seconds, source = planning.estimate_seconds(ws.store, config, 100)
+    assert "estimate" in source and seconds == pytest.approx(2 * 100 / planning.CPU_RATE_96 + 5)
+    job = ws.store.add_job("pretrain", config.to_dict())
+    ws.store.update_job(job, status="succeeded", result={"images_per_s": 20.0})
+    seconds, source = planning.estimate_seconds(ws.store, config, 100)
+    assert source == f"measured in run #{job}" and seconds == pytest.approx(200 / 20 + 5)
