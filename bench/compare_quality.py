@@ -1,13 +1,14 @@
-"""Quality of each initialisation on a real labeled folder, at the CPU defaults.
+"""Quality of each initialisation on a real labeled folder, through the product itself, at its defaults.
 
-Pretrains PIRL twice on all images (labels unused): from random weights (PIRL) and from
-ImageNet weights (ImageNet+PIRL); then, for each task (positive class vs the rest, and every
-class with macro one-vs-rest AUC), compares scratch / ImageNet / PIRL / ImageNet+PIRL by linear
-probe (5-fold CV) and full finetune (fixed split), and prints test AUC with 95% CI and the wall
-time of each stage. Both tasks share the two pretraining runs.
+Ingests DATA as the unlabeled pool and as labeled sets (labels unused for pretraining), pretrains PIRL
+with the machine's defaults (on a CPU: efficientnet_lite0 from its offline ImageNet weights), optionally
+a second run from random weights, then runs the Compare page's comparison for each task: --positive vs
+the rest (binary AUC) and every class (macro one-vs-rest AUC). Splits are duplicate-aware, the linear
+probe is the product's (logistic regression, inner CV, 5 x 5-fold); full finetuning uses the fixed split.
+Prints each arm's AUC with its 95% CI, the verdict sentences, label efficiency, and wall times.
 
-    python bench/compare_quality.py ../shared/data/busi256 --positive malignant
-    python bench/compare_quality.py ../shared/data/busi256 --tasks multiclass --modes linear
+    python bench/compare_quality.py ../shared/data/busi256
+    python bench/compare_quality.py ../shared/data/busi256 --random-minutes 30 --modes linear
 """
 
 from __future__ import annotations
@@ -19,21 +20,32 @@ import tempfile
 import time
 from pathlib import Path
 
-from pirl_core import compare, ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig
+from pirl_core import compare, ingest, jobs, pretraining
 from pirl_core.workspace import Workspace
+
+
+def _pretrain(ws: Workspace, name: str, config) -> int:
+    t0 = time.time()
+    job_id = pretraining.start(ws, "pool", config)
+    job = jobs.wait(ws, job_id, poll_s=5)
+    r = job["result"]
+    print(f"pretrain {name}: {job['status']} {job['message'] or ''}, {(time.time() - t0) / 60:.1f} min, "
+          f"{r.get('total_steps', 0)} steps, {r.get('images_per_s', 0):.1f} img/s, "
+          f"loss {r.get('last', {}).get('loss', float('nan')):.3f}", flush=True)
+    return job_id
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="folder with one sub-folder per class")
     ap.add_argument("--positive", default="malignant")
-    ap.add_argument("--tasks", default="binary,multiclass",
-                    help="binary: --positive vs the rest; multiclass: every class (macro one-vs-rest AUC)")
-    ap.add_argument("--backbone", default="efficientnet_lite0", help="efficientnet_lite0: ImageNet works offline")
-    ap.add_argument("--image-size", type=int, default=96)
-    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--tasks", default="binary,multiclass")
     ap.add_argument("--modes", default="linear,finetune")
+    ap.add_argument("--image-size", type=int, default=None, help="default: the machine's default")
+    ap.add_argument("--epochs", type=int, default=None, help="ImageNet+PIRL epochs (default: the machine's)")
+    ap.add_argument("--random-minutes", type=float, default=None,
+                    help="also pretrain from random weights for this long (the PIRL arm)")
+    ap.add_argument("--finetune-epochs", type=int, default=10)
     args = ap.parse_args()
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,60 +62,44 @@ def main() -> None:
                     cls = src.name.split("/")[0]
                     w.writerow([src.name, cls if task == "multiclass" or cls == args.positive
                                 else f"not-{args.positive}"])
-            ingest.ingest(ws, files, task, labels_csv=labels)
-        pool = ws.store.dataset("pool")["id"]
-        runs = []
-        for imagenet in (False, True):
-            config = PretrainConfig.defaults_for(
-                "auto",
-                backbone=args.backbone,
-                image_size=args.image_size,
-                epochs=args.epochs,
-                pretrained_imagenet=imagenet,
-            )
-            t0 = time.time()
-            job_id = jobs.submit(ws, "pretrain", config.to_dict(), pool)
-            job = jobs.wait(ws, job_id, poll_s=5)
-            result = job["result"]
-            name = "ImageNet+PIRL" if imagenet else "PIRL"
-            print(
-                f"pretrain {name}: {job['status']}, {(time.time() - t0) / 60:.1f} min, "
-                f"{result.get('images_per_s', 0):.1f} img/s, loss {result.get('last', {}).get('loss', 0):.3f}",
-                flush=True,
-            )
-            runs.append(job_id)
+            report = ingest.ingest(ws, files, task, labels_csv=labels)
+            print(f"{task}: {report.labels}; " + " ".join(report.notes[-1:]) + f" {len(report.label_conflicts)} "
+                  "near-copy sets with conflicting labels", flush=True)
+        sizes = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs)) if v}
+        default = pretraining.default_config(**sizes)
+        print(f"defaults: {default.backbone}, ImageNet start {default.pretrained_imagenet}, {default.image_size} px, "
+              f"{default.epochs} epochs, batch {default.batch_size}, lr {default.learning_rate:g}", flush=True)
+        runs = [_pretrain(ws, "ImageNet+PIRL" if default.pretrained_imagenet else "PIRL", default)]
+        if args.random_minutes:
+            runs.append(_pretrain(ws, "PIRL from random", pretraining.default_config(
+                pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
+                time_budget_s=60 * args.random_minutes)))
         for task, mode in itertools.product(tasks, args.modes.split(",")):
             t0 = time.time()
-            cid = compare.start(
-                ws,
-                compare.CompareRequest(
-                    labeled=task,
-                    pretrain_jobs=runs,
-                    mode=mode,
-                    folds=5 if mode == "linear" else 0,
-                    fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
-                ),
-            )
-            comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
-            for arm in comp["arms"]:
-                jobs.wait(ws, arm["job_id"], poll_s=5)
-            s = compare.summarize(ws, cid)
-            print(
-                f"\n{task}, {mode} ({'5-fold CV, out-of-fold' if mode == 'linear' else 'fixed split'}), "
-                f"{(time.time() - t0) / 60:.1f} min",
-                flush=True,
-            )
-            for e in s["table"]:
-                vs = "; ".join(
-                    f"vs {o} {t['difference']:+.3f} p={t['p_value']:.3f}" for o, t in (e.get("vs") or {}).items()
-                )
-                eff = " ".join(
-                    f"{float(k):.0%}:{v:.3f}" for k, v in sorted(e["efficiency"].items(), key=lambda kv: float(kv[0]))
-                )
-                print(
-                    f"  {e['arm']:20s} AUC {e['auc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]  {vs}  | {eff}",
-                    flush=True,
-                )
+            cid = compare.start(ws, compare.CompareRequest(
+                labeled=task, pretrain_jobs=runs[:1], mode=mode, folds=None if mode == "linear" else 0,
+                fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
+                epochs=args.finetune_epochs if mode == "finetune" else None))
+            extra = []
+            if len(runs) > 1:  # a random-start run has another backbone: its own comparison (scratch vs PIRL)
+                extra.append(compare.start(ws, compare.CompareRequest(
+                    labeled=task, pretrain_jobs=runs[1:], mode=mode, folds=None if mode == "linear" else 0,
+                    inits=["scratch", "pirl"], epochs=args.finetune_epochs if mode == "finetune" else None)))
+            for c in (cid, *extra):
+                for arm in compare.comparison(ws, c)["arms"]:
+                    jobs.wait(ws, arm["job_id"], poll_s=5)
+                s = compare.summarize(ws, c)
+                config = compare.comparison(ws, c)["config"]
+                split = f"{config['folds']} folds x {config['repeats']}" if config["folds"] else "fixed split"
+                print(f"\n{task}, {mode}, {config['backbone']} {config['image_size']} px, {split}, "
+                      f"{(time.time() - t0) / 60:.1f} min", flush=True)
+                for e in s["table"]:
+                    eff = " ".join(f"{float(k):.0%}:{v:.3f}" for k, v in
+                                   sorted(e["efficiency"].items(), key=lambda kv: float(kv[0])))
+                    print(f"  {e['arm']:20s} AUC {e['auc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+                          f"{'  NOT BETTER THAN CHANCE' if e.get('chance') else ''}  | {eff}", flush=True)
+                for v in s["verdicts"]:
+                    print(f"  {v}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,20 @@
-"""Linear probe: which pretraining gives the best frozen features, at a fixed budget?
+"""Linear probe sweeps: which start, image size, BatchNorm handling and pretraining settings give the best
+frozen features, per CPU minute?
 
-Pretrains on every image under DATA (labels unused), then fits a logistic regression on frozen
-backbone features of stratified train splits and reports test AUC. Every list option is a grid
-axis: one pretraining per combination, all at the same epochs, so pretexts, learning rates and
-starts compare at the same budget. The random-init and ImageNet features of each backbone are
-printed as the baselines.
+Everything under DATA is the unlabeled pool (labels unused for pretraining). Features are probed the way
+the Compare page does it: the product's logistic-regression probe (inner CV), repeated 5 x 5-fold with
+near-copies kept in one fold. Two tasks at once: --positive vs the rest (binary AUC) and every class
+(macro one-vs-rest AUC). Every list option is a grid axis; each pretraining prints its wall time.
 
-    python bench/linear_probe.py ../shared/data/busi256 --positive malignant
-    python bench/linear_probe.py ../shared/data/busi256 --pretext jigsaw rotation jigsaw+rotation
-    python bench/linear_probe.py ../shared/data/busi256 --backbone efficientnet_lite0 \
-        --start random imagenet --lr 0.0075 0.03 0.12
+    python bench/linear_probe.py ../shared/data/busi256 --sizes 96 128 160 --no-pretrain
+    python bench/linear_probe.py ../shared/data/busi256 --start imagenet --bn-stats training image_pass
+    python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --minutes 30
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import tempfile
 import time
@@ -22,83 +22,102 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
 
+from pirl_core import duplicates
 from pirl_core.engine.backbones import build_backbone
-from pirl_core.engine.pretrain import PirlModel, PretrainConfig, embed_dataset, load_pretrained, pretrain
-from pirl_core.errors import PirlError
-from pirl_core.image_cache import build_cache, cache_size_for, folder_images
+from pirl_core.engine.batchnorm import recompute_bn_stats
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.engine.linear_probe import fit_linear_probe
+from pirl_core.engine.metrics import auc_score
+from pirl_core.engine.model import embed_dataset, load_pretrained
+from pirl_core.engine.pretrain import pretrain
+from pirl_core.image_cache import cache_size_for, open_cache
+from pirl_core.ingest import cache_folder
+from pirl_core.splits import assign_folds
 
 
-def probe_aucs(model: PirlModel, images, config: PretrainConfig, y: np.ndarray, seeds: int) -> np.ndarray:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    feats = embed_dataset(model.to(device), images, config.image_size, device, head=False).numpy()
+def probe(features: np.ndarray, y: np.ndarray, groups: list, repeats: int = 5, folds: int = 5) -> float:
+    """Mean over repeats of the pooled out-of-fold AUC."""
     aucs = []
-    for seed in range(seeds):
-        tr, te = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed)
-        scaler = StandardScaler().fit(feats[tr])
-        clf = LogisticRegression(max_iter=5000, C=0.1).fit(scaler.transform(feats[tr]), y[tr])
-        aucs.append(roc_auc_score(y[te], clf.predict_proba(scaler.transform(feats[te]))[:, 1]))
-    return np.array(aucs)
-
-
-def line(name: str, aucs: np.ndarray, extra: str = "") -> str:
-    return f"{name:44s} AUC {aucs.mean():.3f} (sd {aucs.std():.3f})  {extra}"
+    codes = np.unique([g if g is not None else f"\0{i}" for i, g in enumerate(groups)], return_inverse=True)[1]
+    for rep in range(repeats):
+        fold = np.array(assign_folds([str(v) for v in y], groups, folds, seed=1000 * rep))
+        probs = np.zeros((len(y), int(y.max()) + 1))
+        for k in range(folds):
+            tr, te = fold != k, fold == k
+            probs[te] = fit_linear_probe(features[tr], y[tr], probs.shape[1], codes[tr], seed=rep).predict_proba(
+                features[te])
+        aucs.append(auc_score(y, probs))
+    return float(np.mean(aucs))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="folder with one sub-folder per class")
-    ap.add_argument("--positive", default="malignant", help="class scored as positive (others negative)")
-    ap.add_argument("--backbone", nargs="+", default=[PretrainConfig.backbone])
-    ap.add_argument("--start", nargs="+", default=["random"], choices=["random", "imagenet"])
-    ap.add_argument("--pretext", nargs="+", default=[PretrainConfig.pretext])
+    ap.add_argument("--positive", default="malignant", help="class scored as positive in the binary task")
+    ap.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[96])
+    ap.add_argument("--start", nargs="+", default=["imagenet"], choices=["random", "imagenet"])
+    ap.add_argument("--bn-stats", nargs="+", default=["whole_images"], choices=["whole_images", "image_pass",
+                                                                                 "training"])
+    ap.add_argument("--pretext", nargs="+", default=["jigsaw"])
     ap.add_argument("--lr", nargs="+", type=float, default=[None])
-    ap.add_argument("--batch", nargs="+", type=int, default=[PretrainConfig.batch_size])
-    ap.add_argument("--image-size", type=int, default=PretrainConfig.image_size)
-    ap.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
-    ap.add_argument("--seeds", type=int, default=5, help="probe splits averaged")
+    ap.add_argument("--min-scale", nargs="+", type=float, default=[None], help="image view's smallest crop")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--minutes", type=float, default=None, help="pretrain for this long instead of --epochs")
+    ap.add_argument("--no-pretrain", action="store_true", help="only the untrained / ImageNet baselines")
     args = ap.parse_args()
 
-    files = folder_images(args.data)
-    y = np.array([f.parent.name == args.positive for f in files], dtype=int)
-    ids = [str(f) for f in files]
-    print(f"{len(files)} images, {y.sum()} {args.positive}; {args.image_size} px, {args.epochs} epochs, "
-          f"probe: logistic regression, {args.seeds} stratified 70/30 splits; ln N = {np.log(len(files)):.2f}",
-          flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        images = build_cache(files, len(files), cache_size_for(args.image_size), Path(tmp) / "c.npy", Image.open)
-        for backbone in args.backbone:
-            base = PretrainConfig.defaults_for("auto", backbone=backbone, image_size=args.image_size)
-            torch.manual_seed(base.seed)
-            print(line(f"{backbone} random-init features", probe_aucs(PirlModel(build_backbone(backbone)),
-                                                                     images, base, y, args.seeds)), flush=True)
-            starts = list(args.start)
-            try:
-                imagenet = PirlModel(build_backbone(backbone, pretrained=True))
-                print(line(f"{backbone} ImageNet features", probe_aucs(imagenet, images, base, y, args.seeds)),
-                      flush=True)
-            except PirlError as exc:
-                print(f"{backbone} ImageNet: skipped, weights not on this machine ({str(exc)[:60]}...)")
-                starts = [s for s in starts if s != "imagenet"]
-            for start, pretext, lr, batch in itertools.product(starts, args.pretext, args.lr, args.batch):
-                config = PretrainConfig.defaults_for(
-                    "auto", backbone=backbone, image_size=args.image_size, epochs=args.epochs, lr=lr,
-                    batch_size=batch, pretext=pretext, pretrained_imagenet=start == "imagenet",
-                    checkpoint_every_s=1e9)
-                out = Path(tmp) / f"run-{time.monotonic_ns()}"
+        for size in args.sizes:
+            cache_file, names, _ = cache_folder(args.data, cache_size_for(size), Path(tmp) / f"c{size}.npy")
+            images = open_cache(cache_file)
+            classes = sorted({n.split("/")[0] for n in names})
+            tasks = {"binary": np.array([n.split("/")[0] == args.positive for n in names], dtype=int),
+                     f"{len(classes)}-class": np.array([classes.index(n.split("/")[0]) for n in names])}
+            groups = duplicates.merge_groups([None] * len(names), duplicates.clusters(
+                np.stack([duplicates.signature(row) for row in open_cache(cache_folder(
+                    args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0])])))
+
+            def report(name: str, net, extra: str = "", images=images, size=size, tasks=tasks, groups=groups):
                 t0 = time.time()
-                result = pretrain(config, images, ids, out)
-                minutes = (time.time() - t0) / 60
-                model, _, _ = load_pretrained(result.checkpoint)
-                name = f"{backbone} PIRL {start} {pretext} lr {config.learning_rate:g} b{batch}"
-                print(line(name, probe_aucs(model, images, config, y, args.seeds),
-                           f"loss {result.last_metrics['loss']:.2f}, {minutes:.1f} min, "
-                           f"{result.images_per_s:.0f} img/s"), flush=True)
+                feats = embed_dataset(net, images, size).numpy()
+                cost = time.time() - t0
+                aucs = "  ".join(f"{task} {probe(feats, y, groups):.3f}" for task, y in tasks.items())
+                print(f"{size:4d} px  {name:58s} {aucs}  (features {cost:.0f} s{extra})", flush=True)
+
+            print(f"{len(names)} images, {sum(g is not None for g in groups)} in "
+                  f"near-copy groups; probe: logistic regression, inner CV, 5 x 5-fold", flush=True)
+            for backbone in args.backbone:
+                torch.manual_seed(0)
+                random_net = build_backbone(backbone)
+                recompute_bn_stats(random_net, images, size)
+                report(f"{backbone} random init, BN of the pool", random_net)
+                imagenet = build_backbone(backbone, pretrained=True)
+                report(f"{backbone} ImageNet, ImageNet BN", imagenet)
+                adapted = copy.deepcopy(imagenet)
+                recompute_bn_stats(adapted, images, size)
+                report(f"{backbone} ImageNet, BN of the pool", adapted)
+                if args.no_pretrain:
+                    continue
+                for start, bn, pretext, lr, scale in itertools.product(args.start, args.bn_stats, args.pretext,
+                                                                       args.lr, args.min_scale):
+                    config = PretrainConfig.defaults_for(
+                        "auto", backbone=backbone, image_size=size, epochs=args.epochs, lr=lr, pretext=pretext,
+                        pretrained_imagenet=start == "imagenet", bn_stats=bn, checkpoint_every_s=1e9,
+                        time_budget_s=args.minutes * 60 if args.minutes else None,
+                        **({"min_crop_scale": scale} if scale else {}))
+                    t0 = time.time()
+                    result = pretrain(config, images, names, Path(tmp) / f"run-{time.monotonic_ns()}")
+                    minutes = (time.time() - t0) / 60
+                    model, config, _ = load_pretrained(result.checkpoint)
+                    name = (f"{backbone} PIRL from {start}, {pretext}, BN {bn}, lr {config.learning_rate:g}"
+                            + (f", scale {scale}" if scale else ""))
+                    report(name, model.backbone, f"; {minutes:.1f} min, {result.step} steps, "
+                           f"loss {result.last_metrics['loss']:.2f}")
+                    if bn == "training":  # the same weights with statistics of whole images, estimated after
+                        recompute_bn_stats(model.backbone, images, size)
+                        report(name.replace("BN training", "BN training, re-estimated after"), model.backbone)
 
 
 if __name__ == "__main__":

@@ -181,9 +181,15 @@ def show(comparison_id: int) -> None:
     if len(fractions) > 1:
         eff = go.Figure()
         for e in table:
+            ci = e.get("efficiency_ci", {})
             eff.add_scatter(x=[f * 100 for f in fractions], y=[e["efficiency"][str(f)] for f in fractions],
-                            mode="lines+markers", name=e["arm"])
-        eff.update_layout(title="Label efficiency: test AUC against the share of training labels used",
+                            mode="lines+markers", name=e["arm"], error_y={
+                                "type": "data", "visible": bool(ci),
+                                "array": [ci[str(f)][1] - e["efficiency"][str(f)] for f in fractions] if ci else [],
+                                "arrayminus": [e["efficiency"][str(f)] - ci[str(f)][0] for f in fractions] if ci
+                                else []})
+        eff.add_hline(y=0.5, line_dash="dash", line_color="lightgray", annotation_text="chance")
+        eff.update_layout(title="Label efficiency: test AUC (95% CI) against the share of training labels used",
                           xaxis_title="% of training labels", yaxis_title="test AUC", height=360)
         st.plotly_chart(eff, key=f"eff-{comparison_id}")
     csv = pd.DataFrame([{"initialisation": e["arm"], "auc": e["auc"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],

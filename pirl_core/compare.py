@@ -297,6 +297,13 @@ def _pooled(runs: list[dict], fraction: float) -> tuple[list[int], np.ndarray, n
     return ids, y, probs
 
 
+def _efficiency(runs: list[dict], fractions: list[float], n_boot: int) -> dict:
+    """Test AUC at each label fraction, and its bootstrap interval."""
+    cis = {str(f): auc_with_ci(*_pooled(runs, f)[1:], n_boot=n_boot) for f in fractions}
+    return {"efficiency": {f: c["auc"] for f, c in cis.items()},
+            "efficiency_ci": {f: [c["ci_low"], c["ci_high"]] for f, c in cis.items()}}
+
+
 def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
     """Everything the Compare page shows, from the arms' stored predictions. Cached when complete."""
     comp = comparison(ws, comparison_id)
@@ -322,7 +329,7 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         entry = {"arm": arm["label"], "init": arm["init"], **ci, "fold_aucs": fold_aucs,
                  "fold_sd": float(np.std(fold_aucs)) if len(fold_aucs) > 1 else None,
                  "roc": {c: roc_points(y, probs, c) for c in range(probs.shape[1])},
-                 "efficiency": {str(f): auc_score(*_pooled(arm["runs"], f)[1:]) for f in comp["config"]["fractions"]}}
+                 **_efficiency(arm["runs"], comp["config"]["fractions"], max(50, n_boot // 4))}
         table.append(entry)
     for entry in table:  # PIRL arms against each baseline, on the same images
         if entry["init"] not in ("pirl", "imagenet+pirl"):

@@ -187,3 +187,29 @@ def test_frozen_batchnorm_statistics_normalise_as_in_training_but_stay_put():
     assert torch.equal(net[1].running_mean, before) and net[1].momentum == 0.1
     assert torch.allclose(out, net(x), atol=1e-6)  # the same batch statistics normalised both
     assert not torch.equal(net[1].running_mean, before)
+
+
+def test_a_time_budget_becomes_whole_epochs_from_the_measured_step_time():
+    from pirl_core.engine.pretrain import _Budget
+
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
+    for step_seconds in (9.0, 2.0, 2.0, 2.0, 2.0, 2.0):  # a slow first step (warm-up), then 2 s a step
+        now[0] += step_seconds
+        decided = budget.measure()
+    assert decided
+    # 600 s * 0.95 = 570 s; 19 s spent on 6 steps; 551 s left at 2 s a step = 275 more steps: 281 -> 28 epochs
+    assert budget.steps() == 280
+
+
+def test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them(cache, tmp_path):
+    images, ids = cache
+    result = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
+    state = checkpoint.load(result.checkpoint)
+    assert state["budget_decided"] and result.total_steps % 3 == 0 and result.total_steps < 3000
+    resumed = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
+    assert resumed.total_steps == result.total_steps and resumed.step == result.step

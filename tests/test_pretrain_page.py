@@ -11,6 +11,13 @@ def _page():
     return AppTest.from_file(str(ROOT / "pages/pretrain.py"), default_timeout=60)
 
 
+def _small_random_start(at):
+    """resnet18 from random weights: runs at 32 px (the CPU default, efficientnet_lite0, needs larger images)."""
+    at.selectbox(key="pt-backbone").set_value("resnet18")
+    at.radio(key="pt-start").set_value("random weights")
+    return at
+
+
 def _pool(ws, demo_dir):
     return ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
 
@@ -22,7 +29,7 @@ def test_empty_workspace_points_to_the_data_page(ws):
 
 def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
     _pool(ws, demo_dir)
-    at = _page().run()
+    at = _small_random_start(_page().run())
     at.number_input(key="pt-size").set_value(32)
     at.number_input(key="pt-epochs").set_value(1)
     at.number_input(key="pt-batch").set_value(16)
@@ -81,7 +88,7 @@ def test_a_failed_run_shows_its_error_and_traceback(ws, demo_dir):
 
 def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
     _pool(ws, demo_dir)
-    at = _page().run()
+    at = _small_random_start(_page().run())
     at.radio(key="pt-pretext").set_value("rotation")
     at.number_input(key="pt-size").set_value(32)
     at.number_input(key="pt-epochs").set_value(1)

@@ -27,6 +27,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--weights", help="start from this weights file (.pth state_dict)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--minutes", type=float, help="pretrain for this long instead: the epochs follow from the "
+                                                 "speed measured in the first steps")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="default: LR_PER_256 per 256 images")
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
@@ -56,6 +58,7 @@ def _config(args) -> PretrainConfig:
     overrides = {k: v for k, v in {
         "backbone": args.backbone, "pretrained_imagenet": args.pretrained_imagenet,
         "weights_path": args.weights, "image_size": args.image_size, "epochs": args.epochs,
+        "time_budget_s": args.minutes * 60 if args.minutes else None,
         "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
         "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,

@@ -30,11 +30,13 @@ class PretrainConfig:
     image_size: int = 96
     patch_size: int | None = None  # default: the paper's 64/224 of the image size
     epochs: int = 15
+    time_budget_s: float | None = None  # pretrain for this long: the epochs follow from the measured step time
     batch_size: int = 64
     lr: float | None = None  # default: LR_PER_256 per 256 images
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    min_crop_scale: float = 0.08  # the image view's RandomResizedCrop scale (min, 1); the paper's 0.08 at 224 px
     negatives: int | None = None  # default: min(N - 1, MAX_NEGATIVES)
     temperature: float = 0.07
     pretext: str = "jigsaw"  # "jigsaw", "rotation" or "jigsaw+rotation"
@@ -122,6 +124,10 @@ class PretrainConfig:
                                    if self.backbone in REGISTRY and REGISTRY[self.backbone].min_input > 8 else ")"))
         if self.epochs < 1:
             problems.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.time_budget_s is not None and not self.time_budget_s >= 10:
+            problems.append(f"a time budget must be at least 10 seconds, got {self.time_budget_s}")
+        if not 0 < self.min_crop_scale <= 1:
+            problems.append(f"the smallest crop must be a share of the image in (0, 1], got {self.min_crop_scale}")
         if self.batch_size < 2:
             problems.append(f"batch size must be at least 2, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:

@@ -17,8 +17,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import StratifiedGroupKFold
 
-C_GRID = np.logspace(-4, 1, 6)  # inverse L2 strength; features are standardised, so one grid fits all backbones
-INNER_FOLDS = 5
+C_GRID = np.logspace(-5, 0, 6)  # inverse L2 strength; features are standardised, so one grid fits all backbones
+INNER_FOLDS = 3
 
 
 @dataclass
@@ -53,6 +53,11 @@ def fit_linear_probe(features: np.ndarray, y: np.ndarray, n_classes: int, groups
     mean, scale = features.mean(0), features.std(0)
     scale = np.where(scale > 1e-6 * max(float(scale.max()), 1e-12), scale, 1.0)  # dead features stay at 0
     x = (features - mean) / scale
+    # With fewer images than features, the L2 solution lies in the span of the training rows: fitting in
+    # that basis (x = U S Vt, coordinates x Vt') gives the same probe with fewer columns, several times faster.
+    basis = np.linalg.svd(x, full_matrices=False)[2] if x.shape[0] < x.shape[1] else None
+    if basis is not None:
+        x = x @ basis.T
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     splits = _inner_splits(y, groups, seed)
     common = dict(max_iter=1000, tol=1e-3, class_weight="balanced")
@@ -62,11 +67,13 @@ def fit_linear_probe(features: np.ndarray, y: np.ndarray, n_classes: int, groups
             model, chosen, cv_auc = LogisticRegression(C=0.1, **common).fit(x, y), 0.1, {}
         else:
             model = LogisticRegressionCV(Cs=C_GRID, cv=splits, scoring="roc_auc" if n_classes == 2 else "roc_auc_ovr",
-                                         refit=True, **common).fit(x, y)
+                                         refit=True, n_jobs=2, **common).fit(x, y)
             chosen = float(np.ravel(model.C_)[0])
             scores = next(iter(model.scores_.values()))  # (folds, Cs): the same for every class
             cv_auc = {float(c): float(s) for c, s in zip(model.Cs_, scores.mean(0))}
     coef, intercept = model.coef_, model.intercept_
+    if basis is not None:
+        coef = coef @ basis
     if n_classes == 2:  # sklearn's one logit z for class 1 -> two logits (-z/2, z/2): softmax = sigmoid(z)
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = np.concatenate([-intercept / 2, intercept / 2])

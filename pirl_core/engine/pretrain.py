@@ -111,6 +111,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)
+    budget = _Budget(config.time_budget_s, steps_per_epoch, config.max_steps) if config.time_budget_s else None
     negatives = config.negatives_for(n)
 
     step = 0
@@ -123,6 +124,8 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         bank = MemoryBank.from_state_dict(state["bank"]).to(device)
         step = state["step"]
         torch.set_rng_state(state["rng"]["torch"])
+        if budget and state.get("budget_decided"):  # the epochs a time budget chose stay chosen
+            total_steps, budget = state["total_steps"], None
     else:
         if config.bank_init == "features":
             # A random init has no BatchNorm running statistics yet: normalising with them gave every
@@ -144,6 +147,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             "format": ckpt.FORMAT, "kind": "pirl", "config": config.to_dict(), "step": step,
             "total_steps": total_steps, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "bank": bank.state_dict(), "rng": {"torch": torch.get_rng_state()},
+            "budget_decided": bool(config.time_budget_s) and budget is None,
             "last_metrics": last}, ckpt_path)
         callbacks.on_checkpoint(ckpt_path, step)
 
@@ -168,7 +172,10 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             step += 1
             seen += len(index)
             rate = seen / (time.perf_counter() - t_start)
-            callbacks.on_step(StepReport(step, total_steps, epoch + 1, config.epochs, last, rate,
+            if budget and budget.measure():
+                total_steps, budget = budget.steps(), None
+                warmup = min(warmup, total_steps // 2)
+            callbacks.on_step(StepReport(step, total_steps, epoch + 1, -(-total_steps // steps_per_epoch), last, rate,
                                          (total_steps - step) * batch / max(rate, 1e-9)))
             if time.monotonic() - last_save > config.checkpoint_every_s:
                 save()
@@ -183,6 +190,33 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         save()
     return PretrainResult(str(ckpt_path), status, step, total_steps, last,
                           seen / max(time.perf_counter() - t_start, 1e-9))
+
+
+class _Budget:
+    """A time budget becomes a number of epochs, from the measured time of the first steps (not a guess:
+    machines differ 2-3x, and a CPU estimate was 4x off)."""
+
+    PROBE_STEPS = 6  # the first is a warm-up and not timed
+    RESERVE = 0.95  # checkpoints and BatchNorm re-estimation at epoch ends
+
+    def __init__(self, seconds: float, steps_per_epoch: int, max_steps: int | None, clock=time.perf_counter):
+        self.seconds, self.steps_per_epoch, self.max_steps, self.clock = seconds, steps_per_epoch, max_steps, clock
+        self.t0 = self.started = clock()
+        self.times: list[float] = []
+
+    def measure(self) -> bool:
+        """Call after every step; True once enough steps are timed to decide."""
+        now = self.clock()
+        self.times.append(now - self.t0)
+        self.t0 = now
+        return len(self.times) >= self.PROBE_STEPS
+
+    def steps(self) -> int:
+        per_step = float(np.median(self.times[1:]))
+        left = self.seconds * self.RESERVE - (self.clock() - self.started)
+        epochs = max(1, int((len(self.times) + left / per_step) // self.steps_per_epoch))
+        total = epochs * self.steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
 
 
 @dataclass
@@ -213,7 +247,8 @@ class _Step:
     def __call__(self, index: torch.Tensor, batch_u8: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
         config, model, weights = self.config, self.model, self.config.loss_weights
         x = to_float(batch_u8)
-        v_image = image_view(x, config.image_size, gen)
+        scale = (config.min_crop_scale, 1.0)
+        v_image = image_view(x, config.image_size, gen, scale)
         neg = self.bank.sample_negatives(index, self.negatives, gen)
         index = index.to(self.device)
         views = {}
@@ -225,7 +260,7 @@ class _Step:
                     views["jigsaw"] = model.embed_jigsaw(self._on_device(v_jigsaw, image=False),
                                                          memory_format=self.fmt)
             if "rotation" in weights:  # the rotated view goes through the same image head f
-                v_rotation, _ = rotation_view(x, config.image_size, gen)
+                v_rotation, _ = rotation_view(x, config.image_size, gen, scale)
                 views["rotation"] = model.embed_images(self._on_device(v_rotation))
         views["image"] = f
         loss, terms = pirl_loss({k: v.float() for k, v in views.items()}, weights, self.bank.vectors[index],

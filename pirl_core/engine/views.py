@@ -150,10 +150,11 @@ def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
     return torch.gather(patches, 1, order[:, :, None, None, None].expand_as(patches)), order
 
 
-def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator,
+                  scale: tuple[float, float] = (0.08, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
     """The rotation pretext's transformed view: an image view turned by 90, 180 or 270 degrees.
     Returns the views (B, 3, size, size) and each one's quarter turns k in {1, 2, 3} (counter-clockwise)."""
-    views = image_view(images, size, gen)
+    views = image_view(images, size, gen, scale)
     turns = torch.randint(1, 4, (views.shape[0],), generator=gen)
     out = views.clone()
     for k in (1, 2, 3):
