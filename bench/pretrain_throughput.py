@@ -36,7 +36,8 @@ def _timed(step, steps: int, warmup: int) -> float:
 def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int, steps: int, q,
              pretext: str = "jigsaw") -> None:
     from pirl_core.engine.backbones import build_backbone
-    from pirl_core.engine.pretrain import Callbacks, PretrainConfig, pretrain
+    from pirl_core.engine.config import PretrainConfig
+    from pirl_core.engine.pretrain import Callbacks, pretrain
     from pirl_core.engine.views import ViewSizes
 
     torch.manual_seed(0)

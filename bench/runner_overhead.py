@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from pirl_core import demo_data, ingest, jobs
-from pirl_core.engine.pretrain import PretrainConfig, pretrain
-from pirl_core.image_cache import cache_size_for
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.engine.pretrain import pretrain
+from pirl_core.image_cache import cache_size_for, dataset_cache
 from pirl_core.workspace import Workspace
 
 
@@ -32,7 +33,7 @@ def main() -> None:
         report = ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
         config = PretrainConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size)
         rows = ws.store.images(report.dataset_id)
-        images = ingest.dataset_cache(ws, report.dataset_id, cache_size_for(args.image_size))
+        images = dataset_cache(ws, report.dataset_id, cache_size_for(args.image_size))
 
         direct = pretrain(config, images, [r["id"] for r in rows], tmp / "direct")
         job_id = jobs.submit(ws, "pretrain", config.to_dict(), report.dataset_id)

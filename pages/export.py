@@ -56,5 +56,7 @@ else:
     by_id = {e["id"]: e for e in exports}
     chosen = st.selectbox("File", list(by_id), key="export-file", format_func=lambda i: Path(by_id[i]["path"]).name)
     path = Path(by_id[chosen]["path"])
-    st.download_button(f"Download {path.name}", path.read_bytes(), path.name, key="export-download",
+    # The file is read only when the button is clicked: passing its bytes would send the whole bundle to the
+    # browser on every visit (a stuck connection per visit, until the browser stalled).
+    st.download_button(f"Download {path.name}", path.read_bytes, path.name, key="export-download", on_click="ignore",
                        mime="application/zip" if path.suffix == ".zip" else "application/octet-stream")

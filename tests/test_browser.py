@@ -56,8 +56,8 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
     page.goto(server.url + "/pretrain")
     wait_for_app(page)
     page.get_by_text("Advanced settings").click()
-    for label, value in (("Image size (px)", "32"), ("Epochs", "40"), ("Batch size", "8")):
-        box = page.get_by_label(label)
+    for label, value in (("Image size (px)", "96"), ("Epochs", "40"), ("Batch size", "8")):
+        box = page.get_by_role("spinbutton", name=label)  # the default start: efficientnet_lite0 from ImageNet
         box.fill(value)
         box.press("Tab")
     page.get_by_role("button", name="Start pretraining").click()

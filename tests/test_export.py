@@ -101,6 +101,22 @@ def test_export_page_builds_a_bundle(finished, monkeypatch):
     assert any("Bundle ready" in s.value for s in at.success)
 
 
+def test_visiting_the_export_page_does_not_send_the_bundle(finished, monkeypatch):
+    """The bundle is read when Download is clicked, never on a visit (each visit once left a stuck download)."""
+    from pathlib import Path
+
+    ws, job_id, _ = finished
+    bundle = Path(export.export_finetune(ws, job_id)["path"])
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    reads = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
+    for _ in range(3):
+        at = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=120).run()
+        assert not at.exception, at.exception
+    assert bundle not in reads
+
+
 @pytest.mark.browser
 def test_download_button_delivers_a_zip_that_opens(finished, app_server, page, tmp_path):
     ws, job_id, _ = finished

@@ -106,8 +106,8 @@ def test_cli_pretrain_on_a_folder_skips_bad_files_and_prints_json(demo_dir, tmp_
     data = tmp_path / "data"
     shutil.copytree(demo_dir / "unlabeled", data)
     (data / "broken.png").write_bytes(b"\x89PNG not really")
-    code = main(["pretrain", "--data", str(data), "--image-size", "32", "--epochs", "1", "--batch-size", "16",
-                 "--out", str(tmp_path / "run")])
+    code = main(["pretrain", "--data", str(data), "--backbone", "resnet18", "--no-pretrained-imagenet",
+                 "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "finished" and out["steps"] == 3
@@ -130,7 +130,8 @@ def test_other_pretexts_run_end_to_end_from_the_cli(demo_dir, tmp_path, capsys, 
     from pirl_core.cli import main
     from pirl_core.engine import checkpoint
 
-    assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--pretext", pretext, "--image-size", "32",
+    assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--pretext", pretext, "--backbone", "resnet18",
+                 "--no-pretrained-imagenet", "--image-size", "32",
                  "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "run")]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["status"] == "finished" and "loss_rotation" in out["last"]
