@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--random-minutes", type=float, default=None,
                     help="also pretrain from random weights for this long (the PIRL arm)")
     ap.add_argument("--finetune-epochs", type=int, default=10)
+    ap.add_argument("--finetune-tasks", default="binary", help="full finetuning is slow on a CPU: these tasks only")
     args = ap.parse_args()
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,29 +70,27 @@ def main() -> None:
         default = pretraining.default_config(**sizes)
         print(f"defaults: {default.backbone}, ImageNet start {default.pretrained_imagenet}, {default.image_size} px, "
               f"{default.epochs} epochs, batch {default.batch_size}, lr {default.learning_rate:g}", flush=True)
-        runs = [_pretrain(ws, "ImageNet+PIRL" if default.pretrained_imagenet else "PIRL", default)]
-        if args.random_minutes:
-            runs.append(_pretrain(ws, "PIRL from random", pretraining.default_config(
+        plans = [("ImageNet+PIRL" if default.pretrained_imagenet else "PIRL", default, list(compare.INITS))]
+        if args.random_minutes:  # another backbone: its own comparison, scratch vs PIRL
+            plans.append(("PIRL from random", pretraining.default_config(
                 pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
-                time_budget_s=60 * args.random_minutes)))
-        for task, mode in itertools.product(tasks, args.modes.split(",")):
-            t0 = time.time()
-            cid = compare.start(ws, compare.CompareRequest(
-                labeled=task, pretrain_jobs=runs[:1], mode=mode, folds=None if mode == "linear" else 0,
-                fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
-                epochs=args.finetune_epochs if mode == "finetune" else None))
-            extra = []
-            if len(runs) > 1:  # a random-start run has another backbone: its own comparison (scratch vs PIRL)
-                extra.append(compare.start(ws, compare.CompareRequest(
-                    labeled=task, pretrain_jobs=runs[1:], mode=mode, folds=None if mode == "linear" else 0,
-                    inits=["scratch", "pirl"], epochs=args.finetune_epochs if mode == "finetune" else None)))
-            for c in (cid, *extra):
-                for arm in compare.comparison(ws, c)["arms"]:
+                time_budget_s=60 * args.random_minutes), ["scratch", "pirl"]))
+        for name, config, inits in plans:
+            run = _pretrain(ws, name, config)
+            for task, mode in itertools.product(tasks, args.modes.split(",")):
+                if mode == "finetune" and task not in args.finetune_tasks.split(","):
+                    continue
+                t0 = time.time()
+                cid = compare.start(ws, compare.CompareRequest(
+                    labeled=task, pretrain_jobs=[run], mode=mode, inits=inits, folds=None if mode == "linear" else 0,
+                    fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
+                    epochs=args.finetune_epochs if mode == "finetune" else None))
+                for arm in compare.comparison(ws, cid)["arms"]:
                     jobs.wait(ws, arm["job_id"], poll_s=5)
-                s = compare.summarize(ws, c)
-                config = compare.comparison(ws, c)["config"]
-                split = f"{config['folds']} folds x {config['repeats']}" if config["folds"] else "fixed split"
-                print(f"\n{task}, {mode}, {config['backbone']} {config['image_size']} px, {split}, "
+                s = compare.summarize(ws, cid)
+                c = compare.comparison(ws, cid)["config"]
+                split = f"{c['folds']} folds x {c['repeats']}" if c["folds"] else "fixed split"
+                print(f"\n{task}, {mode}, {c['backbone']} {c['image_size']} px, {split}, "
                       f"{(time.time() - t0) / 60:.1f} min", flush=True)
                 for e in s["table"]:
                     eff = " ".join(f"{float(k):.0%}:{v:.3f}" for k, v in

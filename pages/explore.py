@@ -45,6 +45,19 @@ rows = store.images(dataset_id)
 position = {r["id"]: i for i, r in enumerate(rows)}
 
 
+def _picked_position(point: dict) -> int | None:
+    """The image position carried in a clicked map point's custom data (a list, or a dict keyed by index)."""
+    data = point.get("customdata")
+    if isinstance(data, dict):
+        data = next(iter(data.values()), None)
+    if isinstance(data, (list, tuple)):
+        data = data[0] if data else None
+    try:
+        return int(data)
+    except (TypeError, ValueError):
+        return None
+
+
 def thumbs(positions, captions):
     shown = list(image_cache.iter_thumbnails(ws, dataset_id, [rows[p] for p in positions]))
     st.image([t for _, t in shown], width=110, caption=captions)
@@ -95,8 +108,9 @@ with atlas:
     fig.update_traces(marker={"size": 6})
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
     points = event.selection.points if event and event.selection else []
-    if points and points[0].get("customdata"):
-        st.session_state["ex-query"] = rows[int(points[0]["customdata"][0])]["id"]
+    picked = _picked_position(points[0]) if points else None
+    if picked is not None and 0 <= picked < len(rows):
+        st.session_state["ex-query"] = rows[picked]["id"]
     st.caption("Click a point to make it the query.")
 with dups:
     threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")

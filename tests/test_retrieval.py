@@ -123,3 +123,22 @@ def test_explore_in_the_browser_pick_and_upload(run, app_server, page, tmp_path,
     page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_clicking_a_point_on_the_map_makes_it_the_query(run, app_server, page):
+    ws, job = run
+    server = app_server(ws.root)
+    page.goto(server.url + "/explore")
+    wait_for_app(page)
+    page.get_by_role("tab", name="Embedding map").click()
+    point = page.locator(".js-plotly-plot .scatterlayer .point").first
+    point.wait_for(timeout=60_000)
+    box = point.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    wait_for_app(page)
+    page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
+    assert_no_exception(page)
+    page.get_by_role("tab", name="Near-duplicates").click()
+    page.get_by_text("Similarity at least").wait_for(timeout=10_000)
+    assert_no_exception(page)
