@@ -86,8 +86,8 @@ def sidebar_badge() -> None:
         st.caption("No job running.")
 
 
-def loss_figure(metrics: list[dict], title: str = ""):
-    """Plotly figure: the PIRL loss terms against step, learning rate on a second axis."""
+def loss_figure(metrics: list[dict], title: str = "", chance: float | None = None):
+    """Plotly figure: the PIRL loss terms against step, learning rate on a second axis, the chance level."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -100,13 +100,18 @@ def loss_figure(metrics: list[dict], title: str = ""):
              "loss_image": "image term"}
     for key, label in names.items():
         if key in series:
-            fig.add_scatter(x=series[key][0], y=series[key][1], name=label, mode="lines",
+            fig.add_scatter(x=series[key][0], y=series[key][1], name=label,
+                            mode="lines" if len(series[key][0]) > 1 else "markers",  # one logged step: a point
                             line={"width": 3 if key == "loss" else 1.5})
     if "lr" in series:
         fig.add_scatter(x=series["lr"][0], y=series["lr"][1], name="learning rate", yaxis="y2", mode="lines",
                         line={"dash": "dot", "color": "gray"})
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dash", line_color="gray",
+                      annotation_text=f"chance (nothing learned): {chance:.2f}", annotation_position="top left")
     fig.update_layout(title=title, xaxis_title="step", yaxis_title="InfoNCE loss", height=380,
-                      yaxis2={"title": "learning rate", "overlaying": "y", "side": "right", "showgrid": False},
+                      yaxis2={"title": "learning rate", "overlaying": "y", "side": "right", "showgrid": False,
+                              "rangemode": "tozero"},
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 40, "b": 10})
     return fig
 

@@ -1,4 +1,3 @@
-import math
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -80,6 +79,7 @@ if start:
             batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
             pretext_weight=lam, seed=int(seed), pretext=pretext)
         job_id = pretraining.start(ws, name, config)
+        st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
         if config.time_budget_s:
             st.success(f"Queued pretraining run #{job_id} on {name} for {duration(config.time_budget_s)}: its "
                        "epochs are set from the speed of its first steps.")
@@ -94,14 +94,23 @@ if not runs:
 
 names = {d["id"]: d["name"] for d in datasets}
 st.header("Runs")
-st.dataframe(pd.DataFrame([{
-    "run": r["id"], "status": r["status"],
-    "dataset": names.get(r["dataset_id"], "?"), "pretext": r["config"].get("pretext", "jigsaw"),
-    "backbone": r["config"].get("backbone"),
-    "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
-    "epochs": r["config"].get("epochs"), "progress": f"{100 * (r['progress'] or 0):.0f}%",
-    "final loss": round(r["result"]["last"]["loss"], 3) if r["result"].get("last") else None,
-    "started": when(r["started_at"])} for r in runs]), hide_index=True)
+
+
+@st.fragment(run_every=3)
+def runs_table() -> None:
+    """Every run with its live status and progress."""
+    st.dataframe(pd.DataFrame([{
+        "run": r["id"], "status": r["status"],
+        "dataset": names.get(r["dataset_id"], "?"), "pretext": r["config"].get("pretext", "jigsaw"),
+        "backbone": r["config"].get("backbone"),
+        "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
+        "epochs": r["result"].get("epochs") or r["config"].get("epochs"),
+        "progress": f"{100 * (r['progress'] or 0):.0f}%",
+        "final loss": round(r["result"]["last"]["loss"], 3) if r["result"].get("last") else None,
+        "started": when(r["started_at"])} for r in pretraining.runs(ws)]), hide_index=True)
+
+
+runs_table()
 
 run_id = st.selectbox("Run", [r["id"] for r in runs], key="pretrain-run",
                       format_func=lambda i: f"#{i}")
@@ -120,9 +129,11 @@ def live_run(job_id: int) -> None:
     metrics = store.metrics(job_id, ["loss", "loss_jigsaw", "loss_rotation", "loss_image", "lr"])
     if metrics:
         dataset = store.dataset(job["dataset_id"]) if job["dataset_id"] else None
-        n = dataset["n_images"] if dataset else None
-        title = "PIRL loss" + (f" (chance level ln N = {math.log(n):.2f})" if n else "")
-        st.plotly_chart(loss_figure(metrics, title), key=f"curve-{job_id}")
+        chance = pretraining.chance_loss(job, dataset["n_images"]) if dataset else None
+        last = next((m["value"] for m in reversed(metrics) if m["name"] == "loss"), None)
+        if chance is not None and last is not None:
+            st.markdown(pretraining.learning_verdict(last, chance))
+        st.plotly_chart(loss_figure(metrics, "PIRL loss", chance), key=f"curve-{job_id}")
     else:
         st.caption("The loss curve appears after the first training step.")
     c1, c2 = st.columns(2)

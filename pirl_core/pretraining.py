@@ -3,6 +3,8 @@ job kind the worker runs for it. Pages and the CLI both start runs here."""
 
 from __future__ import annotations
 
+import math
+
 from . import jobs
 from .engine.backbones import REGISTRY
 from .engine.config import PRETEXTS, PretrainConfig
@@ -43,6 +45,22 @@ def start_like(ws: Workspace, job_id: int, **changes) -> int:
 def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
     """Pretrain runs, newest first; `with_checkpoint`: only those a comparison or search can use."""
     return [j for j in ws.store.jobs(kind="pretrain") if j["checkpoint"] or not with_checkpoint]
+
+
+def chance_loss(job: dict, n_images: int) -> float:
+    """The InfoNCE loss of a network that has learned nothing: ln(K + 1) for K negatives per image."""
+    return math.log(PretrainConfig.from_dict(job["config"]).negatives_for(n_images) + 1)
+
+
+def learning_verdict(loss: float, chance: float) -> str:
+    """Whether a run is learning, in one plain sentence."""
+    if loss < 0.8 * chance:
+        state = "well below chance: the run is learning"
+    elif loss < 0.97 * chance:
+        state = "below chance: the run has started to learn"
+    else:
+        state = "at chance: nothing learned yet"
+    return f"Loss {loss:.2f}, {state} (chance {chance:.2f})."
 
 
 class _JobCallbacks(Callbacks):

@@ -100,3 +100,21 @@ def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
     assert job["status"] == "succeeded" and "loss_rotation" in job["result"]["last"]
     at.run()
     assert at.dataframe[0].value["pretext"].tolist() == ["rotation"]
+
+
+def test_a_run_just_started_is_the_one_shown_and_says_whether_it_learns(ws, demo_dir):
+    ds = _pool(ws, demo_dir)
+    old = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
+                      start_worker=False)
+    ws.store.add_metrics(old, 1, 0.5, {"loss": 2.0, "lr": 0.01})  # one logged step, far below ln 48 = 3.87
+    at = _page().run()
+    at.selectbox(key="pretrain-run").set_value(old).run()
+    assert any("Loss 2.00, well below chance: the run is learning (chance 3.87)." in m.value for m in at.markdown)
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert '"mode":"markers"' in figure and "chance (nothing learned): 3.87" in figure  # a point, the chance line
+    at = _small_random_start(at)
+    at.number_input(key="pt-size").set_value(32)
+    at.number_input(key="pt-epochs").set_value(1)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.selectbox(key="pretrain-run").value == old + 1
