@@ -17,7 +17,7 @@ import numpy as np
 
 from . import duplicates, jobs
 from .engine import checkpoint
-from .engine.backbones import build_backbone
+from .engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
 from .engine.batchnorm import recompute_bn_stats
 from .engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
 from .engine.linear_probe import fit_linear_probe
@@ -57,8 +57,13 @@ def default_repeats(mode: str, folds: int, n_labeled: int) -> int:
     return 5 if mode == "linear" and folds and n_labeled < 2000 else 1
 
 
-def imagenet_problem(backbone: str) -> str | None:
-    """None when ImageNet weights for `backbone` can be had here, else what to do about it."""
+def imagenet_problem(backbone: str, download: bool = False) -> str | None:
+    """None when ImageNet weights for `backbone` can be had, else what to do. Looks at files only unless
+    `download` (starting a comparison may fetch them; rendering a page never does)."""
+    if backbone not in REGISTRY:
+        return f"unknown backbone {backbone!r}"
+    if not download:
+        return imagenet_weights_problem(backbone)
     try:
         build_backbone(backbone, pretrained=True)
         return None
@@ -98,7 +103,8 @@ def start(ws: Workspace, req: CompareRequest) -> int:
                         f"{min(counts.values())}. Use fewer folds (0 = the fixed split).")
 
     notes, arms = [], []
-    imagenet_missing = imagenet_problem(backbone) if {"imagenet", "imagenet+pirl"} & set(req.inits) else None
+    wants_imagenet = {"imagenet", "imagenet+pirl"} & set(req.inits)
+    imagenet_missing = imagenet_problem(backbone, download=True) if wants_imagenet else None
     if "scratch" in req.inits:
         arms.append({"label": "scratch", "init": "scratch"})
     if "imagenet" in req.inits:

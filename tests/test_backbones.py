@@ -75,3 +75,16 @@ def test_weights_files_never_unpickle_arbitrary_objects(tmp_path):
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(PirlError, match="choose one of"):
         backbones.build_backbone("vgg11")
+
+
+def test_checking_for_imagenet_weights_never_reaches_the_network(monkeypatch, tmp_path):
+    from pirl_core.compare import imagenet_problem
+
+    def no_network(*a, **k):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty cache
+    problem = imagenet_problem("resnet18")
+    assert "not on this machine" in problem and "resnet18-" in problem
+    assert imagenet_problem("efficientnet_lite0") is None  # installed with the package

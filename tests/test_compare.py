@@ -135,7 +135,7 @@ def test_near_copies_in_a_labeled_set_share_their_split_and_conflicts_are_report
 
 def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
     ws, run, _ = setup
-    monkeypatch.setattr(compare, "imagenet_problem", lambda b: "place the file X in folder Y")
+    monkeypatch.setattr(compare, "imagenet_problem", lambda b, download=False: "place the file X in folder Y")
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=0, epochs=1))
     comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
     assert [a["label"] for a in comp["arms"]] == ["scratch", f"PIRL #{run}"]

@@ -123,6 +123,20 @@ def _imagenet_state_dict(spec: BackboneSpec) -> dict[str, torch.Tensor]:
     return load_weights_file(path)
 
 
+def imagenet_weights_problem(name: str) -> str | None:
+    """None when ImageNet weights for `name` are on this machine, else what to do. Looks at files only:
+    never downloads (a page view must not reach the network)."""
+    spec = REGISTRY[name]
+    try:
+        path = spec.imagenet_file()
+    except Exception as exc:  # the weights package is missing or broken
+        return f"the ImageNet weights of {name} are not installed ({type(exc).__name__})."
+    if path.is_file():
+        return None
+    return (f"ImageNet weights for {name} are not on this machine. Download {spec.imagenet_url} on a connected "
+            f"machine and place it as {path}, or use efficientnet_lite0, whose weights need no download.")
+
+
 def build_backbone(name: str, pretrained: bool = False, weights_path: str | Path | None = None) -> Backbone:
     """A backbone by registry name, random or with ImageNet (or user-supplied) weights."""
     if name not in REGISTRY:
