@@ -6,6 +6,7 @@ import streamlit as st
 from pages._shared import STATUS_ICON, guarded, when, workspace
 from pirl_core import compare, jobs, pretraining
 from pirl_core.evaluation import format_p, threshold_metrics, youden_threshold
+from pirl_core.fmt import csv_safe
 
 ws = workspace()
 store = ws.store
@@ -192,7 +193,8 @@ def show(comparison_id: int) -> None:
         eff.update_layout(title="Label efficiency: test AUC (95% CI) against the share of training labels used",
                           xaxis_title="% of training labels", yaxis_title="test AUC", height=360)
         st.plotly_chart(eff, key=f"eff-{comparison_id}")
-    csv = pd.DataFrame([{"initialisation": e["arm"], "auc": e["auc"], "ci_low": e["ci_low"], "ci_high": e["ci_high"],
+    csv = pd.DataFrame([{"initialisation": csv_safe(e["arm"]), "auc": e["auc"], "ci_low": e["ci_low"],
+                         "ci_high": e["ci_high"],
                          "n_test": e["n"], **{f"auc_at_{f}": e["efficiency"][str(f)] for f in fractions},
                          **{f"p_vs_{o}": t["p_value"] for o, t in (e.get("vs") or {}).items()}} for e in table])
     st.download_button("Download results (CSV)", csv.to_csv(index=False), f"comparison-{comparison_id}.csv",

@@ -131,3 +131,18 @@ def test_download_button_delivers_a_zip_that_opens(finished, app_server, page, t
     with zipfile.ZipFile(target) as zf:
         assert "model_card.md" in zf.namelist() and zf.testzip() is None
     assert_no_exception(page)
+
+
+def test_predictions_csv_cannot_carry_a_spreadsheet_formula(finished, demo_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from pirl_core.cli import main
+
+    ws, job_id, _ = finished
+    bundle = export.export_finetune(ws, job_id, tmp_path / "bundle.zip")["path"]
+    evil = tmp_path / "=HYPERLINK(1).png"
+    shutil.copy(sorted((demo_dir / "labeled").rglob("*.png"))[0], evil)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--model", bundle, evil.name, "--out", "p.csv"]) == 0
+    row = next(csv.DictReader(open(tmp_path / "p.csv")))
+    assert row["file"] == "'=HYPERLINK(1).png"  # shown as text by a spreadsheet, never run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 
+from ..fmt import csv_safe
 from ._output import note, print_json
 
 
@@ -41,7 +42,7 @@ def run_predict(args, ws) -> int:
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows)
     if args.out:
         out.close()
         note(f"wrote {len(rows)} row(s) to {args.out}")
