@@ -92,5 +92,8 @@ def verdict(arm: str, baseline: str, test: dict, n_boot: int) -> str:
         meaning = f"{arm} is worse: the interval excludes zero"
     else:
         meaning = "no difference shown: the interval includes zero"
-    return (f"{arm} vs {baseline}: AUC {d:+.3f} (95% CI {lo:+.3f} to {hi:+.3f}, "
+    def signed(x: float) -> str:  # a bound that rounds to +0.000 keeps a fourth digit: its side of zero shows
+        return f"{x:+.3f}" if abs(x) >= 0.0005 or x == 0 else f"{x:+.4f}"
+
+    return (f"{arm} vs {baseline}: AUC {signed(d)} (95% CI {signed(lo)} to {signed(hi)}, "
             f"p {format_p(test['p_value'], n_boot)}); {meaning}.")

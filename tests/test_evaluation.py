@@ -59,3 +59,18 @@ def test_threshold_metrics_and_confusion_matrix():
     assert youden_threshold(y, _probs(s)) == pytest.approx(0.4)
     roc = roc_points(y, _probs(s))
     assert roc["tpr"][roc["thresholds"].index(0.4)] == 1 and roc["fpr"][roc["thresholds"].index(0.4)] == 1 / 3
+
+
+def test_verdict_sentences_say_what_the_interval_means():
+    from pirl_core.evaluation import format_p, verdict
+
+    better = verdict("PIRL", "ImageNet", {"difference": 0.028, "ci_low": 0.0003, "ci_high": 0.056, "p_value": 0.049},
+                     2000)
+    assert better == ("PIRL vs ImageNet: AUC +0.028 (95% CI +0.0003 to +0.056, p 0.049); PIRL is better: "
+                      "the interval excludes zero.")
+    unclear = verdict("PIRL", "scratch", {"difference": 0.01, "ci_low": -0.02, "ci_high": 0.04, "p_value": 0.5}, 2000)
+    assert unclear.endswith("no difference shown: the interval includes zero.")
+    worse = verdict("PIRL", "scratch", {"difference": -0.05, "ci_low": -0.08, "ci_high": -0.02, "p_value": 0.0004},
+                    2000)
+    assert "p < 0.001" in worse and "PIRL is worse" in worse
+    assert format_p(0.0123, 2000) == "0.012"
