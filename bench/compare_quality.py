@@ -98,7 +98,7 @@ def main() -> None:
                     print(f"  {e['arm']:20s} AUC {e['auc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
                           f"{'  NOT BETTER THAN CHANCE' if e.get('chance') else ''}  | {eff}", flush=True)
                 for v in s["verdicts"]:
-                    print(f"  {v}", flush=True)
+                    print(f"  {v['text']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,9 +128,9 @@ def show(comparison_id: int) -> None:
     if not table:
         return
     if summary["complete"]:
-        for sentence in summary.get("verdicts", []):
-            (st.success if "is better" in sentence else st.warning if "is worse" in sentence else st.info)(
-                sentence, icon=":material/balance:")
+        show_as = {"better": st.success, "worse": st.warning, "unclear": st.info}
+        for v in summary.get("verdicts", []):
+            show_as[v["outcome"]](v["text"], icon=":material/balance:")
     for e in table:
         if e.get("chance"):
             st.warning(f"{e['arm']}: AUC {e['auc']:.3f}, 95% CI {e['ci_low']:.3f} to {e['ci_high']:.3f} holds 0.5: "

@@ -24,7 +24,7 @@ from .engine.linear_probe import fit_linear_probe
 from .engine.metrics import auc_score
 from .engine.model import embed_dataset, load_pretrained
 from .errors import PirlError
-from .evaluation import auc_with_ci, paired_bootstrap_p, roc_points, verdict
+from .evaluation import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict
 from .image_cache import cache_size_for, dataset_cache
 from .jobs import JobContext, job_kind
 from .splits import assign_folds, assign_splits, nested_subset
@@ -353,7 +353,8 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         entry["chance"] = entry["ci_low"] <= 0.5  # its interval holds 0.5: not better than chance
         first = "ImageNet" if entry["init"] == "imagenet+pirl" else "scratch"
         for other in sorted(entry.get("vs", {}), key=lambda o: o != first):
-            verdicts.append(verdict(entry["arm"], other, entry["vs"][other], 2 * n_boot))
+            test = entry["vs"][other]
+            verdicts.append({"text": verdict(entry["arm"], other, test, 2 * n_boot), "outcome": outcome(test)})
     summary = {"arms": [{k: a[k] for k in ("label", "init", "job_id", "status", "progress", "message")}
                         for a in arms], "table": table, "verdicts": verdicts, "complete": done,
                "classes": comp["classes"],

@@ -83,15 +83,17 @@ def format_p(p: float, n_boot: int) -> str:
     return f"< {floor:.3g}" if p <= floor else f"{p:.3f}"
 
 
+def outcome(test: dict) -> str:
+    """"better", "worse" or "unclear": where the paired difference's 95% interval lies against zero."""
+    return "better" if test["ci_low"] > 0 else "worse" if test["ci_high"] < 0 else "unclear"
+
+
 def verdict(arm: str, baseline: str, test: dict, n_boot: int) -> str:
     """One sentence: the paired AUC difference of `arm` over `baseline` with its 95% interval, and what it means."""
     d, lo, hi = test["difference"], test["ci_low"], test["ci_high"]
-    if lo > 0:
-        meaning = f"{arm} is better: the interval excludes zero"
-    elif hi < 0:
-        meaning = f"{arm} is worse: the interval excludes zero"
-    else:
-        meaning = "no difference shown: the interval includes zero"
+    meaning = {"better": f"{arm} is better: the interval excludes zero",
+               "worse": f"{arm} is worse: the interval excludes zero",
+               "unclear": "no difference shown: the interval includes zero"}[outcome(test)]
     def signed(x: float) -> str:  # a bound that rounds to +0.000 keeps a fourth digit: its side of zero shows
         return f"{x:+.3f}" if abs(x) >= 0.0005 or x == 0 else f"{x:+.4f}"
 

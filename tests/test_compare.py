@@ -44,8 +44,9 @@ def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypa
         assert e["n"] == 24 and len(e["fold_aucs"]) == 15 and set(e["efficiency"]) == {"0.5", "1.0"}
     assert set(arms[f"PIRL #{run}"]["vs"]) == {"scratch", "ImageNet"}
     assert set(arms[f"ImageNet+PIRL #{inet}"]["vs"]) == {"scratch", "ImageNet", f"PIRL #{run}"}
-    assert summary["verdicts"][0].startswith(f"PIRL #{run} vs scratch: AUC ")
-    assert any(v.startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in summary["verdicts"])
+    assert summary["verdicts"][0]["text"].startswith(f"PIRL #{run} vs scratch: AUC ")
+    assert any(v["text"].startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in summary["verdicts"])
+    assert {v["outcome"] for v in summary["verdicts"]} <= {"better", "worse", "unclear"}
     stored = ws.store.evaluations()[0]["result"]
     assert stored["summary"]["complete"] and json.dumps(stored)  # cached in the workspace
 

@@ -29,6 +29,8 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     table = at.dataframe[0].value
     assert table["initialisation"].tolist() == ["scratch", f"PIRL #{run}"]
     assert "95% CI" in table.columns and "vs scratch" in table.columns
+    verdicts = [e.value for e in (*at.success, *at.info, *at.warning) if e.value.startswith(f"PIRL #{run} vs scratch")]
+    assert len(verdicts) == 1 and "95% CI" in verdicts[0] and "the interval" in verdicts[0]  # the verdict on top
     assert len(at.get("plotly_chart")) >= 2  # ROC and label efficiency
     assert [m.label for m in at.metric][:2] == ["Sensitivity", "Specificity"]
     at.slider(key=f"thr-{cid}-scratch").set_value(0.0).run()

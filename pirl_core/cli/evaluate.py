@@ -83,8 +83,8 @@ def _compare(args, ws, inits: list[str]) -> int:
     for e in summary["table"]:
         vs = "; ".join(f"{o}: {t['difference']:+.3f} (p={t['p_value']:.3f})" for o, t in (e.get("vs") or {}).items())
         note(f"{e['arm']:22s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}")
-    for line in summary.get("verdicts", []):
-        note(line)
+    for v in summary.get("verdicts", []):
+        note(v["text"])
     print_json({"comparison": cid, "results": {e["arm"]: {
         "auc": e["auc"], "ci": [e["ci_low"], e["ci_high"]], "fold_aucs": e["fold_aucs"],
         "label_efficiency": e["efficiency"],
