@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pirl_core import duplicates
-from pirl_core.engine.backbones import build_backbone
+from pirl_core.engine.backbones import build_backbone, imagenet_weights_problem
 from pirl_core.engine.batchnorm import recompute_bn_stats
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.linear_probe import fit_linear_probe
@@ -93,11 +93,15 @@ def main() -> None:
                 random_net = build_backbone(backbone)
                 recompute_bn_stats(random_net, images, size)
                 report(f"{backbone} random init, BN of the pool", random_net)
-                imagenet = build_backbone(backbone, pretrained=True)
-                report(f"{backbone} ImageNet, ImageNet BN", imagenet)
-                adapted = copy.deepcopy(imagenet)
-                recompute_bn_stats(adapted, images, size)
-                report(f"{backbone} ImageNet, BN of the pool", adapted)
+                problem = imagenet_weights_problem(backbone)
+                if problem:
+                    print(f"{size:4d} px  {backbone} ImageNet: skipped ({problem[:60]}...)", flush=True)
+                else:
+                    imagenet = build_backbone(backbone, pretrained=True)
+                    report(f"{backbone} ImageNet, ImageNet BN", imagenet)
+                    adapted = copy.deepcopy(imagenet)
+                    recompute_bn_stats(adapted, images, size)
+                    report(f"{backbone} ImageNet, BN of the pool", adapted)
                 if args.no_pretrain:
                     continue
                 for start, bn, pretext, lr, scale in itertools.product(args.start, args.bn_stats, args.pretext,
