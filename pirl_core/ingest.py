@@ -225,7 +225,8 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     existing = store.dataset(name)
 
     accepted: list[dict] = []  # one per new image, in cache order
-    signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits
+    labeled = folder_labels or labels_csv is not None
+    signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits of a labeled set
     seen: dict[str, str] = {}
     created: list[Path] = []
     writer = CacheWriter(ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy", CACHE_SIZE)
@@ -255,7 +256,8 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                 created.append(stored)
             row = square_resize(decoded.image, CACHE_SIZE)
             writer.append(row)
-            signatures.append(duplicates.signature(row))
+            if labeled:
+                signatures.append(duplicates.signature(row))
             accepted.append({"content_hash": digest, "path": str(stored.relative_to(ws.root)),
                              "orig_name": src.name, "width": decoded.image.width, "height": decoded.image.height})
         if on_progress:
@@ -287,7 +289,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                                        + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
         kind = "unlabeled"
         splits: list[str | None] = [None] * len(accepted)
-        if folder_labels or table is not None:
+        if labeled:
             copies = [d["name"] for d in report.duplicates]  # byte-identical files, imported once
             copy_labels = [_folder_label(n) for n in copies] if folder_labels else _match_labels(copies, table)[0]
             label_of = dict(zip(names, labels))

@@ -1,3 +1,4 @@
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from pirl_core import ingest
@@ -48,3 +49,21 @@ def test_filled_workspace_lists_datasets_and_skipped_files(ws, demo_dir, tmp_pat
     assert not at.exception
     assert at.dataframe[0].value["name"].tolist() == ["pool"]
     assert any("1 skipped file" in e.label for e in at.expander)
+
+
+@pytest.mark.browser
+def test_conflicting_labels_among_copies_are_listed_in_the_browser(ws, demo_dir, tmp_path, app_server, page):
+    import shutil
+
+    from tests.conftest import assert_no_exception, wait_for_app
+
+    data = tmp_path / "lab"
+    shutil.copytree(demo_dir / "labeled", data)
+    shutil.copy(sorted((data / "benign").glob("*.png"))[0], data / "malignant" / "refiled.png")
+    ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True)
+    server = app_server(ws.root)
+    for _ in range(2):  # a visit, then a reload
+        page.goto(server.url + "/data")
+        wait_for_app(page)
+        page.get_by_text("1 set(s) of near-identical images carry different labels").wait_for(timeout=60_000)
+        assert_no_exception(page)
