@@ -190,21 +190,67 @@ def test_frozen_batchnorm_statistics_normalise_as_in_training_but_stay_put():
     assert not torch.equal(net[1].running_mean, before)
 
 
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
 def test_a_time_budget_becomes_whole_epochs_from_the_measured_step_time():
     from pirl_core.engine.pretrain import _Budget
 
-    now = [0.0]
-
-    def clock():
-        return now[0]
-
+    clock = FakeClock()
     budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
     for step_seconds in (9.0, 2.0, 2.0, 2.0, 2.0, 2.0):  # a slow first step (warm-up), then 2 s a step
-        now[0] += step_seconds
-        decided = budget.measure()
+        clock.now += step_seconds
+        decided = budget.after_step()
     assert decided
     # 600 s * 0.95 = 570 s; 19 s spent on 6 steps; 551 s left at 2 s a step = 275 more steps: 281 -> 28 epochs
-    assert budget.steps() == 280
+    assert budget.plan(6) == 280
+    assert not budget.after_step()  # planned once from the first steps; epoch ends take over
+
+
+def test_a_time_budget_is_replanned_at_epoch_ends_when_the_machine_slows_down_or_speeds_up():
+    from pirl_core.engine.pretrain import _Budget
+
+    clock = FakeClock()
+    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
+    clock.now = 20.0  # the first epoch: 2 s a step
+    assert budget.plan(10, epoch_end=True) == 300  # 580 s left / 2 s = 290 steps more
+    clock.now = 80.0  # another job started: 6 s a step
+    # recent epochs: 80 s over 20 steps = 4 s a step; 520 s left = 130 steps more: 150
+    assert budget.plan(20, epoch_end=True) == 150
+    clock.now = 90.0  # the other job ended: 1 s a step
+    # 90 s over 30 steps = 3 s a step; 510 s left = 170 more: 200
+    assert budget.plan(30, epoch_end=True) == 200
+    clock.now = 700.0  # over budget: the run ends here, never before the step it reached
+    assert budget.plan(40, epoch_end=True) == 40
+
+
+def test_a_resumed_time_budget_counts_the_time_already_spent():
+    from pirl_core.engine.pretrain import _Budget
+
+    clock = FakeClock()
+    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, step=50, spent=500.0, decided=True, clock=clock)
+    assert not budget.after_step()
+    clock.now = 20.0  # 10 steps at 2 s: 80 s left = 40 steps more
+    assert budget.plan(60, epoch_end=True) == 100
+
+
+def test_moving_the_end_of_the_schedule_continues_the_cosine_without_a_jump():
+    from pirl_core.engine.optim import CosineSchedule, lr_at
+
+    schedule = CosineSchedule(1.0, warmup=10, total=100)
+    assert [schedule.lr(s) for s in (0, 9, 10, 55, 99)] == [lr_at(s, 100, 10, 1.0) for s in (0, 9, 10, 55, 99)]
+    before = schedule.lr(40)
+    schedule.retarget(40, 200)
+    assert schedule.lr(40) == pytest.approx(before)
+    assert schedule.lr(41) < before and schedule.lr(41) == pytest.approx(before, abs=0.01)
+    assert schedule.lr(200) == pytest.approx(0.0) and schedule.lr(150) > 0.01
+    schedule.retarget(120, 130)
+    assert schedule.lr(130) == pytest.approx(0.0)
 
 
 def test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them(cache, tmp_path):
@@ -212,5 +258,6 @@ def test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them(cache
     result = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
     state = checkpoint.load(result.checkpoint)
     assert state["budget_decided"] and result.total_steps % 3 == 0 and result.total_steps < 3000
+    assert state["schedule"]["total"] == result.total_steps and 0 < state["budget_spent_s"] < 15
     resumed = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
     assert resumed.total_steps == result.total_steps and resumed.step == result.step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,10 +39,37 @@ def param_groups(modules: nn.Module, weight_decay: float, lr_scale: dict[nn.Modu
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return CosineSchedule(base, warmup, total).lr(step)
+
+
+@dataclass
+class CosineSchedule:
+    """Linear warm-up, then cosine decay to zero at `total` steps; `retarget` moves the end (a time budget
+    re-planned) without a jump: the cosine continues from where it is to zero at the new end."""
+
+    base: float
+    warmup: int
+    total: int
+    anchor_step: int = 0
+    anchor_progress: float = 0.0
+
+    def progress(self, step: int) -> float:
+        start = max(self.anchor_step, self.warmup)
+        if step <= start:
+            return self.anchor_progress
+        return min(1.0, self.anchor_progress + (1 - self.anchor_progress) * (step - start) / max(1, self.total - start))
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup:
+            return self.base * (step + 1) / self.warmup
+        return self.base * 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+
+    def retarget(self, step: int, total: int) -> None:
+        if step > self.warmup:
+            self.anchor_progress, self.anchor_step = self.progress(step), step
+        else:
+            self.warmup = min(self.warmup, total // 2)
+        self.total = total
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

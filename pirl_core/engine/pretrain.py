@@ -24,7 +24,7 @@ from .heads import EMBED_DIM
 from .loss import pirl_loss
 from .memory_bank import MemoryBank
 from .model import PirlModel, embed_dataset
-from .optim import lr_at, param_groups, resolve_device, set_lr
+from .optim import CosineSchedule, param_groups, resolve_device, set_lr
 from .views import ViewSizes, image_view, jigsaw_view, rotation_view, to_float
 
 
@@ -110,8 +110,8 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
-    warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)
-    budget = _Budget(config.time_budget_s, steps_per_epoch, config.max_steps) if config.time_budget_s else None
+    schedule = CosineSchedule(config.learning_rate, min(int(config.warmup_epochs * steps_per_epoch),
+                                                        total_steps // 2), total_steps)
     negatives = config.negatives_for(n)
 
     step = 0
@@ -124,8 +124,9 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         bank = MemoryBank.from_state_dict(state["bank"]).to(device)
         step = state["step"]
         torch.set_rng_state(state["rng"]["torch"])
-        if budget and state.get("budget_decided"):  # the epochs a time budget chose stay chosen
-            total_steps, budget = state["total_steps"], None
+        if config.time_budget_s:  # the plan continues from the checkpoint's
+            total_steps = state["total_steps"]
+            schedule = CosineSchedule(**state.get("schedule", {**vars(schedule), "total": total_steps}))
     else:
         if config.bank_init == "features":
             # A random init has no BatchNorm running statistics yet: normalising with them gave every
@@ -137,6 +138,11 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             vectors = torch.randn(n, EMBED_DIM, generator=_step_generator(config.seed, 3))
         bank = MemoryBank(vectors, ids, config.bank_momentum).to(device)
 
+    budget = None
+    if config.time_budget_s:  # the time earlier sessions of this run spent counts
+        resumed = state if step else {}
+        budget = _Budget(config.time_budget_s, steps_per_epoch, config.max_steps, step,
+                         resumed.get("budget_spent_s", 0.0), resumed.get("budget_decided", False))
     train_step = _Step(model, optimizer, bank, config, negatives, device)
 
     def save() -> None:
@@ -147,7 +153,8 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             "format": ckpt.FORMAT, "kind": "pirl", "config": config.to_dict(), "step": step,
             "total_steps": total_steps, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "bank": bank.state_dict(), "rng": {"torch": torch.get_rng_state()},
-            "budget_decided": bool(config.time_budget_s) and budget is None,
+            "schedule": vars(schedule),
+            **({"budget_spent_s": budget.spent(), "budget_decided": budget.decided} if budget else {}),
             "last_metrics": last}, ckpt_path)
         callbacks.on_checkpoint(ckpt_path, step)
 
@@ -166,15 +173,15 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             if callbacks.should_stop():
                 status = "stopped"
                 break
-            lr = lr_at(step, total_steps, warmup, config.learning_rate)
+            lr = schedule.lr(step)
             set_lr(optimizer, lr)
             last = train_step(index, batch_u8, _step_generator(config.seed, 2, step)) | {"lr": lr}
             step += 1
             seen += len(index)
             rate = seen / (time.perf_counter() - t_start)
-            if budget and budget.measure():
-                total_steps, budget = budget.steps(), None
-                warmup = min(warmup, total_steps // 2)
+            if budget and budget.after_step():
+                total_steps = budget.plan(step)
+                schedule.retarget(step, total_steps)
             callbacks.on_step(StepReport(step, total_steps, epoch + 1, -(-total_steps // steps_per_epoch), last, rate,
                                          (total_steps - step) * batch / max(rate, 1e-9)))
             if time.monotonic() - last_save > config.checkpoint_every_s:
@@ -184,6 +191,9 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
                 break
         if status == "stopped":
             break
+        if budget and step < total_steps:  # re-plan from the epochs' measured wall time
+            total_steps = budget.plan(step, epoch_end=True)
+            schedule.retarget(step, total_steps)
         save()  # every epoch (and at the end)
         last_save = time.monotonic()
     if status == "stopped":
@@ -193,29 +203,52 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
 
 
 class _Budget:
-    """A time budget becomes a number of epochs, from the measured time of the first steps (not a guess:
-    machines differ 2-3x, and a CPU estimate was 4x off)."""
+    """A time budget becomes a number of whole epochs, planned from measured time, never guessed (machines
+    differ 2-3x, and a CPU estimate was 4x off): first from the first steps, then again at every epoch end
+    from the wall time of the last epochs, checkpoints included, so a machine that slows down (another job
+    started) or speeds up still finishes on time, with the cosine schedule run to its end."""
 
     PROBE_STEPS = 6  # the first is a warm-up and not timed
-    RESERVE = 0.95  # checkpoints and BatchNorm re-estimation at epoch ends
+    RESERVE = 0.95  # the first plan cannot know the epoch-end costs yet (checkpoint, BatchNorm re-estimation)
+    RECENT_EPOCHS = 3
 
-    def __init__(self, seconds: float, steps_per_epoch: int, max_steps: int | None, clock=time.perf_counter):
+    def __init__(self, seconds: float, steps_per_epoch: int, max_steps: int | None, step: int = 0,
+                 spent: float = 0.0, decided: bool = False, clock=time.perf_counter):
+        """`step`, `spent`, `decided`: where a resumed run stands (its earlier sessions' time counts)."""
         self.seconds, self.steps_per_epoch, self.max_steps, self.clock = seconds, steps_per_epoch, max_steps, clock
+        self.before, self.decided = spent, decided
         self.t0 = self.started = clock()
-        self.times: list[float] = []
+        self.step_times: list[float] = []
+        self.segments: list[tuple[float, int]] = []  # (seconds, steps) between epoch ends
+        self.segment_start = (self.started, step)
 
-    def measure(self) -> bool:
-        """Call after every step; True once enough steps are timed to decide."""
+    def spent(self) -> float:
+        return self.before + self.clock() - self.started
+
+    def after_step(self) -> bool:
+        """Call after every step; True once, when the first steps are timed and the first plan is due."""
+        if self.decided:
+            return False
         now = self.clock()
-        self.times.append(now - self.t0)
+        self.step_times.append(now - self.t0)
         self.t0 = now
-        return len(self.times) >= self.PROBE_STEPS
+        return len(self.step_times) == self.PROBE_STEPS
 
-    def steps(self) -> int:
-        per_step = float(np.median(self.times[1:]))
-        left = self.seconds * self.RESERVE - (self.clock() - self.started)
-        epochs = max(1, int((len(self.times) + left / per_step) // self.steps_per_epoch))
-        total = epochs * self.steps_per_epoch
+    def plan(self, step: int, epoch_end: bool = False) -> int:
+        """The total number of steps that fits the budget, in whole epochs, at least `step`."""
+        left = self.seconds - self.spent()
+        if epoch_end:
+            now = self.clock()
+            self.segments.append((now - self.segment_start[0], step - self.segment_start[1]))
+            self.segment_start = (now, step)
+            recent = self.segments[-self.RECENT_EPOCHS:]
+            per_step = sum(t for t, _ in recent) / max(1, sum(n for _, n in recent))
+        else:
+            per_step = float(np.median(self.step_times[1:]))
+            left -= self.seconds * (1 - self.RESERVE)
+        self.decided = True
+        epochs = int((step + max(0.0, left) / per_step) // self.steps_per_epoch)
+        total = max(epochs * self.steps_per_epoch, self.steps_per_epoch, step)
         return min(total, self.max_steps) if self.max_steps else total
 
 
