@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from pages._shared import sidebar_badge
+from pages._shared import can_edit, sidebar_badge, sign_out_button, workspace
 
 st.set_page_config(page_title="PIRL Studio", page_icon=":material/biotech:", layout="wide")
+
+workspace()  # the sign-in form, and nothing else, until the visitor may see the workspace
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
@@ -12,10 +14,11 @@ PAGES = [
     st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/travel_explore:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    *([st.Page("pages/export.py", title="Export", icon=":material/download:")] if can_edit() else []),
 ]
 
 page = st.navigation(PAGES)
 with st.sidebar:
     sidebar_badge()
+    sign_out_button()
 page.run()

@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--pretext", nargs="+", default=["jigsaw"])
     ap.add_argument("--lr", nargs="+", type=float, default=[None])
     ap.add_argument("--min-scale", nargs="+", type=float, default=[None], help="image view's smallest crop")
+    ap.add_argument("--batch", nargs="+", type=int, default=[None])
+    ap.add_argument("--temperature", nargs="+", type=float, default=[None])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--minutes", type=float, default=None, help="pretrain for this long instead of --epochs")
     ap.add_argument("--no-pretrain", action="store_true", help="only the untrained / ImageNet baselines")
@@ -104,19 +106,22 @@ def main() -> None:
                     report(f"{backbone} ImageNet, BN of the pool", adapted)
                 if args.no_pretrain:
                     continue
-                for start, bn, pretext, lr, scale in itertools.product(args.start, args.bn_stats, args.pretext,
-                                                                       args.lr, args.min_scale):
+                for start, bn, pretext, lr, scale, batch, temp in itertools.product(
+                        args.start, args.bn_stats, args.pretext, args.lr, args.min_scale, args.batch,
+                        args.temperature):
+                    chosen = {k: v for k, v in (("min_crop_scale", scale), ("batch_size", batch),
+                                                ("temperature", temp)) if v}
                     config = PretrainConfig.defaults_for(
                         "auto", backbone=backbone, image_size=size, epochs=args.epochs, lr=lr, pretext=pretext,
                         pretrained_imagenet=start == "imagenet", bn_stats=bn, checkpoint_every_s=1e9,
                         time_budget_s=args.minutes * 60 if args.minutes else None,
-                        **({"min_crop_scale": scale} if scale else {}))
+                        **chosen)
                     t0 = time.time()
                     result = pretrain(config, images, names, Path(tmp) / f"run-{time.monotonic_ns()}")
                     minutes = (time.time() - t0) / 60
                     model, config, _ = load_pretrained(result.checkpoint)
                     name = (f"{backbone} PIRL from {start}, {pretext}, BN {bn}, lr {config.learning_rate:g}"
-                            + (f", scale {scale}" if scale else ""))
+                            + "".join(f", {k} {v:g}" for k, v in chosen.items()))
                     report(name, model.backbone, f"; {minutes:.1f} min, {result.step} steps, "
                            f"loss {result.last_metrics['loss']:.2f}")
                     if bn == "training":  # the same weights with statistics of whole images, estimated after

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from pathlib import Path
 
 import streamlit as st
 
+from pirl_core import users
 from pirl_core.errors import PirlError
 from pirl_core.workspace import Workspace
+
+log = logging.getLogger("pirl_studio")
 
 
 def _use_app_navigation() -> None:
@@ -22,13 +27,100 @@ def _use_app_navigation() -> None:
 
 
 def workspace() -> Workspace:
-    """The workspace named by PIRL_HOME, opened fresh for this script run (cheap)."""
+    """The workspace named by PIRL_HOME, opened fresh for this script run (cheap), once the visitor may see
+    it: where sign-in is configured, anyone not signed in gets the sign-in form and nothing else."""
     _use_app_navigation()
     try:
-        return Workspace.open()
+        ws = Workspace.open()
+        ws.actor = _signed_in_user(ws)
+        return ws
     except PirlError as exc:
         st.error(str(exc))
         st.stop()
+
+
+def _signed_in_user(ws: Workspace) -> str:
+    """The user's name; sets the role for this run (`can_edit`); stops the page with a sign-in form or a
+    refusal where needed. Without sign-in configured (this machine only) the user running the app edits."""
+    mode = users.sign_in_mode(ws, users.identity_provider_configured(Path.cwd()))
+    if mode is None:
+        problem = users.open_access_problem(st.get_option("server.address") or "0.0.0.0")
+        if problem:
+            st.error(problem)
+            st.stop()
+        st.session_state["pirl_role"] = "editor"
+        return ws.actor
+    if mode == "oidc":
+        if not st.user.is_logged_in:
+            _only(_identity_provider_sign_in)
+        name = str(st.user.get("email") or st.user.get("name") or "unknown")
+        st.session_state["pirl_role"] = users.role_of(ws, name)
+        return name
+    name = st.session_state.get("pirl_user")
+    user = ws.store.user(name) if name else None
+    if user is None or not user["password_hash"]:  # never signed in, or removed since
+        st.session_state.pop("pirl_user", None)
+        _only(lambda: _local_sign_in_form(ws))
+    st.session_state["pirl_role"] = user["role"]  # a changed role counts from the next click
+    return name
+
+
+PAGE_PATHS = ("data", "pretrain", "compare", "explore", "predict", "export")  # app.py's pages, Home aside
+
+
+def _only(sign_in) -> None:
+    """Show the sign-in and nothing else: no page list, whatever page's URL was asked for."""
+    pages = [st.Page(sign_in, title="Sign in", default=True)]
+    pages += [st.Page(sign_in, title="Sign in", url_path=path) for path in PAGE_PATHS]
+    st.navigation(pages, position="hidden").run()
+    st.stop()
+
+
+def _identity_provider_sign_in() -> None:
+    st.title("PIRL Studio")
+    st.write("Sign in with your organisation's account to continue.")
+    st.button("Sign in", type="primary", on_click=st.login)
+
+
+def _local_sign_in_form(ws: Workspace) -> None:
+    st.title("PIRL Studio")
+    with st.form("sign-in"):
+        name = st.text_input("User name", key="sign-in-name")
+        password = st.text_input("Password", type="password", key="sign-in-password")
+        submitted = st.form_submit_button("Sign in", type="primary")
+    if submitted:
+        user = users.authenticate(ws, name, password)
+        if user is None:
+            st.error("Wrong user name or password.")
+        else:
+            st.session_state["pirl_user"] = user["name"]
+            st.rerun()
+
+
+def can_edit() -> bool:
+    """Whether the signed-in user may import, train, export and delete (the role `workspace()` set)."""
+    return users.can_edit(st.session_state.get("pirl_role"))
+
+
+def editors_only(what: str) -> bool:
+    """True for an editor; otherwise says plainly why `what` is not offered."""
+    if can_edit():
+        return True
+    st.info(f"{what} needs an editor; you are signed in as a viewer.", icon=":material/lock:")
+    return False
+
+
+def sign_out_button() -> None:
+    """Who is signed in, and a way out (local users and identity-provider users alike)."""
+    name = st.session_state.get("pirl_user")
+    if name:
+        st.text(f"Signed in as {name} ({st.session_state.get('pirl_role')})")
+        if st.button("Sign out", key="sign-out"):
+            st.session_state.pop("pirl_user", None)
+            st.rerun()
+    elif st.user.is_logged_in:
+        st.text(f"Signed in as {st.user.get('email') or st.user.get('name')} ({st.session_state.get('pirl_role')})")
+        st.button("Sign out", key="sign-out", on_click=st.logout)
 
 
 def when(ts: float | None) -> str:
@@ -53,9 +145,12 @@ class guarded:
         else:
             import traceback
 
+            details = "".join(traceback.format_exception(exc_type, exc, tb))
+            log.error("%s failed:\n%s", self.what, details)  # the server log keeps the details for everyone
             st.error(f"{self.what} failed: {type(exc).__name__}: {exc}")
-            with st.expander("Details (traceback)"):
-                st.code("".join(traceback.format_exception(exc_type, exc, tb)))
+            if can_edit():  # tracebacks name server paths: editors only
+                with st.expander("Details (traceback)"):
+                    st.code(details)
         return True
 
 
@@ -118,6 +213,6 @@ def loss_figure(metrics: list[dict], title: str = "", chance: float | None = Non
 
 def show_job_failure(job: dict) -> None:
     st.error(f"Job #{job['id']} failed: {job['message']}")
-    if job["error"] and job["error"] != job["message"]:
+    if job["error"] and job["error"] != job["message"] and can_edit():
         with st.expander("Details (traceback)"):
             st.code(job["error"])

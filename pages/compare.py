@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, guarded, when, workspace
+from pages._shared import STATUS_ICON, can_edit, guarded, when, workspace
 from pirl_core import compare, jobs, pretraining
 from pirl_core.evaluation import format_p, threshold_metrics, youden_threshold
 from pirl_core.fmt import csv_safe
@@ -62,7 +62,7 @@ problem = imagenet_problem(backbone)
 if problem:
     st.warning(f"ImageNet initialisation unavailable for {backbone}: {problem}")
 has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)
-if not has_imagenet_run and not problem:
+if not has_imagenet_run and not problem and can_edit():
     st.caption("ImageNet+PIRL (PIRL continued from ImageNet weights) beat ImageNet transfer in dermatology "
                "(Azizi et al., ICCV 2021). No such run exists for this backbone yet.")
     if st.button("Start an ImageNet+PIRL pretrain run with the same settings", key="cmp-start-inet"):

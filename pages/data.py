@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import guarded, when, workspace
+from pages._shared import can_edit, editors_only, guarded, when, workspace
 from pirl_core import image_cache, ingest
 
 ws = workspace()
@@ -65,42 +65,43 @@ def ingest_form(key, source_widget, help_text):
 
 
 st.header("Add images")
-tab_files, tab_zip, tab_folder = st.tabs(["Upload files or a folder", "Upload a zip", "Folder on this machine"])
-with tab_files:
-    submitted, uploads, name, label_choice, csv_file = ingest_form(
-        "files", lambda: st.file_uploader("Images (PNG, JPEG, TIFF, BMP, DICOM)", accept_multiple_files=True,
-                                          key="uploads"),
-        "Select many files at once. For class sub-folders, upload a zip or use a folder on this machine.")
-    if submitted:
-        with guarded("Import"):
-            if not uploads:
-                st.error("Choose at least one image file first.")
-            else:
-                run_ingest(ingest.upload_source([(u.name, u.getvalue()) for u in uploads]), name or "uploaded",
-                           label_choice, csv_file)
-with tab_zip:
-    submitted, zip_upload, name, label_choice, csv_file = ingest_form(
-        "zip", lambda: st.file_uploader("A .zip of a folder", type=["zip"], key="zip"),
-        "Class sub-folders inside the zip can serve as labels.")
-    if submitted:
-        with guarded("Import"):
-            if zip_upload is None:
-                st.error("Choose a .zip file first.")
-            else:
-                files, refused = ingest.zip_source(io.BytesIO(zip_upload.getvalue()))
-                run_ingest(files, name or zip_upload.name.removesuffix(".zip"), label_choice, csv_file, refused)
-with tab_folder:
-    roots = ", ".join(f"`{r}`" for r in ingest.allowed_roots())
-    submitted, folder, name, label_choice, csv_file = ingest_form(
-        "folder", lambda: st.text_input("Folder path on the machine running the app", key="folder"),
-        f"For sets too large to upload. Allowed folders: {roots} (set `PIRL_DATA_ROOTS` to change).")
-    if submitted:
-        with guarded("Import"):
-            if not folder:
-                st.error("Type a folder path first.")
-            else:
-                files = ingest.folder_source(folder)
-                run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
+if editors_only("Importing images"):
+    tab_files, tab_zip, tab_folder = st.tabs(["Upload files or a folder", "Upload a zip", "Folder on this machine"])
+    with tab_files:
+        submitted, uploads, name, label_choice, csv_file = ingest_form(
+            "files", lambda: st.file_uploader("Images (PNG, JPEG, TIFF, BMP, DICOM)", accept_multiple_files=True,
+                                              key="uploads"),
+            "Select many files at once. For class sub-folders, upload a zip or use a folder on this machine.")
+        if submitted:
+            with guarded("Import"):
+                if not uploads:
+                    st.error("Choose at least one image file first.")
+                else:
+                    run_ingest(ingest.upload_source([(u.name, u.getvalue()) for u in uploads]), name or "uploaded",
+                               label_choice, csv_file)
+    with tab_zip:
+        submitted, zip_upload, name, label_choice, csv_file = ingest_form(
+            "zip", lambda: st.file_uploader("A .zip of a folder", type=["zip"], key="zip"),
+            "Class sub-folders inside the zip can serve as labels.")
+        if submitted:
+            with guarded("Import"):
+                if zip_upload is None:
+                    st.error("Choose a .zip file first.")
+                else:
+                    files, refused = ingest.zip_source(io.BytesIO(zip_upload.getvalue()))
+                    run_ingest(files, name or zip_upload.name.removesuffix(".zip"), label_choice, csv_file, refused)
+    with tab_folder:
+        roots = ", ".join(f"`{r}`" for r in ingest.allowed_roots())
+        submitted, folder, name, label_choice, csv_file = ingest_form(
+            "folder", lambda: st.text_input("Folder path on the machine running the app", key="folder"),
+            f"For sets too large to upload. Allowed folders: {roots} (set `PIRL_DATA_ROOTS` to change).")
+        if submitted:
+            with guarded("Import"):
+                if not folder:
+                    st.error("Type a folder path first.")
+                else:
+                    files = ingest.folder_source(folder)
+                    run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
 
 st.header("Datasets")
 datasets = store.datasets()
@@ -132,7 +133,7 @@ if counts:
         st.dataframe(pd.DataFrame([{"set": k + 1, "file": name, "label": label}
                                    for k, c in enumerate(conflicts) for name, label in c["images"]]),
                      hide_index=True)
-else:
+elif can_edit():
     with st.expander("Attach labels (CSV: filename,label[,group])"):
         with st.form("attach"):
             csv_file = st.file_uploader("Labels CSV", type=["csv"], key="attach-csv")

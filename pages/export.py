@@ -3,13 +3,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._shared import guarded, when, workspace
+from pages._shared import editors_only, guarded, when, workspace
 from pirl_core import compare, export, pretraining
 
 ws = workspace()
 store = ws.store
 
 st.title("Export")
+if not editors_only("Exporting a model"):
+    st.stop()
 st.caption("Take a finetuned model away as one zip: TorchScript, ONNX, plain weights and a model card. "
            "A colleague runs `pirl predict --model bundle.zip images/...` with nothing else.")
 

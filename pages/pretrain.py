@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, guarded, loss_figure, show_job_failure, when, workspace
+from pages._shared import STATUS_ICON, can_edit, editors_only, guarded, loss_figure, show_job_failure, when, workspace
 from pirl_core import jobs, planning, pretraining
 from pirl_core.fmt import duration
 
@@ -34,58 +34,59 @@ if not datasets:
     st.info("No datasets yet: import images on the Data page first.")
     st.stop()
 
-defaults = pretraining.default_config()
-with st.form("start"):
-    by_name = {d["name"]: d for d in datasets}
-    name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
-                        format_func=lambda n: f"{n} ({by_name[n]['images']} images)")
-    st.caption(f"This machine: {planning.machine()}. Defaults: {defaults.backbone} at {defaults.image_size} px, "
-               f"{defaults.epochs} epochs, batch {defaults.batch_size}"
-               + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."
-                  if defaults.image_size < 224 else " (close to the paper)."))
-    start_from = st.radio("Start from", list(STARTS), index=0 if defaults.pretrained_imagenet else 1,
-                          key="pt-start", horizontal=True)
-    st.caption(STARTS[start_from])
-    c1, c2 = st.columns(2)
-    length = c1.radio("Train for", ["epochs", "minutes"], horizontal=True, key="pt-length",
-                      format_func={"epochs": "a number of epochs", "minutes": "a time (minutes)"}.get)
-    minutes = c2.number_input("Minutes (when training for a time)", 1, 24 * 60, 30, key="pt-minutes",
-                              help="The epochs follow from the speed measured in the first steps of the run. "
-                                   "Overnight: 600 minutes.")
-    pretext = st.radio("Pretext: what the representation learns to ignore", pretraining.PRETEXTS, horizontal=True,
-                       key="pt-pretext")
-    st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
-    with st.expander("Advanced settings"):
-        c1, c2, c3 = st.columns(3)
-        backbone = c1.selectbox("Backbone", pretraining.BACKBONES, index=pretraining.BACKBONES.index(defaults.backbone),
-                                key="pt-backbone")
-        image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size")
-        epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
-        batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
-        lr = c2.number_input("Learning rate (0 = 0.24 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
-        negatives = c3.number_input("Negatives per image (0 = all others, up to 16384)", 0, 65536, 0,
-                                    key="pt-negatives")
-        temperature = c3.number_input("Temperature", 0.01, 1.0, defaults.temperature, format="%.3f",
-                                      key="pt-temperature")
-        lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
-    start = st.form_submit_button("Start pretraining", type="primary")
+if editors_only("Starting a pretraining run"):
+    defaults = pretraining.default_config()
+    with st.form("start"):
+        by_name = {d["name"]: d for d in datasets}
+        name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
+                            format_func=lambda n: f"{n} ({by_name[n]['images']} images)")
+        st.caption(f"This machine: {planning.machine()}. Defaults: {defaults.backbone} at {defaults.image_size} px, "
+                   f"{defaults.epochs} epochs, batch {defaults.batch_size}"
+                   + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."
+                      if defaults.image_size < 224 else " (close to the paper)."))
+        start_from = st.radio("Start from", list(STARTS), index=0 if defaults.pretrained_imagenet else 1,
+                              key="pt-start", horizontal=True)
+        st.caption(STARTS[start_from])
+        c1, c2 = st.columns(2)
+        length = c1.radio("Train for", ["epochs", "minutes"], horizontal=True, key="pt-length",
+                          format_func={"epochs": "a number of epochs", "minutes": "a time (minutes)"}.get)
+        minutes = c2.number_input("Minutes (when training for a time)", 1, 24 * 60, 30, key="pt-minutes",
+                                  help="The epochs follow from the speed measured in the first steps of the run. "
+                                       "Overnight: 600 minutes.")
+        pretext = st.radio("Pretext: what the representation learns to ignore", pretraining.PRETEXTS, horizontal=True,
+                           key="pt-pretext")
+        st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
+        with st.expander("Advanced settings"):
+            c1, c2, c3 = st.columns(3)
+            backbone = c1.selectbox("Backbone", pretraining.BACKBONES, key="pt-backbone",
+                                    index=pretraining.BACKBONES.index(defaults.backbone))
+            image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size")
+            epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
+            batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
+            lr = c2.number_input("Learning rate (0 = 0.24 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
+            negatives = c3.number_input("Negatives per image (0 = all others, up to 16384)", 0, 65536, 0,
+                                        key="pt-negatives")
+            temperature = c3.number_input("Temperature", 0.01, 1.0, defaults.temperature, format="%.3f",
+                                          key="pt-temperature")
+            lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
+            seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
+        start = st.form_submit_button("Start pretraining", type="primary")
 
-if start:
-    with guarded("Starting the run"):
-        config = pretraining.default_config(
-            backbone=backbone, pretrained_imagenet=start_from == IMAGENET, image_size=int(image_size),
-            epochs=int(epochs), time_budget_s=60.0 * minutes if length == "minutes" else None,
-            batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
-            pretext_weight=lam, seed=int(seed), pretext=pretext)
-        job_id = pretraining.start(ws, name, config)
-        st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
-        if config.time_budget_s:
-            st.success(f"Queued pretraining run #{job_id} on {name} for {duration(config.time_budget_s)}: its "
-                       "epochs are set from the speed of its first steps.")
-        else:
-            seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
-            st.success(f"Queued pretraining run #{job_id} on {name}: about {duration(seconds)} ({source}).")
+    if start:
+        with guarded("Starting the run"):
+            config = pretraining.default_config(
+                backbone=backbone, pretrained_imagenet=start_from == IMAGENET, image_size=int(image_size),
+                epochs=int(epochs), time_budget_s=60.0 * minutes if length == "minutes" else None,
+                batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
+                pretext_weight=lam, seed=int(seed), pretext=pretext)
+            job_id = pretraining.start(ws, name, config)
+            st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
+            if config.time_budget_s:
+                st.success(f"Queued pretraining run #{job_id} on {name} for {duration(config.time_budget_s)}: its "
+                           "epochs are set from the speed of its first steps.")
+            else:
+                seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
+                st.success(f"Queued pretraining run #{job_id} on {name}: about {duration(seconds)} ({source}).")
 
 runs = pretraining.runs(ws)
 if not runs:
@@ -136,6 +137,8 @@ def live_run(job_id: int) -> None:
         st.plotly_chart(loss_figure(metrics, "PIRL loss", chance), key=f"curve-{job_id}")
     else:
         st.caption("The loss curve appears after the first training step.")
+    if not can_edit():
+        return
     c1, c2 = st.columns(2)
     if job["status"] in jobs.ACTIVE and c1.button("Cancel", key=f"cancel-{job_id}"):
         with guarded("Cancel"):

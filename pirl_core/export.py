@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, preprocess
+from . import __version__, audit, preprocess
 from .atomic import atomic_path
 from .engine import checkpoint
 from .engine.backbones import build_backbone
@@ -189,6 +189,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
             "size_bytes": out.stat().st_size, **card["verification"], "test_metrics": card["test_metrics"]}
     store.add_export(job_id, str(out), info)
+    audit.record(ws, "export model", f"job #{job_id}", out.name)
     return {"path": str(out), **info}
 
 
@@ -202,6 +203,7 @@ def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = N
     with atomic_path(out) as tmp:
         torch.save({k: v.clone() for k, v in model.backbone.trunk.state_dict().items()}, tmp)
     ws.store.add_export(pretrain_job, str(out), {"kind": "backbone", "backbone": config.backbone})
+    audit.record(ws, "export backbone", f"run #{pretrain_job}", out.name)
     return str(out)
 
 

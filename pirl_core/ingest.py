@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import duplicates
+from . import audit, duplicates
 from .atomic import write_bytes_atomic
 from .errors import BadImage, Cancelled, PirlError
 from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, resize_row, square_resize
@@ -310,6 +310,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])
             writer.finish().replace(cache_path(ws, dataset_id))
         report.dataset_id, report.imported = dataset_id, len(accepted)
+        audit.record(ws, "import", name, f"{len(accepted)} images, {len(report.skipped)} skipped")
         created.clear()  # now referenced by the database
         return report
     finally:
@@ -342,6 +343,7 @@ def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, s
         store.update_dataset(row["id"], kind="labeled", info={**row["info"], "labels": report.labels,
                                                                "split_seed": seed,
                                                                "label_conflicts": report.label_conflicts})
+    audit.record(ws, "attach labels", dataset, f"{sum(lab is not None for lab in labels)} labeled")
     return report
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import audit
 from .errors import PirlError
 from .store import ACTIVE_STATES, JOB_STATES
 from .workspace import Workspace
@@ -87,6 +88,7 @@ def job_folder(ws: Workspace, job_id: int) -> Path:
 # -- the queue (pages and CLI) ---------------------------------------------------------------
 def submit(ws: Workspace, kind: str, config: dict, dataset_id: int | None = None, start_worker: bool = True) -> int:
     job_id = ws.store.add_job(kind, config, dataset_id)
+    audit.record(ws, f"queue {kind}", f"job #{job_id}", f"dataset #{dataset_id}" if dataset_id else "")
     if start_worker:
         ensure_worker(ws)
     return job_id
@@ -101,6 +103,7 @@ def cancel(ws: Workspace, job_id: int) -> str:
         return "cancelled"
     if job["status"] == "running":
         store.update_job(job_id, cancel_requested=1, message="cancelling ...")
+        audit.record(ws, "cancel", f"job #{job_id}")
         return "cancelling"
     raise PirlError(f"Job {job_id} is {job['status']}; only queued or running jobs can be cancelled.")
 
@@ -112,6 +115,7 @@ def resume(ws: Workspace, job_id: int, start_worker: bool = True) -> None:
                                       finished_at=None, cancel_requested=0, message="queued to resume",
                                       created_at=time.time()):
         raise PirlError(f"Job {job_id} is {job['status']}; only interrupted, cancelled or failed jobs resume.")
+    audit.record(ws, "resume", f"job #{job_id}")
     if start_worker:
         ensure_worker(ws)
 

@@ -114,7 +114,29 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Sign-in (local users with argon2 hashes, or identity-provider users given a role) and the audit log."""
+    db.executescript(
+        """
+        CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            password_hash TEXT,
+            role TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT ''
+        );
+        """
+    )
+
+
+MIGRATIONS = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -332,6 +354,33 @@ class Store:
         for row in rows:
             row["info"] = _loads(row["info"])
         return rows
+
+    # -- users and the audit log ---------------------------------------------------------
+    def user(self, name: str) -> dict | None:
+        rows = self.db.execute_returning_dicts("SELECT * FROM users WHERE name = ?", [name])
+        return rows[0] if rows else None
+
+    def users(self) -> list[dict]:
+        return self.db.execute_returning_dicts("SELECT name, role, password_hash IS NOT NULL AS has_password, "
+                                               "created_at FROM users ORDER BY name")
+
+    def put_user(self, name: str, role: str, password_hash: str | None) -> None:
+        self.db.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash, "
+                        "role = excluded.role", [name, password_hash, role, time.time()])
+
+    def set_password_hash(self, name: str, password_hash: str) -> None:
+        self.db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name])
+
+    def delete_user(self, name: str) -> bool:
+        return self.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount > 0
+
+    def add_audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        self.db.execute("INSERT INTO audit (time, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                        [time.time(), actor, action, target, detail])
+
+    def audit(self, limit: int = 500) -> list[dict]:
+        return self.db.execute_returning_dicts("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
 
 
 class _Transaction:

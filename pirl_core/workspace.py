@@ -6,6 +6,7 @@ Delete the folder and the app starts fresh.
 
 from __future__ import annotations
 
+import getpass
 import os
 from functools import cached_property
 from pathlib import Path
@@ -20,20 +21,28 @@ def default_root() -> Path:
     return Path(os.environ.get("PIRL_HOME") or DEFAULT_DIR).expanduser().resolve()
 
 
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return f"uid {os.getuid()}"
+
+
 class Workspace:
     SUBDIRS = ("images", "cache", "checkpoints", "exports", "logs", "uploads")
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, actor: str | None = None):
+        self.actor = actor or os_user()  # who the audit log names for what this handle does
         self.root = Path(root).expanduser().resolve() if root else default_root()
         self.root.mkdir(parents=True, exist_ok=True)
         for name in self.SUBDIRS:
             (self.root / name).mkdir(exist_ok=True)
 
     @classmethod
-    def open(cls, root: str | Path | None = None) -> Workspace:
+    def open(cls, root: str | Path | None = None, actor: str | None = None) -> Workspace:
         """The workspace with its database opened and migrated; a PirlError (SchemaTooNew) if this
         PIRL Studio is too old for it."""
-        ws = cls(root)
+        ws = cls(root, actor)
         ws.store  # noqa: B018  (opening the store migrates the database, or refuses a newer one)
         return ws
 

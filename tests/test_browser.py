@@ -78,3 +78,36 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "pretrain.png"), full_page=True)
     assert ws.store.job(1)["status"] == "cancelled"
+
+
+def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_export(app_server, page, tmp_path,
+                                                                                        demo_dir):
+    from pirl_core import ingest, users
+    from pirl_core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    users.add_user(ws, "victor", "viewer password", "viewer")
+    server = app_server(ws.root)
+    for path in ("", "/data", "/export"):  # every URL: the form, nothing of the workspace
+        page.goto(server.url + path)
+        wait_for_app(page)
+        page.get_by_role("textbox", name="Password").wait_for()
+        assert page.get_by_text("pool").count() == 0 and page.locator('[data-testid="stSidebarNav"]').count() == 0
+        assert_no_exception(page)
+    page.get_by_role("textbox", name="User name").fill("victor")
+    page.get_by_role("textbox", name="Password").fill("viewer password")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as victor (viewer)").wait_for(timeout=30_000)
+    nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Compare" in nav and "Export" not in nav
+    page.get_by_role("link", name="Data").click()
+    wait_for_app(page)
+    page.get_by_text("Importing images needs an editor").wait_for()
+    assert page.locator('[data-testid="stFileUploader"]').count() == 0
+    page.get_by_role("link", name="Pretrain").click()
+    wait_for_app(page)
+    page.get_by_text("Starting a pretraining run needs an editor").wait_for()
+    assert page.get_by_role("button", name="Start pretraining").count() == 0
+    assert_no_exception(page)
+    assert page.js_errors == []

@@ -13,9 +13,9 @@ import sys
 from .. import __version__
 from ..errors import PirlError
 from ..workspace import Workspace
-from . import app, data, evaluate, models, train
+from . import access, app, data, evaluate, models, train
 
-GROUPS = (app, data, train, evaluate, models)
+GROUPS = (app, data, train, evaluate, models, access)
 
 
 def build_parser() -> argparse.ArgumentParser:

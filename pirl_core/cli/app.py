@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..errors import PirlError
 from ._output import note
 
 APP_FILE = Path(__file__).resolve().parent.parent.parent / "app.py"
@@ -22,6 +23,12 @@ def add_parsers(sub) -> None:
 
 
 def run_app(args, ws) -> int:
+    from ..users import identity_provider_configured, open_access_problem, sign_in_mode
+
+    if sign_in_mode(ws, identity_provider_configured(APP_FILE.parent)) is None:
+        problem = open_access_problem(args.address)
+        if problem:
+            raise PirlError(problem)
     if args.demo:
         from ..demo import ensure_demo_workspace
 

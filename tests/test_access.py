@@ -1,0 +1,106 @@
+"""Sign-in, roles and the audit log: who may do what, and a record of what everyone did."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import audit, ingest, users
+from pirl_core.cli import main
+from pirl_core.errors import PirlError
+from tests.conftest import ROOT
+
+PASSWORD = "correct horse battery"
+
+
+def test_passwords_are_stored_as_argon2_hashes_and_checked(ws):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    stored = ws.store.user("alice")["password_hash"]
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert users.authenticate(ws, "alice", PASSWORD) == {"name": "alice", "role": "editor"}
+    assert users.authenticate(ws, "alice", "wrong password!") is None
+    assert users.authenticate(ws, "mallory", PASSWORD) is None
+    actions = [(e["actor"], e["action"], e["target"]) for e in audit.entries(ws)]
+    assert ("alice", "sign in", "alice") in actions
+    assert actions.count(("anonymous", "sign-in refused", "alice")) == 1
+    with pytest.raises(PirlError, match="at least 10"):
+        users.add_user(ws, "bob", "short", "viewer")
+    with pytest.raises(PirlError, match="Role"):
+        users.add_user(ws, "bob", PASSWORD, "admin")
+
+
+def test_an_identity_provider_user_is_a_viewer_unless_listed_as_editor(ws):
+    assert users.role_of(ws, "carol@hospital.org") == "viewer"
+    users.add_user(ws, "carol@hospital.org", None, "editor")
+    assert users.role_of(ws, "carol@hospital.org") == "editor"
+    assert users.authenticate(ws, "carol@hospital.org", "") is None  # no password: st.login only
+
+
+@pytest.mark.parametrize("address, refused", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                              ("0.0.0.0", True), ("192.168.1.20", True), ("::", True)])
+def test_the_app_refuses_to_listen_beyond_this_machine_without_sign_in(ws, monkeypatch, address, refused,
+                                                                       capsys):
+    started = []
+    monkeypatch.setattr("subprocess.call", lambda cmd, **kw: started.append(cmd) or 0)
+    rc = main(["app", "--address", address, "--headless"])
+    assert (rc == 2) == refused and bool(started) != refused
+    if refused:
+        assert "without sign-in" in capsys.readouterr().err
+        users.add_user(ws, "alice", PASSWORD, "editor")  # with a user, sign-in is on: it may listen
+        assert main(["app", "--address", address, "--headless"]) == 0 and started
+
+
+def test_cli_actions_are_audited_as_the_machine_user(ws, demo_dir, capsys):
+    from pirl_core.workspace import os_user
+
+    assert main(["ingest", str(demo_dir / "unlabeled"), "--name", "pool"]) == 0
+    capsys.readouterr()
+    assert main(["audit"]) == 0
+    out = capsys.readouterr().out
+    assert '"action": "import"' in out and f'"who": "{os_user()}"' in out and '"target": "pool"' in out
+
+
+def _data_page():
+    return AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60)
+
+
+def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, demo_dir):
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    at = _data_page().run()
+    assert not at.exception
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    assert not at.tabs and not at.dataframe and "Data" not in [t.value for t in at.title]
+    at.text_input(key="sign-in-name").input("alice")
+    at.text_input(key="sign-in-password").input("not the password")
+    at.button[0].click().run()
+    assert any("Wrong user name or password" in e.value for e in at.error) and not at.tabs
+    at.text_input(key="sign-in-password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert "Data" in [t.value for t in at.title] and len(at.tabs) == 3  # the import tabs: an editor
+
+
+def test_a_viewer_browses_but_is_not_offered_import(ws, demo_dir):
+    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    users.add_user(ws, "victor", PASSWORD, "viewer")
+    at = _data_page()
+    at.session_state["pirl_user"] = "victor"
+    at.run()
+    assert not at.exception
+    assert "Data" in [t.value for t in at.title] and not at.tabs
+    assert any("needs an editor" in i.value for i in at.info)
+    export = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=60)
+    export.session_state["pirl_user"] = "victor"
+    export.run()
+    assert any("needs an editor" in i.value for i in export.info) and not export.button
+
+
+def test_a_removed_user_is_signed_out_at_the_next_click(ws):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    users.add_user(ws, "bob", PASSWORD, "editor")
+    at = _data_page()
+    at.session_state["pirl_user"] = "alice"
+    at.run()
+    assert "Data" in [t.value for t in at.title]
+    users.remove_user(ws, "alice")
+    at.run()
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
