@@ -51,7 +51,7 @@ def _signed_in_user(ws: Workspace) -> str:
         st.session_state["pirl_role"] = "editor"
         return ws.actor
     if mode == "oidc":
-        if not st.user.is_logged_in:
+        if not st.user.get("is_logged_in"):
             _only(_identity_provider_sign_in)
         name = str(st.user.get("email") or st.user.get("name") or "unknown")
         st.session_state["pirl_role"] = users.role_of(ws, name)
@@ -118,7 +118,7 @@ def sign_out_button() -> None:
         if st.button("Sign out", key="sign-out"):
             st.session_state.pop("pirl_user", None)
             st.rerun()
-    elif st.user.is_logged_in:
+    elif st.user.get("is_logged_in"):
         st.text(f"Signed in as {st.user.get('email') or st.user.get('name')} ({st.session_state.get('pirl_role')})")
         st.button("Sign out", key="sign-out", on_click=st.logout)
 
