@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -35,7 +37,7 @@ def workspace() -> Workspace:
         ws.actor = _signed_in_user(ws)
         return ws
     except PirlError as exc:
-        st.error(str(exc))
+        st.error(plain(exc))
         st.stop()
 
 
@@ -123,6 +125,20 @@ def sign_out_button() -> None:
         st.button("Sign out", key="sign-out", on_click=st.logout)
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: object) -> str:
+    """User text (file names, labels, dataset names, messages that quote them) for Streamlit's Markdown:
+    shown as itself, never a link, an image the browser would fetch, a formula or a colour directive."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
+def plot_text(text: object) -> str:
+    """User text for a Plotly label or hover: its HTML subset (links, tags) stays text."""
+    return html.escape(str(text))
+
+
 def when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
 
@@ -141,13 +157,13 @@ class guarded:
         if exc is None:
             return False
         if isinstance(exc, PirlError):
-            st.error(str(exc))
+            st.error(plain(exc))
         else:
             import traceback
 
             details = "".join(traceback.format_exception(exc_type, exc, tb))
             log.error("%s failed:\n%s", self.what, details)  # the server log keeps the details for everyone
-            st.error(f"{self.what} failed: {type(exc).__name__}: {exc}")
+            st.error(f"{self.what} failed: {type(exc).__name__}: {plain(exc)}")
             if can_edit():  # tracebacks name server paths: editors only
                 with st.expander("Details (traceback)"):
                     st.code(details)
@@ -212,7 +228,7 @@ def loss_figure(metrics: list[dict], title: str = "", chance: float | None = Non
 
 
 def show_job_failure(job: dict) -> None:
-    st.error(f"Job #{job['id']} failed: {job['message']}")
+    st.error(f"Job #{job['id']} failed: {plain(job['message'])}")
     if job["error"] and job["error"] != job["message"] and can_edit():
         with st.expander("Details (traceback)"):
             st.code(job["error"])

@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, can_edit, guarded, when, workspace
+from pages._shared import STATUS_ICON, can_edit, guarded, plain, when, workspace
 from pirl_core import compare, jobs, pretraining
 from pirl_core.evaluation import format_p, threshold_metrics, youden_threshold
 from pirl_core.fmt import csv_safe
@@ -60,7 +60,7 @@ first_run = store.job(chosen_runs[0]) if chosen_runs else runs[0]
 backbone = first_run["config"]["backbone"]
 problem = imagenet_problem(backbone)
 if problem:
-    st.warning(f"ImageNet initialisation unavailable for {backbone}: {problem}")
+    st.warning(f"ImageNet initialisation unavailable for {backbone}: {plain(problem)}")
 has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)
 if not has_imagenet_run and not problem and can_edit():
     st.caption("ImageNet+PIRL (PIRL continued from ImageNet weights) beat ImageNet transfer in dermatology "
@@ -123,7 +123,7 @@ def show(comparison_id: int) -> None:
         st.plotly_chart(curves, key=f"live-{comparison_id}")
     for arm in summary["arms"]:
         if arm["status"] in ("failed", "interrupted"):
-            st.error(f"{arm['label']} {arm['status']}: {arm['message']}")
+            st.error(f"{arm['label']} {arm['status']}: {plain(arm['message'])}")
     table = summary["table"]
     if not table:
         return
@@ -154,7 +154,8 @@ def show(comparison_id: int) -> None:
                                   f"p {format_p(test['p_value'], 2000)}")
         rows.append(row)
     right.dataframe(pd.DataFrame(rows), hide_index=True)
-    right.caption(("Macro one-vs-rest AUC. " if len(classes) > 2 else f"AUC for '{classes[1]}' vs '{classes[0]}'. ")
+    right.caption(("Macro one-vs-rest AUC. " if len(classes) > 2
+                   else f"AUC for '{plain(classes[1])}' vs '{plain(classes[0])}'. ")
                   + "CI: stratified bootstrap of the test images; vs: paired AUC difference [95% CI] and p from a "
                   "paired bootstrap on the same images. "
                   + ("Out-of-fold predictions pooled over the folds (mean over repeated k-fold). "
@@ -166,7 +167,7 @@ def show(comparison_id: int) -> None:
         preds = summary["predictions"]
         arm = st.selectbox("Initialisation", [e["arm"] for e in table], key=f"thr-arm-{comparison_id}")
         y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
-        t = st.slider(f"Call '{classes[1]}' when its probability is at least", 0.0, 1.0,
+        t = st.slider(f"Call '{plain(classes[1])}' when its probability is at least", 0.0, 1.0,
                       round(youden_threshold(y, probs), 2), 0.01, key=f"thr-{comparison_id}-{arm}")
         m = threshold_metrics(y, probs, t)
         c1, c2, c3, c4 = st.columns(4)

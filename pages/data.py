@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import can_edit, editors_only, guarded, when, workspace
+from pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core import image_cache, ingest
 
 ws = workspace()
@@ -35,22 +35,22 @@ def run_ingest(files, name, label_choice, csv_file, pre_skipped=None):
 
 def show_report(report):
     if report.unchanged:
-        st.info(f"**{report.dataset}** already holds exactly these images: nothing changed.")
+        st.info(f"**{plain(report.dataset)}** already holds exactly these images: nothing changed.")
     else:
-        st.success(f"Imported **{report.imported}** images into **{report.dataset}**.")
+        st.success(f"Imported **{report.imported}** images into **{plain(report.dataset)}**.")
     c1, c2, c3 = st.columns(3)
     c1.metric("Imported", report.imported)
     c2.metric("Duplicates (imported once)", len(report.duplicates))
     c3.metric("Skipped", len(report.skipped))
     for w in report.warnings:
-        st.warning(w)
+        st.warning(plain(w))
     if report.skipped:
         st.dataframe(pd.DataFrame(report.skipped), hide_index=True)
     if report.duplicates:
         with st.expander(f"{len(report.duplicates)} duplicate file(s)"):
             st.dataframe(pd.DataFrame(report.duplicates), hide_index=True)
     for note in report.notes[:20]:
-        st.caption(note)
+        st.caption(plain(note))
 
 
 def ingest_form(key, source_widget, help_text):
@@ -121,7 +121,8 @@ counts = store.class_counts(ds["id"])
 if counts:
     left, right = st.columns(2)
     split_rows = pd.DataFrame([{"label": im["label"], "split": im["split"]} for im in images if im["label"]])
-    fig = px.histogram(split_rows, x="label", color="split", barmode="group", title="Class balance by split",
+    fig = px.histogram(split_rows.assign(label=split_rows["label"].map(plot_text)), x="label", color="split",
+                       barmode="group", title="Class balance by split",
                        category_orders={"split": ["train", "val", "test"]})
     left.plotly_chart(fig, use_container_width=True)
     right.dataframe(split_rows.value_counts().unstack(fill_value=0), use_container_width=True)
@@ -140,9 +141,10 @@ elif can_edit():
             if st.form_submit_button("Attach labels and split") and csv_file:
                 with guarded("Attaching labels"):
                     report = ingest.attach_labels(ws, chosen, csv_file.getvalue())
-                    st.success(f"Labels attached: {report.labels}")
+                    st.success("Labels attached: " + ", ".join(
+                        f"{plain(label)} ({n} images)" for label, n in report.labels.items()))
                     for w in report.warnings:
-                        st.warning(w)
+                        st.warning(plain(w))
 
 st.subheader("Images")
 query = st.text_input("Filter by file name", key="thumb-filter")
@@ -153,7 +155,8 @@ window = shown[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
 if window:
     thumbs = list(image_cache.iter_thumbnails(ws, ds["id"], window))
     st.image([t for _, t in thumbs], width=112,
-             caption=[f"{r['orig_name'][-22:]}" + (f" · {r['label']}" if r["label"] else "") for r, _ in thumbs])
+             caption=[plain(r["orig_name"][-22:]) + (f" · {plain(r['label'])}" if r["label"] else "")
+                      for r, _ in thumbs])
 else:
     st.caption("No image matches.")
 

@@ -2,7 +2,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import guarded, workspace
+from pages._shared import guarded, plain, plot_text, workspace
 from pirl_core import image_cache, pretraining, retrieval
 from pirl_core.errors import PirlError
 
@@ -83,7 +83,7 @@ with pick:
     cols = st.columns(6)
     for n, (row, thumb) in enumerate(image_cache.iter_thumbnails(ws, dataset_id, [rows[p] for p in window])):
         with cols[n % 6]:
-            st.image(thumb, caption=row["orig_name"][-20:], width=100)
+            st.image(thumb, caption=plain(row["orig_name"][-20:]), width=100)
             if st.button("Neighbours", key=f"ex-q-{row['id']}"):
                 st.session_state["ex-query"] = row["id"]
 with upload:
@@ -93,7 +93,7 @@ with upload:
             query = retrieval.embed_image(space, file.getvalue(), file.name)
             st.session_state.pop("ex-query", None)
         except PirlError as exc:
-            st.error(f"{file.name}: {exc}")
+            st.error(f"{plain(file.name)}: {plain(exc)}")
 with atlas:
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
                       format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
@@ -101,8 +101,8 @@ with atlas:
     coords = st.cache_data(max_entries=4, show_spinner="Projecting ...")(
         lambda job, sp, ds, m: retrieval.project(space.vectors, m))(run_id, space_name, dataset_id, method)
     frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
-                          "file": [r["orig_name"] for r in rows],
-                          "label": [r["label"] or "unlabeled" for r in rows],
+                          "file": [plot_text(r["orig_name"]) for r in rows],
+                          "label": [plot_text(r["label"] or "unlabeled") for r in rows],
                           "split": [r["split"] or "none" for r in rows]})
     fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
     fig.update_traces(marker={"size": 6})
@@ -131,11 +131,11 @@ if query is None:
     st.info("Pick an image, upload one, or click a point on the map.")
     st.stop()
 if isinstance(query, int):
-    label = f" · {rows[query]['label']}" if rows[query]["label"] else ""
-    st.caption(f"Query: **{rows[query]['orig_name']}**{label}")
-    thumbs([query], [rows[query]["orig_name"][-20:]])
+    label = f" · {plain(rows[query]['label'])}" if rows[query]["label"] else ""
+    st.caption(f"Query: **{plain(rows[query]['orig_name'])}**{label}")
+    thumbs([query], [plain(rows[query]["orig_name"][-20:])])
 hits = retrieval.search(space, query, k)
 thumbs([h["position"] for h in hits],
-       [f"#{h['rank']} · {h['similarity']:.3f}" + (f" · {rows[h['position']]['label']}" if rows[h["position"]]["label"]
-                                                  else "") for h in hits])
+       [f"#{h['rank']} · {h['similarity']:.3f}" + (f" · {plain(rows[h['position']]['label'])}"
+                                                  if rows[h["position"]]["label"] else "") for h in hits])
 st.caption("Cosine similarity: 1 = same direction in the representation, 0 = unrelated.")

@@ -3,7 +3,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, can_edit, editors_only, guarded, loss_figure, show_job_failure, when, workspace
+from pages._shared import (
+    STATUS_ICON,
+    can_edit,
+    editors_only,
+    guarded,
+    loss_figure,
+    plain,
+    show_job_failure,
+    when,
+    workspace,
+)
 from pirl_core import jobs, planning, pretraining
 from pirl_core.fmt import duration
 
@@ -82,11 +92,11 @@ if editors_only("Starting a pretraining run"):
             job_id = pretraining.start(ws, name, config)
             st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
             if config.time_budget_s:
-                st.success(f"Queued pretraining run #{job_id} on {name} for {duration(config.time_budget_s)}: its "
-                           "epochs are set from the speed of its first steps.")
+                st.success(f"Queued pretraining run #{job_id} on {plain(name)} for "
+                           f"{duration(config.time_budget_s)}: its epochs are set from the speed of its first steps.")
             else:
                 seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
-                st.success(f"Queued pretraining run #{job_id} on {name}: about {duration(seconds)} ({source}).")
+                st.success(f"Queued pretraining run #{job_id} on {plain(name)}: about {duration(seconds)} ({source}).")
 
 runs = pretraining.runs(ws)
 if not runs:

@@ -111,3 +111,32 @@ def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_
     assert page.get_by_role("button", name="Start pretraining").count() == 0
     assert_no_exception(page)
     assert page.js_errors == []
+
+
+EVIL = "![x](http://evil.example/t.png)"
+
+
+def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server, page, tmp_path, demo_dir):
+    """A label and a dataset name written as Markdown images stay text; the browser fetches nothing from
+    another host (the page icon and fonts included)."""
+    from pirl_core import ingest
+    from pirl_core.workspace import Workspace
+
+    files = sorted((demo_dir / "labeled").rglob("*.png"))[:12]
+    csv = "filename,label\n" + "".join(f"{f.name},{EVIL if i % 2 else 'benign'}\n" for i, f in enumerate(files))
+    ws = Workspace(tmp_path / "ws")
+    ingest.ingest(ws, ingest.upload_source([(f.name, f.read_bytes()) for f in files]), EVIL, labels_csv=csv)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    server = app_server(ws.root)
+    for path in ("", "/data", "/pretrain", "/compare", "/explore"):
+        page.goto(server.url + path)
+        wait_for_app(page)
+        assert_no_exception(page)
+    page.goto(server.url + "/data")
+    wait_for_app(page)
+    page.get_by_text("Class balance by split").first.wait_for()
+    assert page.get_by_text(EVIL).count() >= 1  # shown as the text it is
+    assert page.locator('img[src*="evil.example"]').count() == 0
+    elsewhere = sorted({u for u in requests if not u.startswith(server.url) and not u.startswith(("data:", "blob:"))})
+    assert elsewhere == []
