@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
     st.Page("pages/explore.py", title="Explore", icon=":material/travel_explore:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
     *([st.Page("pages/export.py", title="Export", icon=":material/download:")] if can_edit() else []),
 ]
 

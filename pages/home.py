@@ -15,13 +15,14 @@ st.markdown(
 )
 st.caption(f"Workspace: `{ws.root}`")
 
-steps = st.columns(5)
+steps = st.columns(6)
 for col, (page, label, icon) in zip(steps, [
         ("pages/data.py", "1 · Bring in images", ":material/photo_library:"),
         ("pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
         ("pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
         ("pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
-        ("pages/export.py", "5 · Export a model", ":material/download:")]):
+        ("pages/predict.py", "5 · Predict new images", ":material/image_search:"),
+        ("pages/export.py", "6 · Export a model", ":material/download:")]):
     with col:
         try:
             st.page_link(page, label=label, icon=icon)

@@ -24,7 +24,7 @@ from .engine.linear_probe import fit_linear_probe
 from .engine.metrics import auc_score
 from .engine.model import embed_dataset, load_pretrained
 from .errors import PirlError
-from .evaluation import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict
+from .evaluation import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
 from .image_cache import cache_size_for, dataset_cache
 from .jobs import JobContext, job_kind
 from .splits import assign_folds, assign_splits, nested_subset
@@ -163,6 +163,26 @@ def scores_by_job(ws: Workspace) -> dict[int, dict]:
             if entry["arm"] in job_of:
                 scores[job_of[entry["arm"]]] = entry
     return scores
+
+
+MIN_PER_CLASS = 10
+
+
+def decision_threshold(ws: Workspace, job_id: int) -> dict | None:
+    """For a binary model: the probability of the second class above which it is called, chosen on the
+    comparison's out-of-fold predictions of that initialisation (Youden index: the best sensitivity +
+    specificity). None for other models, before the comparison is summarised, or with fewer than
+    MIN_PER_CLASS test predictions of a class (a threshold chosen on a handful of images means nothing)."""
+    for comp in comparisons(ws):
+        arm = next((a for a in comp["result"]["arms"] if a["job_id"] == job_id), None)
+        preds = ((comp["result"].get("summary") or {}).get("predictions") or {}).get(arm["label"]) if arm else None
+        if (preds and np.asarray(preds["probs"]).shape[1] == 2
+                and np.bincount(preds["y"], minlength=2).min() >= MIN_PER_CLASS):
+            value = youden_threshold(np.asarray(preds["y"]), np.asarray(preds["probs"]))
+            return {"value": round(float(value), 4),
+                    "how": f"chosen on the comparison's {len(preds['y'])} out-of-fold test predictions of this "
+                           "initialisation: the threshold with the best sensitivity + specificity (Youden index)"}
+    return None
 
 
 # -- the finetune job --------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import torch
 
 from . import __version__, audit, preprocess
 from .atomic import atomic_path
+from .compare import decision_threshold
 from .engine import checkpoint
 from .engine.backbones import build_backbone
 from .engine.finetune import Classifier
@@ -40,7 +41,7 @@ BUNDLE_FORMAT = 1
 MEMBERS = ("model.ts", "model.onnx", "state_dict.pt", "model_card.md", "model_card.json")
 
 
-def _load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
+def load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
     state = checkpoint.load(model_file)
     model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
     model.load_state_dict(state["state_dict"])
@@ -80,6 +81,7 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
         "training_data": {"dataset_content_hash": store.dataset(cfg["labeled_dataset_id"])["content_hash"],
                           "counts_per_split_and_class": per_split},
         "test_metrics": metrics,
+        "decision_threshold": decision_threshold(ws, job["id"]),
         "intended_use": "Research use only. Not a medical device; not for diagnosis or treatment decisions.",
         "limitations": ["Trained on one dataset from one source; performance elsewhere is unknown until measured.",
                         "Small test sets give wide confidence intervals; read the CI, not only the AUC.",
@@ -93,6 +95,9 @@ def _card_markdown(card: dict) -> str:
     metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}, {m['n']} test images)"
               if m else "not recorded")
     pre, model = card["preprocessing"], card["model"]
+    t = card.get("decision_threshold")
+    decision = (f"'{card['task']['classes'][1]}' when its probability is at least {t['value']:.2f} ({t['how']})"
+                if t else "the most probable class")
     return f"""# Model card: {', '.join(card['task']['classes'])} classifier
 
 **Intended use:** {card['intended_use']}
@@ -103,6 +108,7 @@ def _card_markdown(card: dict) -> str:
 | Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
+| Decision | {decision} |
 | Input | {pre['input_size']} px RGB, mean {pre['mean']}, std {pre['std']} |
 | Resize | {pre['resize']} |
 | DICOM | {pre['dicom']} |
@@ -138,7 +144,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     model_file = job["result"].get("model")
     if not model_file or not Path(model_file).exists():
         raise PirlError(f"Finetune job {job_id} kept no model file; run the comparison again.")
-    model, state = _load_classifier(model_file)
+    model, state = load_classifier(model_file)
     comparison = next((e for e in store.evaluations() if e["result"].get("kind") == "comparison"
                        and any(a["job_id"] == job_id for a in e["result"]["arms"])), None)
     card = _card(ws, job, state, comparison)
@@ -240,5 +246,13 @@ def predict_files(bundle: str | Path, paths: list[str | Path]) -> list[dict]:
             continue
         probs = torch.softmax(model(x), dim=1)[0].tolist()
         out.append({"file": str(p), **{f"p_{c}": v for c, v in zip(meta["classes"], probs)},
-                    "predicted": meta["classes"][int(np.argmax(probs))]})
+                    "predicted": meta["classes"][decide(probs, meta["card"].get("decision_threshold"))]})
     return out
+
+
+def decide(probs, threshold: dict | None) -> int:
+    """The class called: for a binary model with a stated threshold, the second class at or above it;
+    otherwise the most probable class."""
+    if threshold is not None and len(probs) == 2:
+        return int(probs[1] >= threshold["value"])
+    return int(np.argmax(probs))

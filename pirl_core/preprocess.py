@@ -7,6 +7,7 @@ for the training size -> the deterministic evaluation view (resize, ImageNet nor
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .engine.model import eval_batches
@@ -20,7 +21,11 @@ def describe(image_size: int) -> str:
             f"then {image_size} px (bilinear, antialiased), then ImageNet mean/std normalisation")
 
 
+def cache_row(data: bytes, name: str, image_size: int) -> np.ndarray:
+    """File bytes -> the uint8 (S, S, 3) row the cache holds for this training size (what a person is shown)."""
+    return resize_row(square_resize(decode(data, name).image, CACHE_SIZE), cache_size_for(image_size))
+
+
 def model_input(data: bytes, name: str, image_size: int) -> torch.Tensor:
     """File bytes -> normalised (1, 3, image_size, image_size). Raises BadImage for an unusable file."""
-    row = resize_row(square_resize(decode(data, name).image, CACHE_SIZE), cache_size_for(image_size))
-    return next(eval_batches(row[None], image_size))
+    return next(eval_batches(cache_row(data, name, image_size)[None], image_size))

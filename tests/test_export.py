@@ -31,7 +31,7 @@ def test_round_trip_predict_in_a_fresh_process_matches_the_workspace_model(finis
     subprocess.run([sys.executable, "-m", "pirl_core.cli", "predict", "--model", str(tmp_path / "bundle.zip"),
                     *map(str, files), "--out", str(tmp_path / "p.csv")], check=True, env=env, cwd=tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
-    model, state = export._load_classifier(ws.store.job(job_id)["result"]["model"])
+    model, state = export.load_classifier(ws.store.job(job_id)["result"]["model"])
     with torch.no_grad():
         for f, row in zip(files, rows):
             expected = torch.softmax(model(model_input(f.read_bytes(), f.name, state["image_size"])), 1)[0]
@@ -53,6 +53,10 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
                 assert needle.encode() not in data, (member, needle)
         card = json.loads(zf.read("model_card.json"))
     assert card["task"]["classes"] == ["benign", "malignant"] and "not a medical device" in card["intended_use"].lower()
+    # 4 test predictions cannot choose a threshold: the card says the most probable class decides
+    assert card["decision_threshold"] is None
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        assert "| Decision | the most probable class |" in zf.read("model_card.md").decode()
     assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
 
 

@@ -1,0 +1,110 @@
+"""Predictions for new images, with a Grad-CAM heatmap each, from an exported bundle or a finetuned model in
+the workspace. Binary models decide at the threshold chosen on the comparison (stated in the bundle)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import preprocess
+from .compare import decision_threshold
+from .engine.finetune import Classifier
+from .engine.gradcam import gradcam
+from .engine.model import eval_batches
+from .errors import BadImage, PirlError
+from .export import decide, load_classifier, open_bundle
+from .workspace import Workspace
+
+BATCH = 16
+
+
+@dataclass
+class Model:
+    classifier: Classifier
+    classes: list[str]
+    image_size: int
+    description: str
+    threshold: dict | None = None  # {"value", "how"}: binary models only
+
+
+@dataclass
+class Predictions:
+    rows: list[dict] = field(default_factory=list)  # file, one probability per class, decision
+    images: list[np.ndarray] = field(default_factory=list)  # uint8 (S, S, 3), what the model saw
+    heatmaps: list[np.ndarray] = field(default_factory=list)  # float (S, S) in [0, 1], for the decided class
+    skipped: list[dict] = field(default_factory=list)  # file, reason
+
+
+def sources(ws: Workspace) -> list[dict]:
+    """Models to predict with, newest first: exported bundles, then finetuned models of the workspace."""
+    out = [{"key": f"bundle:{e['path']}", "label": f"exported bundle {Path(e['path']).name}"}
+           for e in ws.store.exports() if e["info"].get("kind") == "finetune" and Path(e["path"]).exists()]
+    out += [{"key": f"job:{j['id']}", "label": f"{j['config']['label']} finetuned on {j['config']['labeled']} "
+                                               f"(job #{j['id']})"}
+            for j in ws.store.jobs(kind="finetune", statuses=["succeeded"])
+            if j["result"].get("model") and Path(j["result"]["model"]).exists()]
+    return out
+
+
+def load(ws: Workspace, key: str) -> Model:
+    kind, _, ref = key.partition(":")
+    if kind == "bundle":
+        classifier, meta = open_bundle(ref)
+        card = meta["card"]
+        trained = card["model"]["trained_on"]
+        return Model(classifier, meta["classes"], meta["image_size"],
+                     f"{card['model']['backbone']}, {card['model']['initialisation']} start, trained on {trained} "
+                     f"({card['model']['n_train']} images)", card.get("decision_threshold"))
+    if kind == "job":
+        job = ws.store.job(int(ref))
+        if job is None or job["kind"] != "finetune" or not job["result"].get("model"):
+            raise PirlError(f"No finetuned model for job {ref}.")
+        classifier, state = load_classifier(job["result"]["model"])
+        trained = (f"fold {state['fold'] + 1} of {job['config']['folds']}" if state["fold"] is not None
+                   else "the fixed training split")
+        return Model(classifier, state["classes"], state["image_size"],
+                     f"{state['backbone']}, {job['config']['label']} start, trained on {trained} "
+                     f"({state['n_train']} images)", decision_threshold(ws, int(ref)))
+    raise PirlError(f"Unknown model {key!r}.")
+
+
+def predict(model: Model, files: list[tuple[str, bytes]],
+            on_progress: Callable[[int, int], None] | None = None) -> Predictions:
+    """Probabilities, the decision, and a heatmap of the decided class for every readable file; the rest
+    are listed in `skipped` with the reason."""
+    out = Predictions()
+    readable: list[tuple[str, np.ndarray]] = []
+    for name, data in files:
+        try:
+            readable.append((name, preprocess.cache_row(data, name, model.image_size)))
+        except BadImage as exc:
+            out.skipped.append({"file": name, "reason": str(exc)})
+    for start in range(0, len(readable), BATCH):
+        chunk = readable[start:start + BATCH]
+        rows = np.stack([row for _, row in chunk])
+        x = next(eval_batches(rows, model.image_size, batch_size=len(chunk)))
+        with torch.no_grad():
+            probs = torch.softmax(model.classifier(x), 1).numpy()
+        decided = [decide(p, model.threshold) for p in probs]
+        heat = gradcam(model.classifier, x, decided)
+        heat = torch.nn.functional.interpolate(heat[:, None], size=rows.shape[1:3], mode="bilinear")[:, 0].numpy()
+        for (name, row), p, d, h in zip(chunk, probs, decided, heat):
+            out.rows.append({"file": name, **{f"p({c})": float(v) for c, v in zip(model.classes, p)},
+                             "decision": model.classes[d]})
+            out.images.append(row)
+            out.heatmaps.append(h)
+        if on_progress:
+            on_progress(min(start + BATCH, len(readable)), len(readable))
+    return out
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The heatmap over the image (uint8 RGB): red where the model looked most."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
+    return ((1 - alpha) * image + alpha * colours).clip(0, 255).astype(np.uint8)

@@ -1,0 +1,123 @@
+"""Predictions with heatmaps: Grad-CAM on a network whose answer is known, the Predict service and page."""
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from pirl_core import compare, export, predict
+from pirl_core.engine.gradcam import gradcam, last_spatial_layer
+from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
+
+
+class BrightSpot(nn.Module):
+    """Class 0 scores the bright pixels, class 1 the dark ones: Grad-CAM of class 0 must peak on the spot."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0] = 1.0
+            self.conv.weight[1] = -1.0
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.conv(x))).flatten(1)
+
+
+def test_gradcam_peaks_where_the_answer_is():
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 2:10, 2:10] = 1.0  # top left
+    x[1, :, 20:28, 22:30] = 1.0  # bottom right
+    heat = gradcam(BrightSpot(), x, 0)
+    assert heat.shape == (2, 32, 32) and float(heat.max()) == pytest.approx(1.0) and float(heat.min()) >= 0
+    assert heat[0, 2:10, 2:10].min() > 0.99 and heat[0, 20:, 20:].max() < 0.01
+    assert heat[1, 20:28, 22:30].min() > 0.99 and heat[1, :10, :10].max() < 0.01
+
+
+def test_the_heatmap_layer_is_the_last_feature_map_of_real_backbones():
+    from pirl_core.engine.backbones import build_backbone
+    from pirl_core.engine.finetune import Classifier
+
+    model = Classifier(build_backbone("resnet18"), 2).eval()
+    assert last_spatial_layer(model, torch.zeros(1, 3, 64, 64)) is model.backbone.trunk.layer4
+
+
+@pytest.fixture(scope="module")
+def finished(demo_dir, tmp_path_factory):
+    ws, run, cid, arms = compared_workspace(tmp_path_factory.mktemp("predict") / "ws", demo_dir, folds=3, mode="linear")
+    return ws, arms[1]["job_id"]
+
+
+def _png(path) -> bytes:
+    return path.read_bytes()
+
+
+def test_predictions_decide_at_the_comparisons_threshold_and_carry_heatmaps(finished, demo_dir):
+    ws, job_id = finished
+    assert f"job:{job_id}" in [s["key"] for s in predict.sources(ws)]
+    model = predict.load(ws, f"job:{job_id}")
+    assert model.threshold == compare.decision_threshold(ws, job_id) and 0 <= model.threshold["value"] <= 1
+    files = sorted((demo_dir / "labeled").rglob("*.png"))[:5]
+    result = predict.predict(model, [(f.name, _png(f)) for f in files] + [("broken.png", b"not an image")])
+    assert [s["file"] for s in result.skipped] == ["broken.png"]
+    assert len(result.rows) == len(result.images) == len(result.heatmaps) == 5
+    for row, image, heat in zip(result.rows, result.images, result.heatmaps):
+        p = row["p(malignant)"]
+        assert row["p(benign)"] + p == pytest.approx(1.0, abs=1e-5)
+        assert row["decision"] == ("malignant" if p >= model.threshold["value"] else "benign")
+        assert heat.shape == image.shape[:2] and 0 <= heat.min() and heat.max() <= 1
+    shown = predict.overlay(result.images[0], result.heatmaps[0])
+    assert shown.shape == result.images[0].shape and shown.dtype == np.uint8
+
+
+def test_the_bundle_states_the_threshold_and_pirl_predict_uses_it(finished, demo_dir, tmp_path):
+    ws, job_id = finished
+    export.export_finetune(ws, job_id, tmp_path / "b.zip")
+    _, meta = export.open_bundle(tmp_path / "b.zip")
+    threshold = meta["card"]["decision_threshold"]
+    assert threshold == compare.decision_threshold(ws, job_id)
+    files = sorted((demo_dir / "labeled").rglob("*.png"))[:6]
+    for row in export.predict_files(tmp_path / "b.zip", files):
+        assert row["predicted"] == ("malignant" if row["p_malignant"] >= threshold["value"] else "benign")
+    assert f"job:{job_id}" in [s["key"] for s in predict.sources(ws)]
+    bundle = next(s["key"] for s in predict.sources(ws) if s["key"].startswith("bundle:"))
+    assert predict.load(ws, bundle).threshold == threshold
+
+
+def test_the_predict_page_names_the_model_and_its_decision_rule(finished, monkeypatch):
+    ws, job_id = finished
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    at = AppTest.from_file(str(ROOT / "pages/predict.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert any("Decision: 'malignant' when its probability is at least" in c.value for c in at.caption)
+
+
+@pytest.mark.browser
+def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finished, demo_dir, app_server, page,
+                                                                           tmp_path):
+    ws, job_id = finished
+    server = app_server(ws.root)
+    page.goto(server.url + "/predict")
+    wait_for_app(page)
+    import shutil
+
+    folder = tmp_path / "new-scans"
+    folder.mkdir()
+    for f in sorted((demo_dir / "labeled").rglob("*.png"))[:3]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.png").write_bytes(b"not an image")
+    page.get_by_text("a folder").click()
+    page.get_by_text("A folder of images").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').set_input_files(str(folder))
+    page.get_by_text("Where the model looked").wait_for(timeout=60_000)
+    wait_for_app(page)
+    page.get_by_text("1 file(s) could not be read").wait_for()
+    page.get_by_text("3 image(s):").wait_for()
+    page.locator('[data-testid="stImage"] img').nth(2).wait_for(timeout=30_000)  # three images with heatmaps
+    assert page.locator('[data-testid="stImage"] img').count() == 3
+    assert page.get_by_role("button", name="Download the table (CSV)").count() == 1
+    assert_no_exception(page)
