@@ -91,17 +91,23 @@ if editors_only("Importing images"):
                     files, refused = ingest.zip_source(io.BytesIO(zip_upload.getvalue()))
                     run_ingest(files, name or zip_upload.name.removesuffix(".zip"), label_choice, csv_file, refused)
     with tab_folder:
-        roots = ", ".join(f"`{r}`" for r in ingest.allowed_roots())
-        submitted, folder, name, label_choice, csv_file = ingest_form(
-            "folder", lambda: st.text_input("Folder path on the machine running the app", key="folder"),
-            f"For sets too large to upload. Allowed folders: {roots} (set `PIRL_DATA_ROOTS` to change).")
-        if submitted:
-            with guarded("Import"):
-                if not folder:
-                    st.error("Type a folder path first.")
-                else:
-                    files = ingest.folder_source(folder)
-                    run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
+        roots = ingest.allowed_roots()
+        if not roots:
+            st.info("Importing a folder on the server is off. To turn it on, set `PIRL_DATA_ROOTS` to the folders "
+                    "it may read (separated by `:`) and restart the app. Until then, upload files or a zip, or "
+                    "use `pirl ingest FOLDER` on the server.", icon=":material/folder_off:")
+        else:
+            submitted, folder, name, label_choice, csv_file = ingest_form(
+                "folder", lambda: st.text_input("Folder path on the machine running the app", key="folder"),
+                "For sets too large to upload. Allowed folders: " + ", ".join(f"`{r}`" for r in roots)
+                + " (`PIRL_DATA_ROOTS`).")
+            if submitted:
+                with guarded("Import"):
+                    if not folder:
+                        st.error("Type a folder path first.")
+                    else:
+                        files = ingest.folder_source(folder)
+                        run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
 
 st.header("Datasets")
 datasets = store.datasets()

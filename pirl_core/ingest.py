@@ -13,6 +13,8 @@ import csv
 import hashlib
 import io
 import os
+import stat
+import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -58,22 +60,86 @@ class Report:
 
 # -- sources ---------------------------------------------------------------------------------
 def allowed_roots() -> list[Path]:
-    """Folders the app may read from: PIRL_DATA_ROOTS (os.pathsep-separated), default the home folder."""
-    raw = os.environ.get("PIRL_DATA_ROOTS")
-    roots = raw.split(os.pathsep) if raw else [str(Path.home())]
-    return [Path(r).expanduser().resolve() for r in roots if r]
+    """Folders on this machine that imports may read: PIRL_DATA_ROOTS (os.pathsep-separated). None set:
+    importing a server folder from the browser is off; the command line imports what it is given."""
+    raw = os.environ.get("PIRL_DATA_ROOTS", "")
+    return [Path(r).expanduser().resolve() for r in raw.split(os.pathsep) if r.strip()]
 
 
-def folder_source(folder: str | Path, check_roots: bool = True) -> list[SourceFile]:
+def max_file_bytes() -> int:
+    """The largest single file (or zip member) an import reads: PIRL_MAX_FILE_MB, default 512 MB."""
+    return int(float(os.environ.get("PIRL_MAX_FILE_MB") or 512) * 1024**2)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1024**2:.3g} MB"
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _refused(name: str, reason: str) -> SourceFile:
+    """An entry the import lists as skipped, with its reason, instead of reading it."""
+    def read() -> bytes:
+        raise BadImage(reason)
+    return SourceFile(name, read)
+
+
+def folder_source(folder: str | Path, check_roots: bool = True, include_hidden: bool = False) -> list[SourceFile]:
+    """Every file under `folder`, in name order. Where PIRL_DATA_ROOTS is set, the folder and every file in it
+    (links resolved) must lie inside those roots; what resolves outside is refused by name. `check_roots`
+    (the browser): with no roots set, refuse. Hidden files and folders, links to folders, broken links,
+    link loops, special files, unreadable folders and files over the size cap come back as entries that
+    the import lists as skipped, with the reason: nothing is left out in silence."""
+    roots = allowed_roots()
     folder = Path(folder).expanduser().resolve()
-    if check_roots and not any(folder == r or r in folder.parents for r in allowed_roots()):
-        roots = ", ".join(str(r) for r in allowed_roots())
-        raise PirlError(f"{folder} is outside the folders this app may read ({roots}). "
+    if check_roots and not roots:
+        raise PirlError("Importing a folder on the server is off. To turn it on, set PIRL_DATA_ROOTS to the "
+                        "folders it may read (separated by ':') and restart the app; or upload the files.")
+    if roots and not _inside(folder, roots):
+        raise PirlError(f"{folder} is outside the folders this app may read ({', '.join(map(str, roots))}). "
                         f"Set PIRL_DATA_ROOTS to allow it.")
     if not folder.is_dir():
         raise PirlError(f"{folder} is not a folder.")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p.relative_to(folder).parts))
-    return [SourceFile(p.relative_to(folder).as_posix(), p.read_bytes) for p in files]
+    cap, out = max_file_bytes(), []
+    problems: list[OSError] = []
+    for top, dirs, names in os.walk(folder, onerror=problems.append):
+        base = Path(top)
+        for d in list(dirs):
+            rel = (base / d).relative_to(folder)
+            if (d.startswith(".") or d == "__MACOSX") and not include_hidden:
+                dirs.remove(d)
+                out.append(_refused(rel.as_posix() + "/", "hidden folder: skipped"))
+            elif (base / d).is_symlink():
+                out.append(_refused(rel.as_posix() + "/", "link to a folder: not followed (import that folder "
+                                                           "itself)"))
+        dirs.sort()
+        for n in names:
+            out.append(_file_entry(base / n, (base / n).relative_to(folder).as_posix(), roots, cap, include_hidden))
+    for exc in problems:
+        name = Path(exc.filename).relative_to(folder).as_posix() if exc.filename else str(folder)
+        out.append(_refused(name + "/", f"folder cannot be read ({exc.strerror or exc})"))
+    return sorted(out, key=lambda f: f.name)
+
+
+def _file_entry(path: Path, name: str, roots: list[Path], cap: int, include_hidden: bool) -> SourceFile:
+    if _hidden(PurePosixPath(name).parts) and not include_hidden:
+        return _refused(name, "hidden file: skipped")
+    try:
+        real = path.resolve(strict=True)
+        info = real.stat()
+    except FileNotFoundError:
+        return _refused(name, "broken link: its target does not exist")
+    except (RuntimeError, OSError) as exc:
+        return _refused(name, f"cannot follow ({getattr(exc, 'strerror', None) or exc})")
+    if roots and not _inside(real, roots):
+        return _refused(name, "links to a file outside the folders this app may read: refused")
+    if not stat.S_ISREG(info.st_mode):
+        return _refused(name, "not a regular file (a device, pipe or socket)")
+    if info.st_size > cap:
+        return _refused(name, f"{_mb(info.st_size)}, over the {_mb(cap)} cap per file (PIRL_MAX_FILE_MB)")
+    return SourceFile(name, real.read_bytes)
 
 
 def _hidden(parts) -> bool:
@@ -94,13 +160,18 @@ def zip_source(zip_file, max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZI
     if total > max_bytes:
         raise PirlError(f"The zip unpacks to {total / 1e9:.1f} GB, over the limit of {max_bytes / 1e9:.1f} GB "
                         f"(a zip bomb, or a set to ingest from a server folder instead).")
-    files, refused = [], []
+    files, refused, cap = [], [], max_file_bytes()
     for info in entries:
         path = PurePosixPath(info.filename.replace("\\", "/"))
         if path.is_absolute() or ".." in path.parts or info.filename.startswith(("/", "\\")) or ":" in path.parts[0]:
             refused.append({"name": info.filename, "reason": "unsafe path in zip (absolute or '..'): not extracted"})
             continue
         if _hidden(path.parts):
+            refused.append({"name": info.filename, "reason": "hidden file: skipped"})
+            continue
+        if info.file_size > cap:
+            refused.append({"name": info.filename, "reason": f"unpacks to {_mb(info.file_size)}, over the {_mb(cap)} "
+                                                             "cap per file (PIRL_MAX_FILE_MB)"})
             continue
         files.append(SourceFile(path.as_posix(), lambda info=info: _read_entry(zf, info)))
     return files, refused
@@ -228,8 +299,9 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     labeled = folder_labels or labels_csv is not None
     signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits of a labeled set
     seen: dict[str, str] = {}
-    created: list[Path] = []
-    writer = CacheWriter(ws.cache / f".ingest-{os.getpid()}-{abs(hash(name))}.npy", CACHE_SIZE)
+    created: list[Path] = []  # stored files this import wrote (others may come to share them)
+    source_of: dict[str, SourceFile] = {}
+    writer = CacheWriter(ws.cache / f".ingest-{uuid.uuid4().hex}.npy", CACHE_SIZE)  # one per import, never shared
     try:
         for i, src in enumerate(files):
             if should_stop and should_stop():
@@ -246,6 +318,9 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             except BadImage as exc:
                 report.skipped.append({"name": src.name, "reason": str(exc)})
                 continue
+            except Exception as exc:  # noqa: BLE001  one bad file or zip member never aborts an import
+                report.skipped.append({"name": src.name, "reason": f"cannot be read ({type(exc).__name__}: {exc})"})
+                continue
             seen[digest] = src.name
             if decoded.note:
                 report.notes.append(f"{src.name}: {decoded.note}")
@@ -260,6 +335,7 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                 signatures.append(duplicates.signature(row))
             accepted.append({"content_hash": digest, "path": str(stored.relative_to(ws.root)),
                              "orig_name": src.name, "width": decoded.image.width, "height": decoded.image.height})
+            source_of[digest] = src
         if on_progress:
             on_progress(len(files), len(files), "")
         if not accepted:
@@ -300,6 +376,9 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             kind = "labeled"
 
         with store.transaction():
+            for a in accepted:  # a concurrent import that failed may have removed a file this one found stored
+                if not (ws.root / a["path"]).exists():
+                    write_bytes_atomic(ws.root / a["path"], _read(source_of[a["content_hash"]]))
             dataset_id = store.add_dataset(name, kind=kind, source=files[0].name if files else None, info={
                 "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
                 "label_conflicts": report.label_conflicts,
@@ -316,8 +395,11 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     finally:
         writer.close()
         writer.out_file.unlink(missing_ok=True)  # renamed away when the ingest committed
-        for path in created:  # files copied by an ingest that did not commit
-            path.unlink(missing_ok=True)
+        if created:  # files copied by an ingest that did not commit, unless another import now uses them
+            with store.transaction():
+                for path in created:
+                    if not store.image_file_used(path.stem):
+                        path.unlink(missing_ok=True)
 
 
 def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, seed: int = 0) -> Report:

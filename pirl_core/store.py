@@ -173,9 +173,11 @@ class Store:
                 MIGRATIONS[version - 1](self.db)
                 self.db.execute(f"PRAGMA user_version = {version}")
 
-    def transaction(self, immediate: bool = False):
-        """`with store.transaction():` runs the block as one all-or-nothing write."""
-        return _Transaction(self.db.conn, immediate)
+    def transaction(self):
+        """`with store.transaction():` runs the block as one all-or-nothing write. It takes the write lock
+        at BEGIN (IMMEDIATE): a deferred transaction that reads and then writes while another process
+        writes fails at once with "database is locked", past the busy timeout."""
+        return _Transaction(self.db.conn)
 
     @property
     def journal_mode(self) -> str:
@@ -234,6 +236,10 @@ class Store:
             for image_id, fields in updates:
                 self.db["images"].update(image_id, fields)
 
+    def image_file_used(self, content_hash: str) -> bool:
+        return self.db.execute("SELECT 1 FROM images WHERE content_hash = ? LIMIT 1", [content_hash]).fetchone() \
+            is not None
+
     def class_counts(self, dataset_id: int) -> dict[str, int]:
         rows = self.db.execute(
             "SELECT label, COUNT(*) FROM images WHERE dataset_id = ? AND label IS NOT NULL GROUP BY label "
@@ -284,7 +290,7 @@ class Store:
 
     def claim_next_job(self, pid: int) -> dict | None:
         """Atomically move the oldest queued job to running, owned by `pid`."""
-        with self.transaction(immediate=True):
+        with self.transaction():
             row = self.db.execute(
                 "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1").fetchone()
             if row is None:
@@ -384,17 +390,16 @@ class Store:
 
 
 class _Transaction:
-    """BEGIN ... COMMIT, or ROLLBACK on an exception. Nested use joins the outer transaction."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception. Nested use joins the outer transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, immediate: bool = False):
+    def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self.immediate = immediate
         self.outer = False
 
     def __enter__(self):
         self.outer = not self.conn.in_transaction
         if self.outer:
-            self.conn.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+            self.conn.execute("BEGIN IMMEDIATE")
         return self
 
     def __exit__(self, exc_type, exc, tb):

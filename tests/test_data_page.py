@@ -29,6 +29,14 @@ def test_import_a_server_folder_with_class_subfolders_shows_report_and_thumbnail
     assert at.selectbox(key="dataset").value == "derm-labeled"
 
 
+def test_without_data_roots_server_folder_import_is_off_and_says_how_to_turn_it_on(ws, monkeypatch):
+    monkeypatch.delenv("PIRL_DATA_ROOTS", raising=False)
+    at = _page().run()
+    assert not at.exception
+    assert any("Importing a folder on the server is off" in i.value and "PIRL_DATA_ROOTS" in i.value for i in at.info)
+    assert "folder" not in [t.key for t in at.text_input]
+
+
 def test_folder_outside_allowed_roots_is_a_message_not_a_traceback(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("PIRL_DATA_ROOTS", str(tmp_path / "allowed"))
     at = _page().run()

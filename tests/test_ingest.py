@@ -135,10 +135,12 @@ def test_zip_unsafe_entries_refused_and_zip_bomb_rejected(ws, tmp_path):
         zf.writestr("__MACOSX/._a.png", b"junk")
     files, refused = ingest.zip_source(z)
     assert [f.name for f in files] == ["scans/a.png"]
-    assert {r["name"] for r in refused} == {"../evil.png", "/abs/evil2.png"}
-    assert all("unsafe path" in r["reason"] for r in refused)
+    reasons = {r["name"]: r["reason"] for r in refused}
+    assert set(reasons) == {"../evil.png", "/abs/evil2.png", "__MACOSX/._a.png"}
+    assert "unsafe path" in reasons["../evil.png"] and "unsafe path" in reasons["/abs/evil2.png"]
+    assert "hidden" in reasons["__MACOSX/._a.png"]  # listed, not left out in silence
     report = ingest.ingest(ws, files, "zipped", pre_skipped=refused)
-    assert report.imported == 1 and len(report.skipped) == 2
+    assert report.imported == 1 and len(report.skipped) == 3
 
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
