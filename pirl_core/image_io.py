@@ -28,8 +28,15 @@ class Decoded:
     note: str | None = None  # e.g. "multi-frame DICOM: first of 12 frames used"
 
 
+PICTURE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8")
+
+
 def _is_dicom(data: bytes, name: str) -> bool:
-    return data[128:132] == b"DICM" or name.lower().endswith(tuple(DICOM_SUFFIXES))
+    """By content: the DICM preamble; a .dcm name counts only when the bytes are no known picture format
+    (a PNG named .dcm is a PNG)."""
+    if data[128:132] == b"DICM":
+        return True
+    return name.lower().endswith(tuple(DICOM_SUFFIXES)) and not data.startswith(PICTURE_MAGIC)
 
 
 def decode(data: bytes, name: str) -> Decoded:
@@ -81,7 +88,7 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 def _decode_dicom(data: bytes) -> Decoded:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
@@ -91,31 +98,32 @@ def _decode_dicom(data: bytes) -> Decoded:
         raise BadImage("DICOM file without pixel data (a report or structured document?)")
     _check_size(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     try:
-        frames = ds.pixel_array
+        # Frame 0 only, decoded on its own (a 2,000-frame cine is not read whole). pydicom 3 returns YBR_FULL
+        # and YBR_FULL_422 (JPEG from ultrasound and endoscopy) already as RGB: converting again turns red green.
+        frame = pixel_array(ds, index=0, as_rgb=True)
     except Exception as exc:
         if syntax is not None and syntax.is_compressed:
             raise BadImage(f"compressed DICOM ({syntax.name}) that no installed decoder can read "
                            f"(install pylibjpeg with its plugins, or python-gdcm)") from None
         raise BadImage(f"DICOM pixel data cannot be decoded ({exc})") from None
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    note = None
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if n_frames > 1:
-        frames = frames[0]
-        note = f"multi-frame DICOM: first of {n_frames} frames used"
+    note = f"multi-frame DICOM: first of {n_frames} frames used" if n_frames > 1 else None
     if photometric.startswith("MONOCHROME"):
-        pixels = apply_modality_lut(frames, ds)
+        pixels = apply_modality_lut(frame, ds)
         pixels = apply_voi_lut(pixels, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else pixels
         gray = _to_uint8(np.asarray(pixels))
         if photometric == "MONOCHROME1":  # high values are dark: invert for display and training
             gray = 255 - gray
         return Decoded(Image.fromarray(gray).convert("RGB"), note)
-    if photometric.startswith("YBR"):
-        from pydicom.pixels import convert_color_space
-
-        frames = convert_color_space(frames, photometric, "RGB")
-    rgb = np.asarray(frames)
+    if photometric == "PALETTE COLOR":
+        frame = apply_color_lut(frame, ds)  # indices -> the palette's RGB, 8 or 16 bits an entry
+        if frame.dtype != np.uint8:
+            frame = (frame.astype(np.float64) / (2 ** (8 * frame.dtype.itemsize) - 1) * 255 + 0.5).astype(np.uint8)
+    rgb = np.asarray(frame)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise BadImage(f"DICOM colour data of shape {rgb.shape} with {photometric}: not an RGB picture")
     if rgb.dtype != np.uint8:
         rgb = _to_uint8(rgb)
     return Decoded(Image.fromarray(rgb).convert("RGB"), note)
