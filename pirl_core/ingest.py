@@ -198,38 +198,71 @@ def upload_source(files: list[tuple[str, bytes]]) -> list[SourceFile]:
 
 # -- labels ----------------------------------------------------------------------------------
 def read_labels_csv(data: bytes | str | Path) -> dict[str, tuple[str, str | None]]:
-    """filename -> (label, group) from a CSV with columns filename,label[,group]."""
+    """filename -> (label, group) from a CSV with columns filename,label[,group]. UTF-8 (or Windows-1252 as
+    spreadsheets save it); two rows that give one file different labels are an error naming them."""
     if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and Path(data).is_file()):
         data = Path(data).read_bytes()
-    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                raise PirlError("The labels CSV is not text in UTF-8 or Windows-1252; save it as CSV UTF-8.") from None
+    else:
+        text = data
     reader = csv.DictReader(io.StringIO(text))
     cols = [c.strip().lower() for c in reader.fieldnames or []]
     if "filename" not in cols or "label" not in cols:
-        raise PirlError(f"The labels CSV needs the columns filename,label (optionally group); it has {cols}.")
-    out = {}
+        raise PirlError(f"The labels CSV needs the columns filename,label (optionally group); it has "
+                        f"{', '.join(cols) or 'none'}.")
+    out: dict[str, tuple[str, str | None]] = {}
+    conflicts = []
     for row in reader:
         row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        if row["filename"] and row["label"]:
-            out[row["filename"]] = (row["label"], row.get("group") or None)
+        name = _csv_path(row["filename"])
+        if name and row["label"]:
+            entry = (row["label"], row.get("group") or None)
+            if name in out and out[name] != entry:
+                conflicts.append(f"{name} ({out[name][0]} / {entry[0]})")
+            out[name] = entry
+    if conflicts:
+        raise PirlError(f"The labels CSV gives {len(conflicts)} file(s) two different labels or groups: "
+                        + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "") + ". Keep one row each.")
     if not out:
         raise PirlError("The labels CSV has no rows with both a filename and a label.")
     return out
 
 
+def _csv_path(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).as_posix().removeprefix("./") if name else ""
+
+
 def _match_labels(names: list[str], table: dict[str, tuple[str, str | None]]) -> tuple[list, list, list[str]]:
-    """Match CSV rows to images by relative path, else by file name. Returns labels, groups, unknown rows."""
+    """Match CSV rows to images by their full relative path; a bare file name only where it names one image
+    (a name that matches several is an error naming them). Returns labels, groups, unknown rows."""
     by_path = {n: i for i, n in enumerate(names)}
     by_base: dict[str, list[int]] = {}
     for i, n in enumerate(names):
         by_base.setdefault(PurePosixPath(n).name, []).append(i)
     labels, groups = [None] * len(names), [None] * len(names)
-    unknown = []
+    unknown, ambiguous = [], []
     for fname, (label, group) in table.items():
-        hits = [by_path[fname]] if fname in by_path else by_base.get(PurePosixPath(fname).name, [])
+        if fname in by_path:
+            hits = [by_path[fname]]
+        else:
+            hits = by_base.get(fname, []) if "/" not in fname else []
+            if len(hits) > 1:
+                ambiguous.append(f"{fname} ({', '.join(names[i] for i in hits[:3])})")
+                continue
         if not hits:
             unknown.append(fname)
         for i in hits:
             labels[i], groups[i] = label, group
+    if ambiguous:
+        raise PirlError(f"{len(ambiguous)} file name(s) in the labels CSV match several images: "
+                        + "; ".join(ambiguous[:5]) + ". Give the path inside the folder (e.g. benign/1.png).")
     return labels, groups, unknown
 
 
@@ -297,6 +330,9 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
 
     accepted: list[dict] = []  # one per new image, in cache order
     labeled = folder_labels or labels_csv is not None
+    table = read_labels_csv(labels_csv) if labels_csv is not None and not folder_labels else None
+    if table is not None:  # CSV problems surface before minutes of decoding
+        _match_labels([f.name for f in files], table)
     signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits of a labeled set
     seen: dict[str, str] = {}
     created: list[Path] = []  # stored files this import wrote (others may come to share them)
@@ -355,7 +391,6 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
         names = [a["orig_name"] for a in accepted]
         labels: list[str | None] = [None] * len(accepted)
         groups: list[str | None] = [None] * len(accepted)
-        table = read_labels_csv(labels_csv) if labels_csv is not None and not folder_labels else None
         if folder_labels:
             labels = [_folder_label(n) for n in names]
         elif table is not None:
