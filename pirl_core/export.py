@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import platform
 import time
 import zipfile
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, audit, preprocess
+from . import __version__, audit, preprocess, signing
 from .atomic import atomic_path
 from .compare import decision_threshold
 from .engine import checkpoint
@@ -38,6 +39,7 @@ from .image_cache import cache_size_for, dataset_cache
 from .workspace import Workspace
 
 BUNDLE_FORMAT = 1
+SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json (signing.py)
 MEMBERS = ("model.ts", "model.onnx", "state_dict.pt", "model_card.md", "model_card.json")
 
 
@@ -188,12 +190,14 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
     out = Path(out) if out else ws.exports / f"finetune-{job_id}-{job['config']['init']}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
+    manifest_bytes = json.dumps(manifest, indent=2).encode()
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-        zf.writestr("manifest.json", json.dumps(manifest, indent=2))
+        zf.writestr("manifest.json", manifest_bytes)
+        zf.writestr(SIGNATURE, signing.sign(ws, manifest_bytes))
     info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
-            "size_bytes": out.stat().st_size, **card["verification"], "test_metrics": card["test_metrics"]}
+            "size_bytes": out.stat().st_size, "public_key": str(signing.public_key_path(ws)), **card["verification"], "test_metrics": card["test_metrics"]}
     store.add_export(job_id, str(out), info)
     audit.record(ws, "export model", f"job #{job_id}", out.name)
     return {"path": str(out), **info}
@@ -214,28 +218,61 @@ def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = N
 
 
 # -- predicting from a bundle alone -------------------------------------------------------------
-def open_bundle(path: str | Path) -> tuple[Classifier, dict]:
-    """Check the bundle's manifest and rebuild its model. Clear errors for a damaged bundle."""
+def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tuple[Classifier, dict]:
+    """Check the bundle and rebuild its model; a PirlError names whatever is wrong.
+
+    Every member the format has must be present and listed in the manifest, and every listed member must
+    match its SHA-256: that detects damage, not a deliberate change (anyone can re-hash). With
+    `trusted_key` (a .pub file) the manifest's signature must verify against it: that detects tampering.
+    `meta["signature"]` says which check held."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            manifest = json.loads(zf.read("manifest.json"))
-            data = {name: zf.read(name) for name in ("state_dict.pt", "model_card.json")}
-            for name, digest in manifest["sha256"].items():
-                if name in data and hashlib.sha256(data[name]).hexdigest() != digest:
-                    raise PirlError(f"{path}: {name} does not match the bundle's manifest (tampered or damaged).")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as exc:
+            names = set(zf.namelist())
+            manifest_bytes = zf.read("manifest.json")
+            manifest = json.loads(manifest_bytes)
+            listed = manifest["sha256"]
+            missing = sorted(set(MEMBERS) - names) + sorted(set(listed) - names)
+            unlisted = sorted(set(MEMBERS) - set(listed))
+            if missing or unlisted:
+                raise PirlError(f"{path} is incomplete: " + "; ".join(
+                    part for part in (f"missing {', '.join(sorted(set(missing)))}" if missing else "",
+                                      f"not in the manifest: {', '.join(unlisted)}" if unlisted else "") if part))
+            data = {}
+            for name, digest in listed.items():
+                blob = zf.read(name)
+                if hashlib.sha256(blob).hexdigest() != digest:
+                    raise PirlError(f"{path}: {name} does not match the bundle's manifest (damaged, or changed "
+                                    "after export). The hashes detect damage; only a signature checked with "
+                                    "--trust detects a deliberate change.")
+                data[name] = blob
+            signature = zf.read(SIGNATURE) if SIGNATURE in names else None
+    except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError, OSError, EOFError) as exc:
         raise PirlError(f"{path} is not a complete PIRL Studio bundle ({type(exc).__name__}: {exc}).") from None
-    state = torch.load(io.BytesIO(data["state_dict.pt"]), map_location="cpu", weights_only=True)
-    model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), {**state, "card": json.loads(data["model_card.json"])}
+    if trusted_key is not None:
+        checked = signing.verify(signing.load_public_key(trusted_key), manifest_bytes, signature, str(path))
+    else:
+        checked = ("hashes match (integrity only: pass --trust KEY.pub to check the signature)"
+                   if signature else "hashes match (unsigned)")
+    try:
+        state = torch.load(io.BytesIO(data["state_dict.pt"]), map_location="cpu", weights_only=True)
+        card = json.loads(data["model_card.json"])
+        model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
+        model.load_state_dict(state["state_dict"])
+    except pickle.UnpicklingError:
+        raise PirlError(f"{path}: state_dict.pt holds code or objects other than tensors; refused (it is never "
+                        "unpickled).") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise PirlError(f"{path}: the weights do not fit the model the bundle describes "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).") from None
+    return model.eval(), {**state, "card": card, "signature": checked}
 
 
 @torch.no_grad()
-def predict_files(bundle: str | Path, paths: list[str | Path]) -> list[dict]:
+def predict_files(bundle: str | Path, paths: list[str | Path], trusted_key: str | Path | None = None
+                  ) -> list[dict]:
     """One row per file: its class probabilities, or the reason it could not be read."""
-    model, meta = open_bundle(bundle)
+    model, meta = open_bundle(bundle, trusted_key)
     out = []
     for p in paths:
         p = Path(p)

@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import io
 import json
 import os
@@ -45,7 +46,7 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
     export.export_finetune(ws, job_id, tmp_path / "b.zip")
     names = [im["orig_name"] for im in ws.store.images(ws.store.dataset("lab")["id"])]
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
-        assert sorted(zf.namelist()) == sorted([*export.MEMBERS, "manifest.json"])
+        assert sorted(zf.namelist()) == sorted([*export.MEMBERS, "manifest.json", export.SIGNATURE])
         for member in zf.namelist():
             data = zf.read(member)
             assert not data.startswith((b"\x89PNG", b"\xff\xd8\xff"))
@@ -79,8 +80,88 @@ def test_tampered_or_truncated_bundles_are_clear_errors(finished, tmp_path):
                 torch.save(state, buf)
                 data = buf.getvalue()
             dst.writestr(name, data)
-    with pytest.raises(PirlError, match="tampered or damaged"):
+    with pytest.raises(PirlError, match="state_dict.pt does not match the bundle's manifest"):
         export.open_bundle(tampered)
+
+
+def _rewrite(src_zip, dst_zip, change):
+    """Copy a bundle, letting `change(name, data)` return new bytes (or None to leave a member out)."""
+    with zipfile.ZipFile(src_zip) as src, zipfile.ZipFile(dst_zip, "w") as dst:
+        for name in src.namelist():
+            data = change(name, src.read(name))
+            if data is not None:
+                dst.writestr(name, data)
+    return dst_zip
+
+
+def _rehashed(name, data, members):
+    """The manifest re-hashed over the changed members: what a deliberate tamperer does."""
+    if name != "manifest.json":
+        return members.get(name, data)
+    manifest = json.loads(data)
+    manifest["sha256"].update({k: hashlib.sha256(v).hexdigest() for k, v in members.items()})
+    return json.dumps(manifest).encode()
+
+
+def test_every_member_is_checked_and_a_missing_one_refused(finished, tmp_path):
+    ws, job_id, _ = finished
+    good = tmp_path / "good.zip"
+    export.export_finetune(ws, job_id, good)
+    flipped = _rewrite(good, tmp_path / "ts.zip", lambda n, d: d[:-10] + bytes(10) if n == "model.ts" else d)
+    with pytest.raises(PirlError, match="model.ts does not match"):
+        export.open_bundle(flipped)
+    onnx = _rewrite(good, tmp_path / "onnx.zip", lambda n, d: d[:-5] + b"xxxxx" if n == "model.onnx" else d)
+    with pytest.raises(PirlError, match="model.onnx does not match"):
+        export.open_bundle(onnx)
+    gone = _rewrite(good, tmp_path / "gone.zip", lambda n, d: None if n == "model.onnx" else d)
+    with pytest.raises(PirlError, match="incomplete: missing model.onnx"):
+        export.open_bundle(gone)
+
+
+def test_a_signature_detects_a_rehashed_change_that_hashes_cannot(finished, tmp_path):
+    from pirl_core import signing
+
+    ws, job_id, _ = finished
+    good = tmp_path / "good.zip"
+    info = export.export_finetune(ws, job_id, good)
+    key = info["public_key"]
+    assert export.open_bundle(good, key)[1]["signature"].startswith("signed by the trusted key SHA256:")
+    card = json.loads(zipfile.ZipFile(good).read("model_card.json"))
+    card["test_metrics"]["auc"] = 0.99  # a better figure, re-hashed into the manifest
+    changed = {"model_card.json": json.dumps(card).encode()}
+    forged = _rewrite(good, tmp_path / "forged.zip", lambda n, d: _rehashed(n, d, changed))
+    assert "integrity only" in export.open_bundle(forged)[1]["signature"]  # hashes alone cannot tell
+    with pytest.raises(PirlError, match="signature does not match the trusted key"):
+        export.open_bundle(forged, key)
+    unsigned = _rewrite(good, tmp_path / "unsigned.zip", lambda n, d: None if n == export.SIGNATURE else d)
+    with pytest.raises(PirlError, match="not signed"):
+        export.open_bundle(unsigned, key)
+    assert (ws.root / "keys" / signing.PRIVATE).stat().st_mode & 0o077 == 0  # the private key: owner only
+
+
+def test_a_pickle_payload_or_a_wrong_class_count_is_a_clear_error(finished, tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    ws, job_id, _ = finished
+    good = tmp_path / "good.zip"
+    export.export_finetune(ws, job_id, good)
+    buf = io.BytesIO()
+    torch.save({"state_dict": Payload(), "classes": ["a", "b"], "backbone": "resnet18", "image_size": 32}, buf,
+               pickle_module=pickle)
+    evil = _rewrite(good, tmp_path / "evil.zip", lambda n, d: _rehashed(n, d, {"state_dict.pt": buf.getvalue()}))
+    with pytest.raises(PirlError, match="other than tensors; refused"):
+        export.open_bundle(evil)
+    state = torch.load(io.BytesIO(zipfile.ZipFile(good).read("state_dict.pt")), weights_only=True)
+    state["classes"] = ["a", "b", "c"]  # three names, a two-output head
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    wrong = _rewrite(good, tmp_path / "wrong.zip", lambda n, d: _rehashed(n, d, {"state_dict.pt": buf.getvalue()}))
+    with pytest.raises(PirlError, match="weights do not fit the model"):
+        export.open_bundle(wrong)
 
 
 def test_backbone_export_is_a_torchvision_state_dict(finished, tmp_path):

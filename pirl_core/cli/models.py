@@ -21,6 +21,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="bundle .zip from pirl export")
     p.add_argument("paths", nargs="+", help="image files (PNG, JPEG, TIFF, BMP, DICOM)")
     p.add_argument("--out", help="CSV file (default: standard output)")
+    p.add_argument("--trust", metavar="KEY.pub", help="refuse the bundle unless signed by this public key "
+                                                       "(the exporting workspace's keys/bundle_signing.pub)")
     p.set_defaults(run=run_predict, uses_workspace=False)
 
 
@@ -35,9 +37,10 @@ def run_export(args, ws) -> int:
 
 
 def run_predict(args, ws) -> int:
-    from ..export import predict_files
+    from ..export import open_bundle, predict_files
 
-    rows = predict_files(args.model, args.paths)
+    note(f"{args.model}: {open_bundle(args.model, args.trust)[1]['signature']}")
+    rows = predict_files(args.model, args.paths, args.trust)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(out, fieldnames=columns)
