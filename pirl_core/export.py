@@ -197,7 +197,8 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
         zf.writestr("manifest.json", manifest_bytes)
         zf.writestr(SIGNATURE, signing.sign(ws, manifest_bytes))
     info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
-            "size_bytes": out.stat().st_size, "public_key": str(signing.public_key_path(ws)), **card["verification"], "test_metrics": card["test_metrics"]}
+            "size_bytes": out.stat().st_size, "public_key": str(signing.public_key_path(ws)),
+            **card["verification"], "test_metrics": card["test_metrics"]}
     store.add_export(job_id, str(out), info)
     audit.record(ws, "export model", f"job #{job_id}", out.name)
     return {"path": str(out), **info}
