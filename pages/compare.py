@@ -3,9 +3,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, can_edit, guarded, plain, when, workspace
-from pirl_core import compare, jobs, pretraining
-from pirl_core.evaluation import format_p, threshold_metrics, youden_threshold
+from pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
+from pirl_core import compare, image_cache, jobs, pretraining
+from pirl_core.evaluation import calibration, errors_at, format_p, threshold_metrics, youden_threshold
 from pirl_core.fmt import csv_safe
 
 ws = workspace()
@@ -89,13 +89,23 @@ open_id = st.selectbox("Comparison", ids, key="cmp-open", format_func=lambda i: 
     f"{when(c['result']['created'])}" for c in past if c["id"] == i))
 
 
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+
+
+def colours(arms: list[str]) -> dict[str, str]:
+    """One colour per initialisation, the same in every chart of a comparison."""
+    return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
+
+
 def roc_figure(table: list[dict], cls: int) -> go.Figure:
+    colour = colours([e["arm"] for e in table])
     fig = go.Figure()
     fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "lightgray"},
                     name="chance", hoverinfo="skip")
     for entry in table:
         roc = entry["roc"][str(cls)] if str(cls) in entry["roc"] else entry["roc"][cls]
-        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{entry['arm']} (AUC {entry['auc']:.3f})")
+        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{entry['arm']} (AUC {entry['auc']:.3f})",
+                        line={"color": colour[entry["arm"]]})
     fig.update_layout(xaxis_title="1 - specificity (false positive rate)",
                       yaxis_title="sensitivity (true positive rate)", height=460,
                       legend={"orientation": "h", "y": -0.2}, margin={"t": 30})
@@ -114,10 +124,11 @@ def show(comparison_id: int) -> None:
             st.progress(min(1.0, arm["progress"] or 0.0),
                         text=f"{arm['label']}: {arm['status']} · {arm['message'] or 'waiting for the worker'}")
         curves = go.Figure()
+        colour = colours([arm["label"] for arm in summary["arms"]])
         for arm in summary["arms"]:
             rows = store.metrics(arm["job_id"], ["val_auc"])
             curves.add_scatter(x=[r["step"] for r in rows], y=[r["value"] for r in rows], name=arm["label"],
-                               mode="lines+markers")
+                               mode="lines+markers", line={"color": colour[arm["label"]]})
         curves.update_layout(title="Validation AUC while training", xaxis_title="epoch (all folds in order)",
                              yaxis_title="val AUC", height=320)
         st.plotly_chart(curves, key=f"live-{comparison_id}")
@@ -163,21 +174,7 @@ def show(comparison_id: int) -> None:
                   + "Copies and near-copies of an image always share a fold.")
 
     if len(classes) == 2:
-        st.subheader("At a threshold")
-        preds = summary["predictions"]
-        arm = st.selectbox("Initialisation", [e["arm"] for e in table], key=f"thr-arm-{comparison_id}")
-        y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
-        t = st.slider(f"Call '{plain(classes[1])}' when its probability is at least", 0.0, 1.0,
-                      round(youden_threshold(y, probs), 2), 0.01, key=f"thr-{comparison_id}-{arm}")
-        m = threshold_metrics(y, probs, t)
-        c1, c2, c3, c4 = st.columns(4)
-        c1.metric("Sensitivity", f"{m['sensitivity']:.1%}")
-        c2.metric("Specificity", f"{m['specificity']:.1%}")
-        c3.metric("PPV", f"{m['ppv']:.1%}" if m["ppv"] == m["ppv"] else "–")
-        c4.metric("NPV", f"{m['npv']:.1%}" if m["npv"] == m["npv"] else "–")
-        cm = m["confusion"]
-        st.dataframe(pd.DataFrame(cm, index=[f"true {classes[0]}", f"true {classes[1]}"],
-                                  columns=[f"called {classes[0]}", f"called {classes[1]}"]))
+        at_threshold(comp, summary, table, classes, comparison_id)
 
     fractions = sorted(float(f) for f in table[0]["efficiency"])
     if len(fractions) > 1:
@@ -185,7 +182,8 @@ def show(comparison_id: int) -> None:
         for e in table:
             ci = e.get("efficiency_ci", {})
             eff.add_scatter(x=[f * 100 for f in fractions], y=[e["efficiency"][str(f)] for f in fractions],
-                            mode="lines+markers", name=e["arm"], error_y={
+                            mode="lines+markers", name=e["arm"], line={"color": colours(
+                                [x["arm"] for x in table])[e["arm"]]}, error_y={
                                 "type": "data", "visible": bool(ci),
                                 "array": [ci[str(f)][1] - e["efficiency"][str(f)] for f in fractions] if ci else [],
                                 "arrayminus": [e["efficiency"][str(f)] - ci[str(f)][0] for f in fractions] if ci
@@ -203,6 +201,63 @@ def show(comparison_id: int) -> None:
     if summary["complete"]:
         st.caption(" · ".join(f"{a['label']}: {STATUS_ICON.get(a['status'], '')} {a['status']}"
                               for a in summary["arms"]))
+
+
+def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str], comparison_id: int) -> None:
+    """Sensitivity and specificity at a threshold, the mistakes it makes, and how well the probabilities are
+    calibrated: opens on the best initialisation at the threshold the exported model uses."""
+    st.subheader("At a threshold")
+    preds = summary["predictions"]
+    arms = [e["arm"] for e in table]
+    best = max(range(len(table)), key=lambda i: table[i]["auc"])
+    arm = st.selectbox("Initialisation (opens on the best AUC)", arms, index=best, key=f"thr-arm-{comparison_id}")
+    y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
+    chosen = round(youden_threshold(y, probs), 2)
+    t = st.slider(f"Call '{plain(classes[1])}' when its probability is at least", 0.0, 1.0, chosen, 0.01,
+                  key=f"thr-{comparison_id}-{arm}")
+    st.caption(f"Starts at {chosen:.2f}: the threshold with the best sensitivity + specificity (Youden index) on "
+               f"these {len(y)} out-of-fold test predictions, the one an exported model states. Chosen on the same "
+               "predictions it is measured on, so the figures at it are a little optimistic.")
+    m = threshold_metrics(y, probs, t)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Sensitivity", f"{m['sensitivity']:.1%}")
+    c2.metric("Specificity", f"{m['specificity']:.1%}")
+    c3.metric("PPV", f"{m['ppv']:.1%}" if m["ppv"] == m["ppv"] else "–")
+    c4.metric("NPV", f"{m['npv']:.1%}" if m["npv"] == m["npv"] else "–")
+    left, right = st.columns(2)
+    left.dataframe(pd.DataFrame(m["confusion"], index=[f"true {classes[0]}", f"true {classes[1]}"],
+                                columns=[f"called {classes[0]}", f"called {classes[1]}"]))
+    cal = go.Figure()
+    cal.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "lightgray"},
+                    name="perfectly calibrated", hoverinfo="skip")
+    colour = colours(arms)
+    for name in arms:
+        c = calibration(np.array(preds[name]["y"]), np.array(preds[name]["probs"]))
+        cal.add_scatter(x=c["predicted"], y=c["observed"], mode="lines+markers", name=name,
+                        line={"color": colour[name]}, text=[f"{n} images" for n in c["count"]])
+    cal.update_layout(title="Calibration: predicted probability against what happened", height=360,
+                      xaxis_title=f"predicted probability of {plot_text(classes[1])}",
+                      yaxis_title=f"observed share of {plot_text(classes[1])}", legend={"orientation": "h", "y": -0.3},
+                      margin={"t": 40})
+    right.plotly_chart(cal, key=f"cal-{comparison_id}")
+
+    mistakes = errors_at(y, probs, t)
+    ids = preds[arm]["image_ids"]
+    rows_by_id = {r["id"]: r for r in store.images(comp["config"]["labeled_dataset_id"])}
+    for kind, title in (("false_positives", f"Called {classes[1]}, truly {classes[0]}"),
+                        ("false_negatives", f"Called {classes[0]}, truly {classes[1]}")):
+        found = mistakes[kind]
+        with st.expander(f"{plain(title)}: {len(found)} image(s)"):
+            shown = [rows_by_id[ids[i]] for i in found[:24] if ids[i] in rows_by_id]
+            if not shown:
+                st.caption("None at this threshold.")
+                continue
+            p_of = {ids[i]: probs[i, 1] for i in found}
+            thumbs = list(image_cache.iter_thumbnails(ws, comp["config"]["labeled_dataset_id"], shown))
+            st.image([t for _, t in thumbs], width=110, caption=[
+                f"{plain(r['orig_name'][-20:])} · p {p_of[r['id']]:.2f}" for r, _ in thumbs])
+            if len(found) > 24:
+                st.caption(f"The 24 most confident of {len(found)} mistakes.")
 
 
 show(open_id)

@@ -77,6 +77,25 @@ def youden_threshold(y: np.ndarray, probs: np.ndarray, positive: int = 1) -> flo
     return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
 
 
+def errors_at(y: np.ndarray, probs: np.ndarray, threshold: float, positive: int = 1) -> dict[str, list[int]]:
+    """Indices of the false positives and false negatives at `threshold`, most confident mistakes first."""
+    p = np.asarray(probs)[:, positive]
+    truth, called = np.asarray(y) == positive, p >= threshold
+    fp, fn = np.flatnonzero(~truth & called), np.flatnonzero(truth & ~called)
+    return {"false_positives": fp[np.argsort(-p[fp])].tolist(), "false_negatives": fn[np.argsort(p[fn])].tolist()}
+
+
+def calibration(y: np.ndarray, probs: np.ndarray, positive: int = 1, bins: int = 10) -> dict[str, list[float]]:
+    """Reliability curve: in bins of equal count, the mean predicted probability of `positive` against the
+    observed share of `positive` (on the diagonal: calibrated), and each bin's size."""
+    p = np.asarray(probs)[:, positive]
+    truth = (np.asarray(y) == positive).astype(float)
+    order = np.argsort(p, kind="stable")
+    groups = [g for g in np.array_split(order, max(1, min(bins, len(p) // 10))) if len(g)]
+    return {"predicted": [float(p[g].mean()) for g in groups], "observed": [float(truth[g].mean()) for g in groups],
+            "count": [len(g) for g in groups]}
+
+
 def format_p(p: float, n_boot: int) -> str:
     """A bootstrap p-value as text; below the bootstrap's resolution (or 0.001) it reads "< 0.001"."""
     floor = max(1 / (n_boot + 1), 0.001)

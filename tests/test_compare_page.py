@@ -33,8 +33,18 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     assert len(verdicts) == 1 and "95% CI" in verdicts[0] and "the interval" in verdicts[0]  # the verdict on top
     assert len(at.get("plotly_chart")) >= 2  # ROC and label efficiency
     assert [m.label for m in at.metric][:2] == ["Sensitivity", "Specificity"]
+    summary = compare.summarize(ws, cid)
+    best = max(summary["table"], key=lambda e: e["auc"])["arm"]
+    assert at.selectbox(key=f"thr-arm-{cid}").value == best  # the threshold section opens on the best arm
+    assert any("Youden index" in c.value for c in at.caption)  # and says how its threshold was chosen
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Calibration" in t for t in titles)
+    at.selectbox(key=f"thr-arm-{cid}").set_value("scratch").run()
     at.slider(key=f"thr-{cid}-scratch").set_value(0.0).run()
     assert at.metric[0].value == "100.0%"  # everything called positive
+    mistakes = [e.label for e in at.expander if "image(s)" in e.label]
+    n_benign = sum(1 for y in summary["predictions"]["scratch"]["y"] if y == 0)
+    assert mistakes == [f"Called malignant, truly benign: {n_benign} image(s)", "Called benign, truly malignant: 0 image(s)"]
     assert any("ImageNet" in w.value for w in at.warning)  # resnet18 has no offline ImageNet weights
 
 

@@ -74,3 +74,26 @@ def test_verdict_sentences_say_what_the_interval_means():
                     2000)
     assert "p < 0.001" in worse and "PIRL is worse" in worse
     assert format_p(0.0123, 2000) == "0.012"
+
+
+def test_errors_at_a_threshold_most_confident_first():
+    from pirl_core.evaluation import errors_at
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p1 = np.array([0.9, 0.6, 0.2, 0.8, 0.1, 0.45])
+    found = errors_at(y, np.stack([1 - p1, p1], 1), 0.5)
+    assert found == {"false_positives": [0, 1], "false_negatives": [2, 5]}
+
+
+def test_calibration_of_calibrated_and_overconfident_probabilities():
+    from pirl_core.evaluation import calibration
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 1, 20000)
+    y = (rng.uniform(0, 1, p.size) < p).astype(int)  # outcomes drawn with the stated probability
+    c = calibration(y, np.stack([1 - p, p], 1))
+    assert len(c["predicted"]) == 10 and sum(c["count"]) == p.size
+    assert np.allclose(c["predicted"], c["observed"], atol=0.03)
+    sharp = np.where(p > 0.5, 0.99, 0.01)  # overconfident: says 0.99 where 3 in 4 happen
+    c = calibration(y, np.stack([1 - sharp, sharp], 1), bins=2)
+    assert c["predicted"][1] == pytest.approx(0.99) and c["observed"][1] == pytest.approx(0.75, abs=0.02)
