@@ -15,6 +15,17 @@ if not editors_only("Exporting a model"):
 st.caption("Take a finetuned model away as one zip: TorchScript, ONNX, plain weights and a model card. "
            "A colleague runs `pirl predict --model bundle.zip images/...` with nothing else.")
 
+def _trained_on(job: dict) -> str:
+    """Which model a bundle packages: one fold's model, or the fixed split's, with its training images."""
+    runs = job["result"].get("runs") or []
+    if not runs:
+        return "–"
+    top = max(r["fraction"] for r in runs)
+    first = next(r for r in runs if r["fraction"] == top)  # the packaged model: the first with all its labels
+    where = f"fold {first['fold'] + 1} of {job['config']['folds']}" if first["fold"] is not None else "fixed split"
+    return f"{where}, {first['n_train']} images"
+
+
 scores = compare.scores_by_job(ws)
 done = [j for j in store.jobs(kind="finetune", statuses=["succeeded"]) if j["result"].get("model")]
 if not done:
@@ -23,6 +34,7 @@ else:
     st.dataframe(pd.DataFrame([{
         "job": j["id"], "initialisation": j["config"]["label"], "mode": j["config"]["finetune"]["mode"],
         "dataset": j["config"]["labeled"],
+        "trained on": _trained_on(j),
         "test AUC (95% CI)": (f"{scores[j['id']]['auc']:.3f} ({scores[j['id']]['ci_low']:.3f}–"
                               f"{scores[j['id']]['ci_high']:.3f})") if j["id"] in scores else "–",
         "finished": when(j["finished_at"])} for j in done]), hide_index=True)
@@ -37,7 +49,9 @@ else:
 
 runs = pretraining.runs(ws, with_checkpoint=True)
 if runs:
-    with st.expander("Export a PIRL-pretrained backbone alone (torchvision-style state_dict)"):
+    with st.expander("Export a PIRL-pretrained backbone alone (its weights, for use in your own code)"):
+        st.caption("A .pth file with the pretrained network's weights, without a classifier: load it into the "
+                   "torchvision model of the same name to start your own training from PIRL features.")
         run_id = st.selectbox("Pretrain run", [r["id"] for r in runs], key="export-run", format_func=lambda i: f"#{i}")
         if st.button("Export backbone", key="export-backbone"):
             with guarded("Export"):

@@ -92,11 +92,15 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
     }
 
 
+def _numbers(values) -> str:
+    return " / ".join(f"{v:.3f}" for v in values)
+
+
 def _card_markdown(card: dict) -> str:
     m = card["test_metrics"]
     metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}, {m['n']} test images)"
               if m else "not recorded")
-    pre, model = card["preprocessing"], card["model"]
+    pre, model, sw = card["preprocessing"], card["model"], card["software"]
     t = card.get("decision_threshold")
     decision = (f"'{card['task']['classes'][1]}' when its probability is at least {t['value']:.2f} ({t['how']})"
                 if t else "the most probable class")
@@ -106,15 +110,16 @@ def _card_markdown(card: dict) -> str:
 
 | | |
 |---|---|
-| Task | {card['task']['type']}; classes {card['task']['classes']} |
+| Task | {card['task']['type']}; classes, in output order: {', '.join(card['task']['classes'])} |
 | Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
 | Decision | {decision} |
-| Input | {pre['input_size']} px RGB, mean {pre['mean']}, std {pre['std']} |
+| Input | {pre['input_size']} x {pre['input_size']} px colour (RGB), each channel normalised: minus mean \
+{_numbers(pre['mean'])}, divided by standard deviation {_numbers(pre['std'])} (the ImageNet values) |
 | Resize | {pre['resize']} |
 | DICOM | {pre['dicom']} |
-| Software | {card['software']} |
+| Software | PIRL Studio {sw['pirl_studio']}, PyTorch {sw['torch']}, Python {sw['python']} |
 | Created | {card['created']} |
 
 ## Use it
@@ -205,7 +210,9 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
 
 def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = None) -> str:
-    """The PIRL-pretrained backbone alone, as a torchvision-style state_dict (.pth)."""
+    """The PIRL-pretrained backbone alone: its weights as a .pth file in the layout torchvision's model of
+    the same name loads (`model.load_state_dict(torch.load(path), strict=False)`; the classifier layer is
+    not included)."""
     job = ws.store.job(pretrain_job)
     if job is None or job["kind"] != "pretrain" or not job["checkpoint"]:
         raise PirlError(f"Pretrain run #{pretrain_job} has no checkpoint.")

@@ -57,7 +57,10 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
     # 4 test predictions cannot choose a threshold: the card says the most probable class decides
     assert card["decision_threshold"] is None
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
-        assert "| Decision | the most probable class |" in zf.read("model_card.md").decode()
+        md = zf.read("model_card.md").decode()
+    assert "| Decision | the most probable class |" in md
+    assert "{" not in md.split("## Use it")[0] and "[" not in md.split("## Use it")[0]  # no Python reprs
+    assert "classes, in output order: benign, malignant" in md and "PIRL Studio " in md
     assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
 
 
@@ -179,7 +182,11 @@ def test_export_page_builds_a_bundle(finished, monkeypatch):
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
     at = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=120).run()
     assert not at.exception, at.exception
-    assert "test AUC (95% CI)" in at.dataframe[0].value.columns
+    table = at.dataframe[0].value
+    assert "test AUC (95% CI)" in table.columns
+    n_train = ws.store.job(job_id)["result"]["runs"][0]["n_train"]
+    assert table.loc[table["job"] == job_id, "trained on"].item() == f"fixed split, {n_train} images"
+    assert not any("torchvision-style" in e.label for e in at.expander)  # plain words
     at.selectbox(key="export-job").set_value(job_id)
     at.button(key="export-build").click().run()
     assert not at.exception
