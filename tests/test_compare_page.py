@@ -44,7 +44,8 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     assert at.metric[0].value == "100.0%"  # everything called positive
     mistakes = [e.label for e in at.expander if "image(s)" in e.label]
     n_benign = sum(1 for y in summary["predictions"]["scratch"]["y"] if y == 0)
-    assert mistakes == [f"Called malignant, truly benign: {n_benign} image(s)", "Called benign, truly malignant: 0 image(s)"]
+    assert mistakes == [f"Called malignant, truly benign: {n_benign} image(s)",
+                        "Called benign, truly malignant: 0 image(s)"]
     assert any("ImageNet" in w.value for w in at.warning)  # resnet18 has no offline ImageNet weights
 
 
