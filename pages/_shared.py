@@ -154,7 +154,9 @@ class guarded:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if exc is None:
+        from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+
+        if exc is None or isinstance(exc, ScriptControlException):  # st.rerun / st.stop pass through
             return False
         if isinstance(exc, PirlError):
             st.error(plain(exc))

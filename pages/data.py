@@ -5,6 +5,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
+from pirl_core import datasets as datasets_service
 from pirl_core import image_cache, ingest
 
 ws = workspace()
@@ -119,9 +120,33 @@ st.dataframe(pd.DataFrame([{"name": d["name"], "kind": d["kind"], "images": d["i
                             "skipped": len(store.skipped(d["id"])), "added": when(d["created_at"])}
                            for d in datasets]), hide_index=True)
 names = [d["name"] for d in datasets]
+if "dataset-renamed" in st.session_state:  # set before the picker exists: it shows the new name
+    st.session_state["dataset"] = st.session_state.pop("dataset-renamed")
+if "dataset-flash" in st.session_state:
+    st.success(plain(st.session_state.pop("dataset-flash")))
 chosen = st.selectbox("Look at", names, key="dataset")
 ds = store.dataset(chosen)
 images = store.images(ds["id"])
+
+if can_edit():
+    with st.expander("Rename or delete this dataset"):
+        left, right = st.columns(2)
+        new_name = left.text_input("New name", value=chosen, key=f"rename-{ds['id']}")
+        if left.button("Rename", key=f"rename-button-{ds['id']}"):
+            with guarded("Renaming"):
+                datasets_service.rename(ws, chosen, new_name)
+                st.session_state["dataset-renamed"] = new_name.strip()
+                st.session_state["dataset-flash"] = f"Renamed {chosen} to {new_name.strip()}."
+                st.rerun()
+        dep = datasets_service.dependents(ws, chosen)
+        right.markdown(f"Deleting **{plain(chosen)}** removes its {ds['n_images']} images and "
+                       f"{datasets_service.describe(dep)}. Models you exported stay.")
+        sure = right.checkbox(f"Yes, delete {plain(chosen)} and all of that", key=f"delete-sure-{ds['id']}")
+        if right.button("Delete", type="primary", disabled=not sure, key=f"delete-button-{ds['id']}"):
+            with guarded("Deleting"):
+                gone = datasets_service.delete(ws, chosen)
+                st.session_state["dataset-flash"] = f"Deleted {chosen}, with {gone}."
+                st.rerun()
 
 counts = store.class_counts(ds["id"])
 if counts:

@@ -216,6 +216,19 @@ class Store:
             fields["info"] = json.dumps(fields["info"])
         self.db["datasets"].update(dataset_id, fields)
 
+    def delete_dataset(self, dataset_id: int, job_ids: list[int], evaluation_ids: list[int]) -> None:
+        """The dataset with its images, the given jobs (metrics go with them) and evaluations, in one
+        transaction; exports of those jobs stay listed, no longer tied to a job."""
+        marks = lambda xs: ",".join("?" * len(xs))  # noqa: E731
+        with self.transaction():
+            if evaluation_ids:
+                self.db.execute(f"DELETE FROM evaluations WHERE id IN ({marks(evaluation_ids)})", evaluation_ids)
+            if job_ids:
+                self.db.execute(f"UPDATE exports SET job_id = NULL WHERE job_id IN ({marks(job_ids)})", job_ids)
+                self.db.execute(f"DELETE FROM evaluations WHERE job_id IN ({marks(job_ids)})", job_ids)
+                self.db.execute(f"DELETE FROM jobs WHERE id IN ({marks(job_ids)})", job_ids)
+            self.db.execute("DELETE FROM datasets WHERE id = ?", [dataset_id])
+
     # -- images --------------------------------------------------------------------------
     def add_images(self, rows: Iterable[dict]) -> None:
         now = time.time()
