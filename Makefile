@@ -7,7 +7,7 @@ PORT ?= 8501
 PIRL_HOME ?= $(CURDIR)/pirl-workspace
 export PIRL_HOME
 
-.PHONY: install run test browser lint clean
+.PHONY: install run test browser lint screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ run: install
 
 test: install browser
 	$(BIN)/python -m pytest -q
+
+# The README's screenshots, from the whole-flow browser test on demo data.
+screenshots: install browser
+	PIRL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/test_whole_flow.py
 
 lint: install
 	$(BIN)/ruff check pirl_core pages app.py tests bench

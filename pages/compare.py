@@ -31,6 +31,12 @@ def run_label(job_id: int) -> str:
     return f"#{job_id} · {c['backbone']} {c['image_size']} px · {pretext} · {start} · {job['status']}"
 
 
+imagenet_problem = st.cache_data(ttl=600, show_spinner="Checking for ImageNet weights ...")(compare.imagenet_problem)
+first_run = store.job((st.session_state.get("cmp-runs") or [runs[0]["id"]])[0])
+backbone = first_run["config"]["backbone"]
+problem = imagenet_problem(backbone)
+runnable = [i for i in compare.INITS if not (problem and i.startswith("imagenet"))]  # what can run here
+
 with st.form("compare"):
     c1, c2 = st.columns(2)
     by_name = {d["name"]: d for d in labeled}
@@ -42,7 +48,7 @@ with st.form("compare"):
     mode = c1.radio("Training", ["linear", "finetune"], horizontal=True, key="cmp-mode",
                     format_func=lambda m: {"linear": "Linear probe (frozen backbone, fast)",
                                            "finetune": "Full finetune (slower)"}[m])
-    inits = c2.multiselect("Initialisations", list(compare.INITS), default=list(compare.INITS), key="cmp-inits")
+    inits = c2.multiselect("Initialisations", list(compare.INITS), default=runnable, key="cmp-inits")
     n_labeled = by_name[dataset]["labeled"]
     auto = compare.default_folds(n_labeled)
     folds = c1.number_input(f"Cross-validation folds (0 = fixed train/val/test split; suggested {auto})", 0, 10,
@@ -55,12 +61,9 @@ with st.form("compare"):
                                   "exactly, its strength chosen by cross-validation on the training images.")
     go_button = st.form_submit_button("Compare", type="primary")
 
-imagenet_problem = st.cache_data(ttl=600, show_spinner="Checking for ImageNet weights ...")(compare.imagenet_problem)
-first_run = store.job(chosen_runs[0]) if chosen_runs else runs[0]
-backbone = first_run["config"]["backbone"]
-problem = imagenet_problem(backbone)
 if problem:
-    st.warning(f"ImageNet initialisation unavailable for {backbone}: {plain(problem)}")
+    st.caption(f":material/info: ImageNet starts are unticked: this machine has no ImageNet weights for {backbone} "
+               "(efficientnet_lite0 has them built in).", help=plain(problem))
 has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)
 if not has_imagenet_run and not problem and can_edit():
     st.caption("ImageNet+PIRL (PIRL continued from ImageNet weights) beat ImageNet transfer in dermatology "

@@ -15,19 +15,19 @@ st.markdown(
 )
 st.caption(f"Workspace: `{ws.root}`")
 
-steps = st.columns(6)
-for col, (page, label, icon) in zip(steps, [
-        ("pages/data.py", "1 · Bring in images", ":material/photo_library:"),
-        ("pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
-        ("pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
-        ("pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
-        ("pages/predict.py", "5 · Predict new images", ":material/image_search:"),
-        ("pages/export.py", "6 · Export a model", ":material/download:")]):
-    with col:
-        try:
-            st.page_link(page, label=label, icon=icon)
-        except Exception:  # the page is run on its own (tests), outside app.py's navigation
-            st.markdown(f"{label}")
+STEPS = [("pages/data.py", "1 · Bring in images", ":material/photo_library:"),
+         ("pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
+         ("pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
+         ("pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
+         ("pages/predict.py", "5 · Predict new images", ":material/image_search:"),
+         ("pages/export.py", "6 · Export a model", ":material/download:")]
+for row in (STEPS[:3], STEPS[3:]):  # two rows of three: every step's name whole
+    for col, (page, label, icon) in zip(st.columns(3), row):
+        with col:
+            try:
+                st.page_link(page, label=label, icon=icon)
+            except Exception:  # the page is run on its own (tests), or hidden from a viewer
+                st.markdown(label)
 
 datasets = store.datasets()
 jobs = store.jobs()
@@ -36,7 +36,8 @@ running = [j for j in jobs if j["status"] in ACTIVE]
 
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Datasets", len(datasets))
-c2.metric("Images", sum(d["images"] for d in datasets))
+distinct = store.distinct_images()
+c2.metric("Images", distinct, help="Each image counted once, however many datasets hold it.")
 c3.metric("Jobs running / queued", len(running))
 c4.metric("Exported models", len(exports))
 

@@ -249,6 +249,10 @@ class Store:
             for image_id, fields in updates:
                 self.db["images"].update(image_id, fields)
 
+    def distinct_images(self) -> int:
+        """Images in the workspace, each counted once however many datasets hold it."""
+        return self.db.execute("SELECT COUNT(DISTINCT content_hash) FROM images").fetchone()[0]
+
     def image_file_used(self, content_hash: str) -> bool:
         return self.db.execute("SELECT 1 FROM images WHERE content_hash = ? LIMIT 1", [content_hash]).fetchone() \
             is not None

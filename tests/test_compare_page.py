@@ -46,7 +46,10 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     n_benign = sum(1 for y in summary["predictions"]["scratch"]["y"] if y == 0)
     assert mistakes == [f"Called malignant, truly benign: {n_benign} image(s)",
                         "Called benign, truly malignant: 0 image(s)"]
-    assert any("ImageNet" in w.value for w in at.warning)  # resnet18 has no offline ImageNet weights
+    # resnet18 has no offline ImageNet weights: those starts are unticked, with one short line
+    assert at.multiselect(key="cmp-inits").value == ["scratch", "pirl"]
+    assert any("ImageNet starts are unticked" in c.value for c in at.caption) and not any(
+        "ImageNet" in w.value for w in at.warning)
 
 
 def test_start_a_comparison_from_the_form(filled, monkeypatch):

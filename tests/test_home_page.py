@@ -21,11 +21,14 @@ def test_home_on_a_filled_workspace(ws):
     s = ws.store
     ds = s.add_dataset("skin-pool")
     s.add_images([dict(dataset_id=ds, content_hash=f"h{i}", path=f"p{i}", orig_name=f"{i}.png") for i in range(5)])
+    labeled = s.add_dataset("skin-labeled")  # three of the same images again, now labeled
+    s.add_images([dict(dataset_id=labeled, content_hash=f"h{i}", path=f"p{i}", orig_name=f"{i}.png", label="a")
+                  for i in range(3)])
     s.add_job("pretrain", {"epochs": 1}, dataset_id=ds)
     at = _run()
-    assert [m.value for m in at.metric][:3] == ["1", "5", "1"]
+    assert [m.value for m in at.metric][:3] == ["2", "5", "1"]  # each image counted once
     tables = [df.value for df in at.dataframe]
-    assert tables[0]["name"].tolist() == ["skin-pool"]
+    assert sorted(tables[0]["name"].tolist()) == ["skin-labeled", "skin-pool"]
     assert tables[1]["status"].tolist() == ["queued"]
 
 
