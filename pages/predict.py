@@ -97,4 +97,5 @@ for start in range(0, len(result.rows), per_row):
                                      result.heatmaps[start:start + per_row]):
         col.image(predict.overlay(image, heat) if show_heat else image, width="stretch",
                   caption=f"{plain(row['file'][-28:])} · {plain(row['decision'])} "
-                          f"({max(v for k, v in row.items() if k.startswith('p(')):.2f})")
+                          f"({max(v for k, v in row.items() if k.startswith('p(')):.2f})"
+                          + (" · no region stood out" if show_heat and heat.max() <= 0 else ""))
