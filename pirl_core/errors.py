@@ -22,3 +22,7 @@ class Cancelled(PirlError):
 
     def __init__(self, message: str = "Cancelled: nothing was imported."):
         super().__init__(message)
+
+
+class WorkspaceUnusable(PirlError):
+    """The workspace folder or database cannot be opened or written (read-only, damaged, full disk)."""

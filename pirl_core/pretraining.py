@@ -4,6 +4,7 @@ job kind the worker runs for it. Pages and the CLI both start runs here."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from . import jobs
 from .engine.backbones import REGISTRY
@@ -97,6 +98,10 @@ def pretrain_job(ctx: JobContext) -> dict:
     config = PretrainConfig.from_dict(ctx.config)
     rows = store.images(dataset_id)
     config.validate(len(rows))
+    recorded = ctx.job.get("checkpoint")
+    if recorded and not Path(recorded).exists():  # resuming: never restart at step 0 in silence
+        raise PirlError(f"The checkpoint of this run ({recorded}) is gone, so it cannot resume where it stopped. "
+                        "Start a new run with the same settings instead.")
     ctx.progress(0.0, "preparing the image cache")
     images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
     result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, _JobCallbacks(ctx))

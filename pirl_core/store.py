@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
-from .errors import SchemaTooNew
+from .errors import SchemaTooNew, WorkspaceUnusable
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -149,12 +149,18 @@ class Store:
 
     def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
         self.path = Path(path)
-        conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("PRAGMA foreign_keys = ON")
-        self.db = sqlite_utils.Database(conn)
-        self.db.enable_wal()
-        self._migrate(migrate_to)
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self._migrate(migrate_to)
+        except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, or a full disk
+            raise WorkspaceUnusable(
+                f"The workspace database {self.path} cannot be used ({exc}). If the folder is read-only, make it "
+                "writable or point PIRL_HOME elsewhere; if the file is damaged, restore it from a backup or move "
+                "it away to start a fresh workspace.") from None
 
     # -- schema --------------------------------------------------------------------------
     @property

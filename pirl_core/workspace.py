@@ -11,6 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+from .errors import WorkspaceUnusable
 from .store import Store
 
 DEFAULT_DIR = "pirl-workspace"
@@ -34,9 +35,14 @@ class Workspace:
     def __init__(self, root: str | Path | None = None, actor: str | None = None):
         self.actor = actor or os_user()  # who the audit log names for what this handle does
         self.root = Path(root).expanduser().resolve() if root else default_root()
-        self.root.mkdir(parents=True, exist_ok=True)
-        for name in self.SUBDIRS:
-            (self.root / name).mkdir(exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for name in self.SUBDIRS:
+                (self.root / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceUnusable(f"The workspace folder {self.root} cannot be created or written "
+                                    f"({exc.strerror or exc}). Point PIRL_HOME (or --workspace) at a folder you "
+                                    "may write.") from None
 
     @classmethod
     def open(cls, root: str | Path | None = None, actor: str | None = None) -> Workspace:

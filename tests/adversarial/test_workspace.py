@@ -1,0 +1,45 @@
+"""A workspace that cannot be used is one clear sentence in the CLI and on every page, never a traceback."""
+
+import os
+
+from streamlit.testing.v1 import AppTest
+
+from pirl_core import jobs
+from pirl_core.cli import main
+from pirl_core.engine.config import PretrainConfig
+from tests.conftest import ROOT
+
+
+def test_a_damaged_database_is_one_sentence_in_the_cli_and_on_a_page(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "pirl.db").write_bytes(b"this is not a database, it was overwritten" * 100)
+    assert main(["--workspace", str(root), "datasets"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The workspace database") and "restore it from a backup" in err
+    assert "Traceback" not in err
+    monkeypatch.setenv("PIRL_HOME", str(root))
+    at = AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60).run()
+    assert not at.exception and any("cannot be used" in e.value for e in at.error)
+
+
+def test_a_file_where_the_workspace_should_be_is_one_sentence(tmp_path, capsys):
+    (tmp_path / "ws").write_text("a file, not a folder")
+    assert main(["--workspace", str(tmp_path / "ws"), "datasets"]) == 2
+    assert "cannot be created or written" in capsys.readouterr().err
+
+
+def test_a_resume_whose_checkpoint_was_deleted_says_so(ws, demo_dir):
+    from pirl_core import ingest
+
+    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    job_id = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+                         start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    job = ws.store.job(job_id)
+    os.remove(job["checkpoint"])
+    ws.store.set_job_status_if(job_id, ["succeeded"], "interrupted")
+    jobs.resume(ws, job_id, start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    job = ws.store.job(job_id)
+    assert job["status"] == "failed" and "checkpoint of this run" in job["message"] and "is gone" in job["message"]
