@@ -1,7 +1,8 @@
 import pandas as pd
 import streamlit as st
 
-from pages._shared import when, workspace
+from pages._shared import can_edit, when, workspace
+from pirl_core import audit
 from pirl_core.jobs import ACTIVE
 
 ws = workspace()
@@ -67,3 +68,14 @@ if exports:
                  hide_index=True)
 else:
     st.info("No exported models yet.")
+
+if can_edit():
+    with st.expander("Audit log: who did what, and when"):
+        entries = audit.entries(ws, 200)
+        if entries:
+            st.dataframe(pd.DataFrame([{"when": when(e["time"]), "who": e["actor"], "action": e["action"],
+                                        "what": e["target"], "detail": e["detail"]} for e in entries]),
+                         hide_index=True)
+        else:
+            st.caption("Nothing recorded yet.")
+        st.caption("The same log from the command line: `pirl audit`.")

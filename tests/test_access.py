@@ -104,3 +104,13 @@ def test_a_removed_user_is_signed_out_at_the_next_click(ws):
     users.remove_user(ws, "alice")
     at.run()
     assert [t.label for t in at.text_input] == ["User name", "Password"]
+
+
+def test_editors_read_the_audit_log_on_home(ws):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60)
+    at.session_state["pirl_user"] = "alice"
+    at.run()
+    assert not at.exception
+    log = next(e for e in at.expander if e.label.startswith("Audit log"))
+    assert log.dataframe[0].value["action"].tolist()[:1] == ["add user"]
