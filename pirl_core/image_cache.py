@@ -8,8 +8,8 @@ in the process's resident memory: 2 GB for 5,000 images, ingest and final copy t
 
 from __future__ import annotations
 
-import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -42,12 +42,14 @@ class CacheWriter:
     """Appends (size, size, 3) uint8 rows to a side file; `finish()` writes the `.npy` (header, then
     the rows copied in large blocks) under a temporary name and renames it into place. Leaving the
     `with` block (or `close()`) without `finish()` (an error, a cancel) removes every file it made.
-    Side files carry the process id, so two processes building the same cache do not collide."""
+    Side files carry a name of their own, so two writers building the same cache (two processes, or two
+    browser sessions: threads of one server) never collide; the last rename wins with identical content."""
 
     def __init__(self, out_file: str | Path, size: int):
         self.out_file, self.size, self.rows = Path(out_file), size, 0
-        self._rows_file = self.out_file.with_name(f"{self.out_file.name}.{os.getpid()}.rows")
-        self._part_file = self.out_file.with_name(f"{self.out_file.name}.{os.getpid()}.part.npy")
+        tag = uuid.uuid4().hex
+        self._rows_file = self.out_file.with_name(f"{self.out_file.name}.{tag}.rows")
+        self._part_file = self.out_file.with_name(f"{self.out_file.name}.{tag}.part.npy")
         self._stream = open(self._rows_file, "wb")
 
     def append(self, row: np.ndarray) -> None:

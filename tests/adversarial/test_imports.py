@@ -129,3 +129,33 @@ def test_eight_concurrent_imports_into_one_workspace_all_land(tmp_path):
     assert imported == [6] * 8 and len(ws.store.datasets()) == 8
     for d in ws.store.datasets():
         assert all((ws.root / im["path"]).exists() for im in ws.store.images(d["id"]))
+
+
+def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir):
+    """Sessions are threads of one server process: a side file named by process id was shared (the soak
+    bench found a visit failing with the other session's file gone)."""
+    import threading
+
+    from pirl_core.image_cache import cache_path, dataset_cache
+
+    report = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    results, errors = [], []
+    for attempt in range(5):
+        cache_path(ws, report.dataset_id, 64).unlink(missing_ok=True)
+        start = threading.Barrier(6)
+
+        def derive():
+            start.wait()
+            try:
+                results.append(np.asarray(dataset_cache(ws, report.dataset_id, 64)).copy())
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=derive) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == [] and len(results) == 30
+    assert all(np.array_equal(r, results[0]) for r in results)
+    assert not [p for p in ws.cache.iterdir() if p.name.endswith((".rows", ".part.npy"))]

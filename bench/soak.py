@@ -1,0 +1,161 @@
+"""Soak: queued jobs, signed-in browser sessions polling every page, and a loop of imports, all at once.
+
+Prints, once a minute, the resident memory of the app server and of the job worker, the page visits and how
+many failed (an exception element, an HTTP error or a timeout), and at the end rows lost or duplicated
+(every import that reported success has its dataset and all its images; no dataset twice).
+
+    python bench/soak.py --minutes 30          # the full soak
+    python bench/soak.py --minutes 3 --sessions 3 --jobs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from pirl_core import demo_data, ingest, jobs, users
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["", "data", "pretrain", "compare", "explore", "predict", "export"]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def rss_mb(pid: int | None) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, TypeError):
+        pass
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def browse(url: str, name: str, password: str, pages: list[str], stop: threading.Event, counts: dict,
+           lock: threading.Lock):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=os.environ.get("PIRL_TEST_CHROMIUM", "/usr/bin/chromium"),
+                                     args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(url)
+        page.get_by_role("textbox", name="User name").fill(name)
+        page.get_by_role("textbox", name="Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_text(f"Signed in as {name}").wait_for(timeout=60_000)
+        i = 0
+        while not stop.is_set():
+            path = pages[i % len(pages)]
+            i += 1
+            ok, why = True, ""
+            try:
+                link = {"": "Home"}.get(path, path.capitalize())
+                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link).click(timeout=30_000)
+                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                       timeout=60_000)
+                errors = page.locator('[data-testid="stException"]')
+                ok = errors.count() == 0
+                why = "" if ok else f"/{path}: {errors.first.inner_text()[:300]}"
+            except Exception as exc:  # noqa: BLE001  a timeout or a closed connection counts as a failed visit
+                ok, why = False, f"/{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            with lock:
+                counts["visits"] += 1
+                counts["failed"] += not ok
+                if why:
+                    counts.setdefault("why", []).append(why)
+            time.sleep(1)
+        browser.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--sessions", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        demo_data.generate(tmp / "demo", n=40, unlabeled=120, size=96)
+        ws = Workspace.open(tmp / "ws")
+        pool = ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
+        ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "labeled", check_roots=False), "lab", folder_labels=True)
+        password = "soak password 1"
+        for k in range(args.sessions):
+            users.add_user(ws, f"user{k}", password, "editor" if k == 0 else "viewer")
+        for k in range(args.jobs):
+            jobs.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16, seed=k).to_dict(),
+                        pool.dataset_id)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.headless", "true"], cwd=ROOT, env={**os.environ, "PIRL_HOME": str(ws.root)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        stop, lock = threading.Event(), threading.Lock()
+        counts = {"visits": 0, "failed": 0}
+        sessions = [threading.Thread(target=browse, args=(  # viewers have no Export page
+                    url, f"user{k}", password, PAGES if k == 0 else PAGES[:-1], stop, counts, lock))
+                    for k in range(args.sessions)]
+        for t in sessions:
+            t.start()
+        imported, import_failures, n = {}, 0, 0
+        t0, next_report = time.time(), time.time()
+        print("minute  server MB  worker MB  visits  failed  imports", flush=True)
+        while time.time() - t0 < args.minutes * 60:
+            n += 1
+            try:
+                files = ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False)[: 5 + n % 20]
+                report = ingest.ingest(Workspace(ws.root), files, f"soak-{n}")
+                imported[f"soak-{n}"] = report.imported
+            except Exception as exc:  # noqa: BLE001
+                import_failures += 1
+                print(f"import {n} failed: {exc}", flush=True)
+            if time.time() >= next_report:
+                worker = next((j["pid"] for j in ws.store.running_jobs()), None)
+                with lock:
+                    print(f"{(time.time() - t0) / 60:6.1f}  {rss_mb(server.pid):9.0f}  {rss_mb(worker):9.0f}  "
+                          f"{counts['visits']:6d}  {counts['failed']:6d}  {len(imported):7d}", flush=True)
+                next_report += 60
+            time.sleep(2)
+        stop.set()
+        for t in sessions:
+            t.join(timeout=120)
+        names = [d["name"] for d in ws.store.datasets()]
+        lost = [name for name, k in imported.items()
+                if name not in names or len(ws.store.images(ws.store.dataset(name)["id"])) != k]
+        duplicated = len(names) - len(set(names))
+        for job in ws.store.jobs(statuses=jobs.ACTIVE):
+            jobs.cancel(ws, job["id"])
+        server.terminate()
+        print(f"\n{counts['visits']} page visits by {args.sessions} signed-in sessions, {counts['failed']} failed; "
+              f"{len(imported)} imports, {import_failures} failed, {len(lost)} lost, {duplicated} duplicated "
+              f"dataset rows; {args.jobs} jobs queued and training throughout.", flush=True)
+        for why in sorted(set(counts.get("why", [])))[:10]:
+            print("failed visit:", why, flush=True)
+
+
+if __name__ == "__main__":
+    main()
