@@ -37,3 +37,11 @@ def test_estimate_uses_a_past_run_of_the_same_setting_or_says_it_is_a_guess(ws, 
     ws.store.update_job(job, status="succeeded", result={"images_per_s": 20.0})
     seconds, source = planning.estimate_seconds(ws.store, config, 100)
     assert source == f"measured in run #{job}" and seconds == pytest.approx(200 / 20 + 5)
+
+
+def test_a_random_start_on_a_cpu_gets_larger_smallest_crops_than_an_imagenet_start():
+    from pirl_core.engine.config import RANDOM_START_MIN_CROP, PretrainConfig
+
+    assert PretrainConfig.defaults_for("cpu").min_crop_scale == 0.08  # ImageNet start: the paper's crops
+    assert PretrainConfig.defaults_for("cpu", pretrained_imagenet=False).min_crop_scale == RANDOM_START_MIN_CROP
+    assert PretrainConfig.defaults_for("cpu", pretrained_imagenet=False, min_crop_scale=0.2).min_crop_scale == 0.2
