@@ -50,7 +50,9 @@ def decode(data: bytes, name: str) -> Decoded:
             width, height = im.size
             _check_size(width, height)
             im.load()  # full decode: catches truncated files
-            return Decoded(_to_rgb(im))
+            frames = getattr(im, "n_frames", 1)
+            note = f"{im.format} with {frames} frames: first frame used" if frames > 1 else None
+            return Decoded(_to_rgb(im), note)
     except BadImage:
         raise
     except UnidentifiedImageError:
