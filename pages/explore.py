@@ -3,7 +3,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import guarded, plain, plot_text, workspace
-from pirl_core import image_cache, pretraining, retrieval
+from pirl_core import image_cache, preprocess, pretraining, retrieval
 from pirl_core.errors import PirlError
 
 ws = workspace()
@@ -22,14 +22,16 @@ if not runs:
 c1, c2, c3 = st.columns(3)
 run_id = c1.selectbox("Pretrain run", [r["id"] for r in runs], key="ex-run", format_func=lambda i: f"#{i}")
 run = store.job(run_id)
-space_name = c2.radio("Space", ["bank", "features"], key="ex-space", horizontal=True,
-                      format_func=lambda s: {"bank": "memory bank (PIRL vectors)",
-                                             "features": "backbone features (final weights)"}[s])
+space_name = c2.radio("Compare images by", ["bank", "features"], key="ex-space", horizontal=True,
+                      format_func=lambda s: {"bank": "what PIRL remembered of each image",
+                                             "features": "what the trained network sees"}[s],
+                      help="The first uses the run's memory bank: PIRL's running average of each training image's "
+                           "embedding. The second runs the final network (its backbone features) on any dataset.")
 datasets = {d["id"]: d["name"] for d in store.datasets()}
 if space_name == "bank":
     dataset_id = run["dataset_id"]
-    c3.caption(f"Images: **{datasets.get(dataset_id, '?')}** (the run's own). The bank holds moving averages "
-               "of each image's embedding during training, so it lags the final weights slightly.")
+    c3.caption(f"Images: **{plain(datasets.get(dataset_id, '?'))}** (the run's own). The memory holds averages "
+               "taken during training, so it lags the final network slightly.")
 else:
     dataset_id = c3.selectbox("Images", list(datasets), index=list(datasets).index(run["dataset_id"])
                               if run["dataset_id"] in datasets else 0, format_func=datasets.get, key="ex-dataset")
@@ -91,6 +93,7 @@ with upload:
     if file is not None:
         try:
             query = retrieval.embed_image(space, file.getvalue(), file.name)
+            uploaded = preprocess.cache_row(file.getvalue(), file.name, 128)  # shown as the model saw it
             st.session_state.pop("ex-query", None)
         except PirlError as exc:
             st.error(f"{plain(file.name)}: {plain(exc)}")
@@ -120,7 +123,18 @@ with dups:
         st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
                    "AUCs on the Compare page. Consider grouping them (a CSV `group` column) or removing one.")
     if pairs:
-        st.dataframe(pd.DataFrame(pairs), hide_index=True)
+        leaks_first = sorted(pairs, key=lambda p: (not p["leak"], -p["similarity"]))
+        st.caption(f"{len(pairs)} pair(s); straddling pairs first" + (", the first 12 shown." if len(pairs) > 12
+                                                                          else "."))
+        for pair in leaks_first[:12]:
+            left, mid, right = st.columns([2, 1, 2])
+            for col, side in ((left, "a"), (right, "b")):
+                row, thumb = next(image_cache.iter_thumbnails(ws, dataset_id, [rows[pair[f"position_{side}"]]]))
+                col.image(thumb, width=140, caption=f"{plain(row['orig_name'][-30:])} · "
+                                                    f"{pair['split_' + side] or 'no split'}")
+            mid.metric("similarity", f"{pair['similarity']:.3f}")
+            if pair["leak"]:
+                mid.caption(":material/warning: in different splits")
     else:
         st.caption("No pair above this similarity.")
 
@@ -134,8 +148,11 @@ if isinstance(query, int):
     label = f" · {plain(rows[query]['label'])}" if rows[query]["label"] else ""
     st.caption(f"Query: **{plain(rows[query]['orig_name'])}**{label}")
     thumbs([query], [plain(rows[query]["orig_name"][-20:])])
+else:
+    st.caption(f"Query: **{plain(file.name)}** (uploaded)")
+    st.image(uploaded, width=110, caption=plain(file.name[-20:]))
 hits = retrieval.search(space, query, k)
 thumbs([h["position"] for h in hits],
-       [f"#{h['rank']} · {h['similarity']:.3f}" + (f" · {plain(rows[h['position']]['label'])}"
-                                                  if rows[h["position"]]["label"] else "") for h in hits])
+       [f"#{h['rank']} · {h['similarity']:.3f} · {plain(rows[h['position']]['orig_name'][-18:])}"
+        + (f" · {plain(rows[h['position']]['label'])}" if rows[h["position"]]["label"] else "") for h in hits])
 st.caption("Cosine similarity: 1 = same direction in the representation, 0 = unrelated.")

@@ -161,7 +161,8 @@ def duplicate_pairs(space: Space, rows: list[dict], threshold: float) -> list[di
     out = []
     for i, j, sim in near_duplicates(space.vectors, threshold):
         a, b = rows[i], rows[j]
-        out.append({"a": a["orig_name"], "b": b["orig_name"], "similarity": round(sim, 4),
+        out.append({"position_a": i, "position_b": j, "a": a["orig_name"], "b": b["orig_name"],
+                    "similarity": round(sim, 4),
                     "split_a": a["split"], "split_b": b["split"],
                     "leak": bool(a["split"] and b["split"] and a["split"] != b["split"])})
     return out

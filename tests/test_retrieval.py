@@ -103,8 +103,18 @@ def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
     first = ws.store.images(ws.store.job(job)["dataset_id"])[0]
     at.button(key=f"ex-q-{first['id']}").click().run()
     assert not at.exception
-    assert any(first["orig_name"] in c.value for c in at.caption)
+    from pages._shared import plain
+
+    assert any(plain(first["orig_name"]) in c.value for c in at.caption)  # Markdown-escaped, shown as typed
     assert any("Cosine similarity" in c.value for c in at.caption)
+    # neighbour tiles name their file; near-copies show side by side with their similarity
+    captions = [i.caption for img in at.get("image") for i in img.proto.imgs]
+    tiles = [c for c in captions if c.startswith("#1 ·")]
+    assert tiles and "png" in tiles[0], captions
+    assert "what PIRL remembered of each image" in at.radio(key="ex-space").options
+    at.radio(key="ex-space").set_value("features").run()
+    at.slider(key="ex-dup-threshold").set_value(0.9).run()
+    assert not at.exception and any(m.label == "similarity" for m in at.metric)
 
 
 @pytest.mark.browser
@@ -121,6 +131,7 @@ def test_explore_in_the_browser_pick_and_upload(run, app_server, page, tmp_path,
         str(demo_dir / "labeled" / target["orig_name"]))
     wait_for_app(page)
     page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
+    page.get_by_text("(uploaded)").wait_for()  # the uploaded query is shown
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
 
