@@ -140,7 +140,7 @@ def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir
 
     report = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     results, errors = [], []
-    for attempt in range(5):
+    for _ in range(5):
         cache_path(ws, report.dataset_id, 64).unlink(missing_ok=True)
         start = threading.Barrier(6)
 
