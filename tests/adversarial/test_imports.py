@@ -144,7 +144,7 @@ def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir
         cache_path(ws, report.dataset_id, 64).unlink(missing_ok=True)
         start = threading.Barrier(6)
 
-        def derive():
+        def derive(start=start):
             start.wait()
             try:
                 results.append(np.asarray(dataset_cache(ws, report.dataset_id, 64)).copy())
