@@ -1,14 +1,17 @@
-"""Ingestion speed and memory: a real folder, and generated large JPEGs.
+"""Ingestion speed and memory: a real folder, generated large JPEGs, zip bombs, concurrent imports.
 
     python bench/ingest.py ../shared/data/busi256 --large 5000 --large-size 2000
+    python bench/ingest.py --large 0 --bombs --concurrent 8
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +32,66 @@ def run(label: str, folder: Path, tmp: Path) -> None:
           f"{len(files) / seconds:7.1f} images/s  peak RSS {peak:.0f} MiB")
 
 
+def bombs(tmp: Path) -> None:
+    """A 1 GiB member in a ~1 MB zip, and 20 members of 100 MB each: peak RSS must stay near the baseline
+    (members over the per-file cap are refused from the zip's header, never read)."""
+    for label, members in (("1 GiB member", {"bomb.png": 1 << 30}), ("20 x 100 MB", {f"m{i}.png": 100 << 20
+                                                                                      for i in range(20)})):
+        path = tmp / f"{label.replace(' ', '_')}.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for name, size in members.items():
+                with zf.open(name, "w", force_zip64=True) as f:
+                    block = bytes(16 << 20)
+                    for _ in range(size // len(block)):
+                        f.write(block)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        files, refused = ingest.zip_source(path, max_bytes=1 << 40)
+        ws = Workspace(tmp / f"ws-{label[:2]}")
+        try:
+            ingest.ingest(ws, files, "bomb", pre_skipped=refused)
+        except ingest.PirlError as exc:  # nothing usable: the expected end
+            outcome = str(exc)[:60]
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"zip bomb {label:12s} zip {path.stat().st_size / 1e6:6.1f} MB  refused {len(refused)}  "
+              f"peak RSS {before:.0f} -> {peak:.0f} MiB  ({outcome})")
+
+
+def _import(args) -> int:
+    root, folder, name = args
+    return ingest.ingest(Workspace(root), ingest.folder_source(folder, check_roots=False), name).imported
+
+
+def concurrent(tmp: Path, n: int) -> None:
+    """n imports into one workspace at once, sharing half their files: failures and files lost."""
+    rng = np.random.default_rng(1)
+    for k in range(n):
+        (tmp / "src" / f"set{k}").mkdir(parents=True)
+        for i in range(30):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) if i % 2 else
+                            np.full((64, 64, 3), i, np.uint8)).save(tmp / "src" / f"set{k}" / f"{i}.png")
+    root = tmp / "ws-concurrent"
+    Workspace.open(root)
+    t = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(n) as pool:
+        outcomes = pool.map_async(_import, [(root, tmp / "src" / f"set{k}", f"set{k}") for k in range(n)])
+        try:
+            imported, failures = outcomes.get(), 0
+        except Exception as exc:  # noqa: BLE001
+            imported, failures = [], 1
+            print(f"an import failed: {exc}")
+    ws = Workspace.open(root)
+    lost = sum(not (ws.root / im["path"]).exists() for d in ws.store.datasets() for im in ws.store.images(d["id"]))
+    print(f"{n} concurrent imports: {len(ws.store.datasets())} datasets, {sum(imported)} images, "
+          f"{failures} failed, {lost} files lost, {time.perf_counter() - t:.1f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", nargs="?")
     ap.add_argument("--large", type=int, default=5000, help="how many large JPEGs to generate (0: none)")
     ap.add_argument("--large-size", type=int, default=2000)
+    ap.add_argument("--bombs", action="store_true", help="zip bombs: peak memory")
+    ap.add_argument("--concurrent", type=int, default=0, help="this many imports into one workspace at once")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -51,6 +109,10 @@ def main() -> None:
                 img.save(big / f"scan_{i:05d}.jpg", quality=90)
             print(f"(generated {args.large} JPEGs of {args.large_size} px in {time.perf_counter() - t:.0f} s)")
             run("large", big, tmp)
+        if args.bombs:
+            bombs(tmp)
+        if args.concurrent:
+            concurrent(tmp, args.concurrent)
 
 
 if __name__ == "__main__":
