@@ -331,8 +331,10 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
     accepted: list[dict] = []  # one per new image, in cache order
     labeled = folder_labels or labels_csv is not None
     table = read_labels_csv(labels_csv) if labels_csv is not None and not folder_labels else None
-    if table is not None:  # CSV problems surface before minutes of decoding
-        _match_labels([f.name for f in files], table)
+    if labeled:  # label problems (an ambiguous CSV row, a class of one image) surface before minutes of decoding
+        names_given = [f.name for f in files]
+        check_labels([_folder_label(n) for n in names_given] if folder_labels
+                     else _match_labels(names_given, table)[0], Report(dataset=name))
     signatures: list[np.ndarray] = []  # pixel signatures, for near-duplicate-aware splits of a labeled set
     seen: dict[str, str] = {}
     created: list[Path] = []  # stored files this import wrote (others may come to share them)

@@ -40,3 +40,13 @@ def test_conflicting_rows_for_one_file_are_an_error_not_last_wins():
 def test_a_spreadsheet_csv_in_windows_1252_is_read():
     table = ingest.read_labels_csv("filename,label\nl\u00e9sion.png,b\u00e9nin\n".encode("cp1252"))
     assert table == {"l\u00e9sion.png": ("b\u00e9nin", None)}
+
+
+def test_a_class_of_one_image_is_found_before_any_image_is_decoded(ws):
+    files, decoded = _sources(["a/1.png", "a/2.png", "a/3.png", "b/1.png"])
+    with pytest.raises(PirlError, match="b has 1"):
+        ingest.ingest(ws, files, "lab", folder_labels=True)
+    csv = b"filename,label\na/1.png,x\na/2.png,x\na/3.png,x\nb/1.png,y\n"
+    with pytest.raises(PirlError, match="y has 1"):
+        ingest.ingest(ws, files, "lab2", labels_csv=csv)
+    assert decoded == []
