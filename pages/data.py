@@ -69,10 +69,14 @@ st.header("Add images")
 if editors_only("Importing images"):
     tab_files, tab_zip, tab_folder = st.tabs(["Upload files or a folder", "Upload a zip", "Folder on this machine"])
     with tab_files:
+        folder_upload = st.radio("Upload", ["files", "a folder"], horizontal=True, key="upload-what") == "a folder"
         submitted, uploads, name, label_choice, csv_file = ingest_form(
-            "files", lambda: st.file_uploader("Images (PNG, JPEG, TIFF, BMP, DICOM)", accept_multiple_files=True,
-                                              key="uploads"),
-            "Select many files at once. For class sub-folders, upload a zip or use a folder on this machine.")
+            "folder-upload" if folder_upload else "files",
+            lambda: st.file_uploader("A folder of images (its class sub-folders can be the labels)" if folder_upload
+                                     else "Images (PNG, JPEG, TIFF, BMP, DICOM)", key=f"uploads-{folder_upload}",
+                                     accept_multiple_files="directory" if folder_upload else True),
+            "A whole folder, sub-folders included: choose 'Class sub-folders' below to use them as labels."
+            if folder_upload else "Select many files at once, or switch to a folder.")
         if submitted:
             with guarded("Import"):
                 if not uploads:

@@ -140,3 +140,26 @@ def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server
     assert page.locator('img[src*="evil.example"]').count() == 0
     elsewhere = sorted({u for u in requests if not u.startswith(server.url) and not u.startswith(("data:", "blob:"))})
     assert elsewhere == []
+
+
+def test_upload_a_folder_with_class_sub_folders_from_the_browser(app_server, page, tmp_path, demo_dir):
+    import shutil
+
+    from pirl_core.workspace import Workspace
+
+    folder = tmp_path / "derm-set"
+    shutil.copytree(demo_dir / "labeled", folder)  # benign/ and malignant/
+    server = app_server(tmp_path / "ws")
+    page.goto(server.url + "/data")
+    wait_for_app(page)
+    page.get_by_text("a folder", exact=True).click()
+    page.get_by_text("A folder of images").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').first.set_input_files(str(folder))
+    page.get_by_text("_00000.png").first.wait_for(timeout=30_000)  # the file chips (names shortened)
+    page.get_by_label("Dataset name").first.fill("derm-set")
+    page.get_by_role("radiogroup", name="Labels").first.get_by_text("Class sub-folders").click()
+    page.get_by_role("button", name="Import").first.click()
+    page.get_by_text("Imported 24 images into derm-set").wait_for(timeout=60_000)
+    assert_no_exception(page)
+    ws = Workspace.open(tmp_path / "ws")
+    assert ws.store.class_counts(ws.store.dataset("derm-set")["id"]) == {"benign": 12, "malignant": 12}
