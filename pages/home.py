@@ -1,8 +1,8 @@
 import pandas as pd
 import streamlit as st
 
-from pages._shared import can_edit, when, workspace
-from pirl_core import audit
+from pages._shared import STATUS_ICON, can_edit, when, workspace
+from pirl_core import audit, demo
 from pirl_core.jobs import ACTIVE
 
 ws = workspace()
@@ -29,6 +29,17 @@ for row in (STEPS[:3], STEPS[3:]):  # two rows of three: every step's name whole
                 st.page_link(page, label=label, icon=icon)
             except Exception:  # the page is run on its own (tests), or hidden from a viewer
                 st.markdown(label)
+
+if store.dataset(demo.POOL) and store.dataset(demo.LABELED):
+    st.info(f"This workspace holds synthetic demo images, not patient data: **{demo.POOL}** (unlabeled, for "
+            f"pretraining) and **{demo.LABELED}** (benign vs malignant, for comparing initialisations). First, "
+            "watch the demo pipeline below finish, then open Compare to read its verdict; then bring your own "
+            "images on the Data page.", icon=":material/science:")
+pipeline = demo.pipeline_status(ws)
+if pipeline:
+    st.subheader("Demo pipeline")
+    for step in pipeline:
+        st.markdown(f"{STATUS_ICON.get(step['status'], ':material/schedule:')} {step['step']}: **{step['status']}**")
 
 datasets = store.datasets()
 jobs = store.jobs()

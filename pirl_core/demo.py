@@ -1,23 +1,84 @@
-"""The ready-made demo workspace behind `make run` / `pirl app --demo`."""
+"""The ready-made demo workspace behind `make run` / `pirl app --demo`: synthetic images, ingested, then a
+short pipeline in the background (pretrain -> compare -> export) so that every page has something real to
+show within minutes of the first start.
+
+The pipeline is three queued jobs, run in order by the one worker: the pretraining run; `demo_compare`, which
+starts the comparison (its finetune jobs queue behind it) and then queues `demo_export`, which therefore
+runs once they are done and exports the best initialisation."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from . import demo_data, ingest
+from . import compare, demo_data, export, ingest, jobs, pretraining
+from .errors import PirlError
+from .jobs import JobContext, job_kind
 from .workspace import Workspace
 
 DEMO_N, DEMO_UNLABELED, DEMO_SEED = 120, 400, 0
+POOL, LABELED = "demo-unlabeled", "demo-labeled"
 
 
-def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print) -> None:
-    """Generate the demo images and ingest them (an unlabeled pool and a labeled set) once;
-    a second call does nothing."""
+def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print, pipeline: bool = True,
+                          **pretrain_settings) -> None:
+    """Generate the demo images and ingest them (an unlabeled pool and a labeled set) once, and on the first
+    start queue the demo pipeline; a second call does nothing."""
     folder = ws.root / "demo-data"
     if not (folder / "unlabeled").exists():
         log(f"Writing demo images to {folder} ...")
         demo_data.generate(folder, n=DEMO_N, seed=DEMO_SEED, unlabeled=DEMO_UNLABELED)
-    for name, sub, labels in (("demo-unlabeled", "unlabeled", False), ("demo-labeled", "labeled", True)):
+    for name, sub, labels in ((POOL, "unlabeled", False), (LABELED, "labeled", True)):
         if ws.store.dataset(name) is None:
             log(f"Ingesting {name} ...")
             ingest.ingest(ws, ingest.folder_source(folder / sub, check_roots=False), name, folder_labels=labels)
+    if pipeline and not ws.store.jobs():
+        log("Queueing the demo pipeline: pretrain -> compare -> export (a few minutes) ...")
+        start_pipeline(ws, **pretrain_settings)
+
+
+def start_pipeline(ws: Workspace, **pretrain_settings) -> int:
+    """Queue a short PIRL run on the demo pool, then the comparison and the export. Returns the run's id."""
+    config = pretraining.default_config(**{"epochs": 3, **pretrain_settings})
+    run = jobs.submit(ws, "pretrain", config.to_dict(), ws.store.dataset(POOL)["id"], start_worker=False)
+    jobs.submit(ws, "demo_compare", {"pretrain_job": run}, ws.store.dataset(LABELED)["id"])
+    return run
+
+
+def pipeline_status(ws: Workspace) -> list[dict] | None:
+    """The demo pipeline's steps with their states, for Home; None when no pipeline was queued."""
+    chain = {j["kind"]: j for j in ws.store.jobs() if j["kind"] in ("demo_compare", "demo_export")}
+    if "demo_compare" not in chain:
+        return None
+    starter = chain["demo_compare"]
+    run = ws.store.job(starter["config"]["pretrain_job"])
+    arms = [ws.store.job(i)["status"] for i in starter["result"].get("finetune_jobs", [])]
+    if starter["status"] != "succeeded" or not arms:
+        comparing = "waiting" if starter["status"] == "queued" else starter["status"]
+    else:
+        comparing = next((s for s in ("failed", "running", "queued") if s in arms), "succeeded")
+    return [{"step": "Pretrain PIRL on the demo pool (3 epochs)", "status": run["status"] if run else "missing"},
+            {"step": "Compare the initialisations on the labeled demo set", "status": comparing},
+            {"step": "Export the best model", "status": chain["demo_export"]["status"] if "demo_export" in chain
+             else "waiting"}]
+
+
+@job_kind("demo_compare")
+def demo_compare_job(ctx: JobContext) -> dict:
+    run = ctx.config["pretrain_job"]
+    if (ctx.ws.store.job(run) or {}).get("status") != "succeeded":
+        raise PirlError(f"The demo pretraining run #{run} did not finish; the demo comparison cannot start.")
+    inits = [i for i in compare.INITS if not (i.startswith("imagenet") and compare.imagenet_problem(
+        ctx.ws.store.job(run)["config"]["backbone"]))]
+    cid = compare.start(ctx.ws, compare.CompareRequest(labeled=LABELED, pretrain_jobs=[run], inits=inits,
+                                                       mode="linear", folds=3, fractions=[0.25, 1.0]))
+    arms = compare.comparison(ctx.ws, cid)["arms"]
+    jobs.submit(ctx.ws, "demo_export", {"comparison": cid}, start_worker=False)  # runs after the arms
+    return {"comparison": cid, "finetune_jobs": [a["job_id"] for a in arms]}
+
+
+@job_kind("demo_export")
+def demo_export_job(ctx: JobContext) -> dict:
+    summary = compare.summarize(ctx.ws, ctx.config["comparison"])
+    arms = {a["label"]: a["job_id"] for a in compare.comparison(ctx.ws, ctx.config["comparison"])["arms"]}
+    best = max(summary["table"], key=lambda e: e["auc"])
+    return export.export_finetune(ctx.ws, arms[best["arm"]])

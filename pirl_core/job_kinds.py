@@ -4,4 +4,4 @@ Imported by the worker entry point (pirl_core/worker.py) only: the queue (jobs.p
 a job kind, so there is no jobs -> kinds -> jobs import loop.
 """
 
-from . import compare, pretraining  # noqa: F401  (each registers its kind: finetune, pretrain)
+from . import compare, demo, pretraining  # noqa: F401  (each registers its kinds: finetune, demo_*, pretrain)
