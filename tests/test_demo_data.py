@@ -45,11 +45,14 @@ def test_cli_demo_data(tmp_path, capsys):
     assert len(list(tmp_path.rglob("*.png"))) == 6
 
 
-def test_demo_workspace_is_filled_once(ws):
+def test_demo_workspace_is_filled_and_its_pipeline_queued_once(ws, monkeypatch):
+    from pirl_core import jobs
     from pirl_core.demo import ensure_demo_workspace
 
+    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)  # queued, not run, here
     ensure_demo_workspace(ws, log=lambda m: None)
     first = [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()]
     ensure_demo_workspace(ws, log=lambda m: None)
     assert [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()] == first
     assert sorted(first) == [("demo-labeled", 120, 120), ("demo-unlabeled", 400, 0)]
+    assert sorted(j["kind"] for j in ws.store.jobs()) == ["demo_compare", "pretrain"]
