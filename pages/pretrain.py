@@ -21,8 +21,9 @@ IMAGENET = "ImageNet weights (domain-adaptive PIRL)"
 STARTS = {
     IMAGENET: "PIRL continues from ImageNet features and adapts them to your images: pays off in about 15 epochs "
               "(minutes on a CPU). Needs ImageNet weights for the backbone (efficientnet_lite0 has them built in).",
-    "random weights": "PIRL learns everything from your images: needs about 100 epochs to beat untrained features "
-                      "(on a CPU, roughly 30 minutes per 1,000 images at 96 px); plan it overnight.",
+    "random weights": "PIRL learns everything from your images: it needs many epochs. On a 2-core CPU, 30 minutes "
+                      "(resnet18, 96 px, about 800 images: 41 epochs) beat untrained features by about 0.05 AUC; "
+                      "train for a time (below) and give it an hour or a night for more.",
 }
 PRETEXT_HELP = {
     "jigsaw": "the paper's choice: invariance to shuffling 3x3 patches; learns local structure and texture",
