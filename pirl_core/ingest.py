@@ -163,6 +163,9 @@ def zip_source(zip_file, max_files: int = MAX_ZIP_FILES, max_bytes: int = MAX_ZI
     files, refused, cap = [], [], max_file_bytes()
     for info in entries:
         path = PurePosixPath(info.filename.replace("\\", "/"))
+        if not path.parts or path.name in ("", "."):
+            refused.append({"name": info.filename, "reason": "no file name in the zip entry: not extracted"})
+            continue
         if path.is_absolute() or ".." in path.parts or info.filename.startswith(("/", "\\")) or ":" in path.parts[0]:
             refused.append({"name": info.filename, "reason": "unsafe path in zip (absolute or '..'): not extracted"})
             continue

@@ -159,3 +159,14 @@ def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir
     assert errors == [] and len(results) == 30
     assert all(np.array_equal(r, results[0]) for r in results)
     assert not [p for p in ws.cache.iterdir() if p.name.endswith((".rows", ".part.npy"))]
+
+
+def test_odd_zip_member_names_are_named_skips(ws, tmp_path):
+    z = tmp_path / "odd.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("good.png", _png(1))
+        zf.writestr(".", _png(2))
+        zf.writestr("x" * 300 + ".png", _png(3))  # longer than most file systems allow: never written by name
+    files, refused = ingest.zip_source(z)
+    report = ingest.ingest(ws, files, "odd", pre_skipped=refused)
+    assert report.imported == 2 and _skips(report)["."].startswith("no file name")
