@@ -176,10 +176,10 @@ elif can_edit():
             if st.form_submit_button("Attach labels and split") and csv_file:
                 with guarded("Attaching labels"):
                     report = ingest.attach_labels(ws, chosen, csv_file.getvalue())
-                    st.success("Labels attached: " + ", ".join(
-                        f"{plain(label)} ({n} images)" for label, n in report.labels.items()))
-                    for w in report.warnings:
-                        st.warning(plain(w))
+                    st.session_state["dataset-flash"] = " ".join([
+                        f"Labels attached to {chosen}: " + ", ".join(
+                            f"{label} ({n} images)" for label, n in report.labels.items()) + ".", *report.warnings])
+                    st.rerun()  # the page shows the labeled set at once: classes, splits, thumbnails
 
 st.subheader("Images")
 query = st.text_input("Filter by file name", key="thumb-filter")

@@ -75,3 +75,4 @@ def test_conflicting_labels_among_copies_are_listed_in_the_browser(ws, demo_dir,
         wait_for_app(page)
         page.get_by_text("1 set(s) of near-identical images carry different labels").wait_for(timeout=60_000)
         assert_no_exception(page)
+
