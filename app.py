@@ -1,10 +1,14 @@
 """PIRL Studio: the Streamlit entry point. Run with `pirl app` or `streamlit run app.py`."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from pages._shared import can_edit, sidebar_badge, sign_out_button, workspace
 
-st.set_page_config(page_title="PIRL Studio", page_icon=":material/biotech:", layout="wide")
+# A local file: a Material icon here makes the browser fetch the favicon from Google's font CDN.
+st.set_page_config(page_title="PIRL Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"),
+                   layout="wide")
 
 workspace()  # the sign-in form, and nothing else, until the visitor may see the workspace
 

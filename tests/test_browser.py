@@ -129,10 +129,13 @@ def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     server = app_server(ws.root)
-    for path in ("", "/data", "/pretrain", "/compare", "/explore"):
+    for path in ("", "/data", "/pretrain", "/compare", "/explore", "/predict", "/export"):
         page.goto(server.url + path)
         wait_for_app(page)
+        page.locator('link[rel*="icon"]').first.wait_for(state="attached")  # the page icon is set late
         assert_no_exception(page)
+    icon = page.locator('link[rel*="icon"]').first.get_attribute("href")
+    assert icon and icon.startswith(server.url), icon  # served by this app, not a font CDN
     page.goto(server.url + "/data")
     wait_for_app(page)
     page.get_by_text("Class balance by split").first.wait_for()
