@@ -125,7 +125,7 @@ def sign_out_button() -> None:
         st.button("Sign out", key="sign-out", on_click=st.logout)
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")  # links, images, emphasis, HTML, formulas, tables
 
 
 def plain(text: object) -> str:
