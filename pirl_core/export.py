@@ -22,6 +22,7 @@ import platform
 import time
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -277,10 +278,13 @@ def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tupl
 
 
 @torch.no_grad()
-def predict_files(bundle: str | Path, paths: list[str | Path], trusted_key: str | Path | None = None
-                  ) -> list[dict]:
-    """One row per file: its class probabilities, or the reason it could not be read."""
+def predict_files(bundle: str | Path, paths: list[str | Path], trusted_key: str | Path | None = None,
+                  log: Callable[[str], None] | None = None) -> list[dict]:
+    """One row per file: its class probabilities, or the reason it could not be read. `log` hears which
+    check the bundle passed."""
     model, meta = open_bundle(bundle, trusted_key)
+    if log:
+        log(f"{bundle}: {meta['signature']}")
     out = []
     for p in paths:
         p = Path(p)

@@ -37,10 +37,9 @@ def run_export(args, ws) -> int:
 
 
 def run_predict(args, ws) -> int:
-    from ..export import open_bundle, predict_files
+    from ..export import predict_files
 
-    note(f"{args.model}: {open_bundle(args.model, args.trust)[1]['signature']}")
-    rows = predict_files(args.model, args.paths, args.trust)
+    rows = predict_files(args.model, args.paths, args.trust, log=note)  # the bundle is read and checked once
     columns = list(dict.fromkeys(k for r in rows for k in r))
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = csv.DictWriter(out, fieldnames=columns)
