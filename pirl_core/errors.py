@@ -26,3 +26,7 @@ class Cancelled(PirlError):
 
 class WorkspaceUnusable(PirlError):
     """The workspace folder or database cannot be opened or written (read-only, damaged, full disk)."""
+
+
+class Interrupted(PirlError):
+    """A job stopped before its end for a reason outside it (a training process killed): resume continues it."""

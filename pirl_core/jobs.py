@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import audit
-from .errors import PirlError
+from .errors import Interrupted, PirlError
 from .store import ACTIVE_STATES, JOB_STATES
 from .workspace import Workspace
 
@@ -255,6 +255,8 @@ def run_job(ws: Workspace, job: dict) -> None:
         else:
             store.update_job(job["id"], status="succeeded", finished_at=time.time(), result=result, progress=1.0,
                              message="finished")
+    except Interrupted as exc:
+        store.update_job(job["id"], status="interrupted", finished_at=time.time(), message=str(exc))
     except PirlError as exc:
         store.update_job(job["id"], status="failed", finished_at=time.time(), message=str(exc), error=str(exc))
     except Exception as exc:

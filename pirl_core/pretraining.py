@@ -3,20 +3,26 @@ job kind the worker runs for it. Pages and the CLI both start runs here."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from . import jobs
+from .engine import distributed
 from .engine.backbones import REGISTRY
 from .engine.config import PRETEXTS, PretrainConfig
 from .engine.pretrain import Callbacks, StepReport, pretrain
-from .errors import PirlError
+from .errors import Interrupted, PirlError
 from .fmt import duration
 from .image_cache import cache_size_for, dataset_cache
 from .jobs import JobContext, job_kind
 from .workspace import Workspace
 
 BACKBONES = tuple(REGISTRY)
+RESULT_FILE, ERROR_FILE = "result.json", "error.txt"  # what process 0 of a torchrun launch leaves for the worker
 __all__ = ["BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start", "start_like"]
 
 
@@ -89,8 +95,32 @@ class _JobCallbacks(Callbacks):
         return self.ctx.should_stop()
 
 
+class ProcessCallbacks(_JobCallbacks):
+    """Process 0 of a run the worker launched under torchrun: the worker's process owns the job, so a cancel
+    (or the job no longer running: the worker was killed) is read from the workspace, at most once a second."""
+
+    def __init__(self, ctx: JobContext):
+        super().__init__(ctx)
+        self._checked, self._stop = 0.0, False
+
+    def should_stop(self) -> bool:
+        if time.monotonic() - self._checked > 1.0:
+            self._checked = time.monotonic()
+            row = self.ctx.ws.store.job(self.ctx.job["id"])
+            self._stop = row is None or bool(row["cancel_requested"]) or row["status"] != "running"
+        return self._stop
+
+
 @job_kind("pretrain")
 def pretrain_job(ctx: JobContext) -> dict:
+    config = PretrainConfig.from_dict(ctx.config)
+    if distributed.world().size == 1 and config.nproc > 1:
+        return _run_processes(ctx, config)
+    return train(ctx, _JobCallbacks(ctx))
+
+
+def train(ctx: JobContext, callbacks: Callbacks) -> dict:
+    """Train the job's run in this process (one of several under torchrun, or the only one)."""
     store = ctx.ws.store
     dataset_id = ctx.job["dataset_id"]
     if dataset_id is None or store.dataset(dataset_id) is None:
@@ -102,8 +132,41 @@ def pretrain_job(ctx: JobContext) -> dict:
     if recorded and not Path(recorded).exists():  # resuming: never restart at step 0 in silence
         raise PirlError(f"The checkpoint of this run ({recorded}) is gone, so it cannot resume where it stopped. "
                         "Start a new run with the same settings instead.")
-    ctx.progress(0.0, "preparing the image cache")
-    images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
-    result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, _JobCallbacks(ctx))
+    world = distributed.world()
+    if world.main:
+        ctx.progress(0.0, "preparing the image cache")
+        images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
+    distributed.barrier()  # the other processes open the cache process 0 made
+    if not world.main:
+        images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
+    result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, callbacks)
     return {"checkpoint": result.checkpoint, "steps": result.step, "total_steps": result.total_steps,
-            "last": result.last_metrics, "images_per_s": result.images_per_s, "n_images": len(rows)}
+            "last": result.last_metrics, "images_per_s": result.images_per_s, "n_images": len(rows),
+            "processes": world.size}
+
+
+def _run_processes(ctx: JobContext, config: PretrainConfig) -> dict:
+    """The run as `config.nproc` processes on this machine (torchrun --standalone), followed to its end. A cancel
+    reaches every process through process 0; a process that dies stops them all and the job is interrupted."""
+    ctx.progress(0.0, "preparing the image cache")
+    dataset_cache(ctx.ws, ctx.job["dataset_id"], cache_size_for(config.image_size))
+    for name in (RESULT_FILE, ERROR_FILE):
+        (ctx.folder / name).unlink(missing_ok=True)
+    log = ctx.folder / "processes.log"
+    ctx.progress(0.0, f"starting {config.nproc} training processes")
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.nproc}",
+             "-m", "pirl_core.pretrain_rank", "--workspace", str(ctx.ws.root), "--job", str(ctx.job["id"])],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.ws.root)
+    try:
+        proc.wait()
+    finally:
+        if proc.poll() is None:  # this worker is being stopped: so are its training processes
+            proc.terminate()
+    if proc.returncode == 0 and (ctx.folder / RESULT_FILE).exists():
+        return json.loads((ctx.folder / RESULT_FILE).read_text())
+    if (ctx.folder / ERROR_FILE).exists():
+        raise PirlError((ctx.folder / ERROR_FILE).read_text())
+    raise Interrupted(f"A training process stopped (exit code {proc.returncode}; output in {log}). "
+                      "Resume to continue from the last checkpoint.")

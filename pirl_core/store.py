@@ -312,18 +312,29 @@ class Store:
         self.db["jobs"].update(job_id, fields)
 
     def claim_next_job(self, pid: int) -> dict | None:
-        """Atomically move the oldest queued job to running, owned by `pid`."""
+        """Atomically move the oldest queued job to running, owned by `pid`. Runs over several machines
+        (nnodes > 1) are left for their cluster launch (claim_job)."""
         with self.transaction():
             row = self.db.execute(
-                "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1").fetchone()
+                "SELECT id FROM jobs WHERE status = 'queued' AND COALESCE(json_extract(config, '$.nnodes'), 1) <= 1 "
+                "ORDER BY created_at, id LIMIT 1").fetchone()
             if row is None:
                 return None
-            now = time.time()
-            self.db.execute(
-                "UPDATE jobs SET status = 'running', pid = ?, started_at = COALESCE(started_at, ?), "
-                "heartbeat_at = ?, error = NULL, cancel_requested = 0, message = 'starting' WHERE id = ?",
-                [pid, now, now, row[0]])
+            self._claim(row[0], pid)
         return self.job(row[0])
+
+    def claim_job(self, job_id: int, pid: int) -> dict | None:
+        """Move queued job `job_id` to running, owned by `pid`; None if it is not queued."""
+        with self.transaction():
+            claimed = self._claim(job_id, pid)
+        return self.job(job_id) if claimed else None
+
+    def _claim(self, job_id: int, pid: int) -> bool:
+        now = time.time()
+        return self.db.execute(
+            "UPDATE jobs SET status = 'running', pid = ?, started_at = COALESCE(started_at, ?), heartbeat_at = ?, "
+            "error = NULL, cancel_requested = 0, message = 'starting' WHERE id = ? AND status = 'queued'",
+            [pid, now, now, job_id]).rowcount > 0
 
     def set_job_status_if(self, job_id: int, expected: Iterable[str], status: str, **fields) -> bool:
         """Compare-and-set on a job's status; returns whether it changed."""

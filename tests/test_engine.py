@@ -148,7 +148,7 @@ def test_rotation_view_uses_all_three_turns_and_rotates_the_content():
     x = torch.zeros(64, 3, 40, 40)
     x[:, :, :10, :10] = 1.0
     original = views.image_view
-    views.image_view = lambda images, size, gen, scale: images[:, :, :size, :size]  # isolate the rotation
+    views.image_view = lambda images, size, gen, scale, part=None: images[:, :, :size, :size]  # isolate the rotation
     try:
         out, turns = rotation_view(x, 40, torch.Generator().manual_seed(0))
     finally:

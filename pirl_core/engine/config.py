@@ -25,6 +25,9 @@ BN_STATS = ("whole_images", "image_pass", "training")
 # 0.794 / 0.743 (bench/linear_probe.py --start random --min-scale ...; README: Defaults).
 RANDOM_START_MIN_CROP = 0.3
 MAX_NEGATIVES = 16384  # the paper draws 32000; 16384 keeps a CPU step cheap
+# Synchronised BatchNorm by default below this many images per process: BatchNorm statistics of small
+# per-GPU batches are noisy, and the contrastive loss can read them as a shortcut (SimCLR, MoCo v3 sync).
+SYNC_BN_BELOW = 64
 
 
 @dataclass
@@ -54,6 +57,10 @@ class PretrainConfig:
     num_workers: int = 0
     device: str = "auto"
     channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone (README: Scaling says where it pays)
+    nproc: int = 1  # processes (one per GPU, or CPU processes with gloo); more than 1 runs under torchrun
+    nnodes: int = 1  # machines; more than 1 is launched on the cluster (README: Scaling), not by a worker
+    sync_bn: bool | None = None  # BatchNorm over the global batch; default: on below SYNC_BN_BELOW per process
     checkpoint_every_s: float = 300.0
     max_steps: int | None = None  # stop early (benchmarks, smoke tests)
 
@@ -81,7 +88,6 @@ class PretrainConfig:
         data = dict(data)
         if "jigsaw_weight" in data:  # runs made before the rotation pretext existed
             data["pretext_weight"] = data.pop("jigsaw_weight")
-        data.pop("compile", None)  # an option that was never reachable
         data.setdefault("bn_stats", "training")  # runs made before BatchNorm statistics were re-estimated
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -115,6 +121,9 @@ class PretrainConfig:
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else LR_PER_256 * self.batch_size / 256
 
+    def sync_bn_for(self, per_process_batch: int) -> bool:
+        return self.sync_bn if self.sync_bn is not None else per_process_batch < SYNC_BN_BELOW
+
     def negatives_for(self, n_images: int) -> int:
         return self.negatives if self.negatives is not None else min(n_images - 1, MAX_NEGATIVES)
 
@@ -144,6 +153,11 @@ class PretrainConfig:
             problems.append(f"the smallest crop must be a share of the image in (0, 1], got {self.min_crop_scale}")
         if self.batch_size < 2:
             problems.append(f"batch size must be at least 2, got {self.batch_size}")
+        if not (1 <= self.nproc <= 1024 and 1 <= self.nnodes <= 1024):
+            problems.append(f"processes and machines must be between 1 and 1024, got {self.nproc} and {self.nnodes}")
+        elif self.batch_size < 2 * self.nproc * self.nnodes:
+            problems.append(f"a batch of {self.batch_size} cannot be shared by {self.nproc * self.nnodes} processes: "
+                            f"use a batch of at least {2 * self.nproc * self.nnodes}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"learning rate must be positive, got {self.lr}")
         if not 0 < self.temperature <= 10:

@@ -4,6 +4,10 @@ Everything a run needs to continue lives in one checkpoint: backbone, heads, opt
 step, memory bank with its image ids, and RNG state. Data order and augmentation are drawn
 from generators seeded by (seed, epoch) and (seed, step), so a run stopped anywhere and
 resumed gives the same result as one that never stopped.
+
+Under torchrun the same loop runs in every process (engine/distributed.py says how the processes
+stay one run); the checkpoint does not depend on the number of processes, so a run can resume on
+another number of GPUs. Each step moves the uint8 batch to the device first and builds the views there.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import PirlError
 from . import checkpoint as ckpt
+from . import distributed
 from .backbones import build_backbone
 from .batchnorm import frozen_bn_stats, recompute_bn_stats
 from .config import PretrainConfig
@@ -24,7 +31,7 @@ from .heads import EMBED_DIM
 from .loss import pirl_loss
 from .memory_bank import MemoryBank
 from .model import PirlModel, embed_dataset
-from .optim import CosineSchedule, param_groups, resolve_device, set_lr
+from .optim import CosineSchedule, param_groups, set_lr
 from .views import ViewSizes, image_view, jigsaw_view, rotation_view, to_float
 
 
@@ -70,17 +77,20 @@ def _step_generator(seed: int, *keys: int) -> torch.Generator:
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batch i of an epoch: its bank indices and its uint8 images, gathered from the cache."""
+    """Batch i of an epoch: its bank indices and its uint8 images, gathered from the cache; under several
+    processes, this process's share of the global batch (every image once per epoch across processes)."""
 
-    def __init__(self, images: np.ndarray, order: torch.Tensor, batch_size: int, start: int):
-        self.images, self.order, self.batch_size, self.start = images, order, batch_size, start
+    def __init__(self, images: np.ndarray, order: torch.Tensor, batch_size: int, start: int,
+                 world: distributed.World = distributed.World()):
+        self.images, self.order, self.batch_size, self.start, self.world = images, order, batch_size, start, world
 
     def __len__(self) -> int:
         return len(self.order) // self.batch_size - self.start
 
     def __getitem__(self, i: int):
         idx = self.order[(self.start + i) * self.batch_size:(self.start + i + 1) * self.batch_size]
-        rows = np.sort(idx.numpy())  # sorted reads from the memory map
+        share = self.batch_size // self.world.size
+        rows = np.sort(idx.numpy())[self.world.rank * share:(self.world.rank + 1) * share]  # sorted memmap reads
         return torch.from_numpy(rows), torch.from_numpy(np.array(self.images[rows]))
 
 
@@ -95,7 +105,8 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
     config.validate(n)
     if len(ids) != n:
         raise PirlError(f"{len(ids)} image ids for {n} images")
-    device = resolve_device(config.device)
+    world = distributed.world()
+    device = distributed.device_for(config.device)
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "last.pt"
     torch.manual_seed(config.seed)
@@ -103,9 +114,8 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
     model = PirlModel(build_backbone(config.backbone, config.pretrained_imagenet, config.weights_path)).to(device)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
-    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.learning_rate,
-                                momentum=config.momentum)
     batch = min(config.batch_size, n)
+    batch -= batch % world.size  # the global batch; each process builds and trains on batch / processes
     steps_per_epoch = n // batch
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
@@ -120,7 +130,6 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         if state["bank"]["ids"] != list(ids):
             raise PirlError(f"Checkpoint {ckpt_path} was trained on other images; cannot resume on these.")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         bank = MemoryBank.from_state_dict(state["bank"]).to(device)
         step = state["step"]
         torch.set_rng_state(state["rng"]["torch"])
@@ -137,18 +146,28 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         else:
             vectors = torch.randn(n, EMBED_DIM, generator=_step_generator(config.seed, 3))
         bank = MemoryBank(vectors, ids, config.bank_momentum).to(device)
+    if world.size > 1 and config.sync_bn_for(batch // world.size):
+        model = distributed.sync_batchnorm(model, device)
+    optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.learning_rate,
+                                momentum=config.momentum)
+    if step:
+        optimizer.load_state_dict(state["optimizer"])
+    if config.compile:
+        model.backbone.compile()  # in place: the state_dict keys stay those of the plain network
 
     budget = None
     if config.time_budget_s:  # the time earlier sessions of this run spent counts
         resumed = state if step else {}
         budget = _Budget(config.time_budget_s, steps_per_epoch, config.max_steps, step,
                          resumed.get("budget_spent_s", 0.0), resumed.get("budget_decided", False))
-    train_step = _Step(model, optimizer, bank, config, negatives, device)
+    train_step = _Step(model, optimizer, bank, config, negatives, device, world)
 
     def save() -> None:
-        if config.bn_stats == "whole_images":
+        if config.bn_stats == "whole_images":  # in every process: synchronised BatchNorm layers take part
             recompute_bn_stats(model, images, config.image_size, device, memory_format=train_step.fmt,
                                seed=config.seed)
+        if not world.main:
+            return
         ckpt.save_atomic({
             "format": ckpt.FORMAT, "kind": "pirl", "config": config.to_dict(), "step": step,
             "total_steps": total_steps, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -167,20 +186,24 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         epoch, in_epoch = divmod(step, steps_per_epoch)
         order = torch.randperm(n, generator=_step_generator(config.seed, 1, epoch))
         loader = torch.utils.data.DataLoader(
-            _Batches(images, order, batch, in_epoch), batch_size=None, shuffle=False,
-            num_workers=config.num_workers, persistent_workers=False)
+            _Batches(images, order, batch, in_epoch, world), batch_size=None, shuffle=False,
+            num_workers=config.num_workers, persistent_workers=False, pin_memory=device.type == "cuda")
         for index, batch_u8 in loader:
-            if callbacks.should_stop():
+            stop = callbacks.should_stop()
+            if world.size > 1:  # process 0's callbacks decide for every process
+                stop = bool(distributed.from_main(stop, device))
+            if stop:
                 status = "stopped"
                 break
             lr = schedule.lr(step)
             set_lr(optimizer, lr)
-            last = train_step(index, batch_u8, _step_generator(config.seed, 2, step)) | {"lr": lr}
+            part = (world.rank * len(index), batch)
+            last = train_step(index, batch_u8, _step_generator(config.seed, 2, step), part) | {"lr": lr}
             step += 1
-            seen += len(index)
+            seen += batch
             rate = seen / (time.perf_counter() - t_start)
             if budget and budget.after_step():
-                total_steps = budget.plan(step)
+                total_steps = _agreed(budget.plan(step), world, device)
                 schedule.retarget(step, total_steps)
             callbacks.on_step(StepReport(step, total_steps, epoch + 1, -(-total_steps // steps_per_epoch), last, rate,
                                          (total_steps - step) * batch / max(rate, 1e-9)))
@@ -192,7 +215,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         if status == "stopped":
             break
         if budget and step < total_steps:  # re-plan from the epochs' measured wall time
-            total_steps = budget.plan(step, epoch_end=True)
+            total_steps = _agreed(budget.plan(step, epoch_end=True), world, device)
             schedule.retarget(step, total_steps)
         save()  # every epoch (and at the end)
         last_save = time.monotonic()
@@ -200,6 +223,11 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
         save()
     return PretrainResult(str(ckpt_path), status, step, total_steps, last,
                           seen / max(time.perf_counter() - t_start, 1e-9))
+
+
+def _agreed(total_steps: int, world: distributed.World, device: torch.device) -> int:
+    """Process 0's plan, in every process (their clocks differ a little)."""
+    return distributed.from_main(total_steps, device) if world.size > 1 else total_steps
 
 
 class _Budget:
@@ -252,9 +280,30 @@ class _Budget:
         return min(total, self.max_steps) if self.max_steps else total
 
 
+class _Views(nn.Module):
+    """Every view's embedding in one forward call: what DistributedDataParallel wraps (one forward, one
+    backward per step). The jigsaw pass leaves the BatchNorm running statistics alone unless `bn_stats` is
+    "training"."""
+
+    def __init__(self, model: PirlModel, freeze_patch_stats: bool, fmt: torch.memory_format):
+        super().__init__()
+        self.model, self.freeze_patch_stats, self.fmt = model, freeze_patch_stats, fmt
+
+    def forward(self, image: torch.Tensor, jigsaw: torch.Tensor | None = None,
+                rotation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = {"image": self.model.embed_images(image)}
+        if jigsaw is not None:
+            with frozen_bn_stats(self.model, self.freeze_patch_stats):
+                out["jigsaw"] = self.model.embed_jigsaw(jigsaw, memory_format=self.fmt)
+        if rotation is not None:  # the rotated view goes through the same image head f
+            out["rotation"] = self.model.embed_images(rotation)
+        return out
+
+
 @dataclass
 class _Step:
-    """One PIRL training step: views, embeddings, InfoNCE against the bank, SGD, bank update."""
+    """One PIRL training step: views (built on the device), embeddings, InfoNCE against the bank, SGD, bank
+    update; under several processes DDP averages the gradients and the bank takes every process's rows."""
 
     model: PirlModel
     optimizer: torch.optim.Optimizer
@@ -262,6 +311,7 @@ class _Step:
     config: PretrainConfig
     negatives: int
     device: torch.device
+    world: distributed.World = distributed.World()
     sizes: ViewSizes = field(init=False)
     fmt: torch.memory_format = field(init=False)
     amp_dtype: torch.dtype | None = field(init=False)
@@ -273,29 +323,29 @@ class _Step:
         if self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.forward = _Views(self.model, self.config.bn_stats != "training", self.fmt)
+        if self.world.size > 1:
+            self.forward = DistributedDataParallel(
+                self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters="jigsaw" not in self.config.loss_weights)
 
-    def _on_device(self, x: torch.Tensor, image: bool = True) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True, memory_format=self.fmt if image else torch.contiguous_format)
-
-    def __call__(self, index: torch.Tensor, batch_u8: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
-        config, model, weights = self.config, self.model, self.config.loss_weights
-        x = to_float(batch_u8)
+    def __call__(self, index: torch.Tensor, batch_u8: torch.Tensor, gen: torch.Generator,
+                 part: tuple[int, int] | None = None) -> dict[str, float]:
+        """`part`: this process's rows of the global batch (offset, size); None in a one-process run."""
+        config, weights = self.config, self.config.loss_weights
+        x = to_float(batch_u8.to(self.device, non_blocking=True))
         scale = (config.min_crop_scale, 1.0)
-        v_image = image_view(x, config.image_size, gen, scale)
+        v_image = image_view(x, config.image_size, gen, scale, part=part).contiguous(memory_format=self.fmt)
         neg = self.bank.sample_negatives(index, self.negatives, gen)
         index = index.to(self.device)
-        views = {}
+        v_jigsaw = jigsaw_view(x, self.sizes, gen, part=part)[0] if "jigsaw" in weights else None
+        v_rotation = None
+        if "rotation" in weights:
+            v_rotation = rotation_view(x, config.image_size, gen, scale, part=part)[0]
+            v_rotation = v_rotation.contiguous(memory_format=self.fmt)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            f = model.embed_images(self._on_device(v_image))
-            if "jigsaw" in weights:
-                v_jigsaw, _ = jigsaw_view(x, self.sizes, gen)
-                with frozen_bn_stats(model, config.bn_stats != "training"):
-                    views["jigsaw"] = model.embed_jigsaw(self._on_device(v_jigsaw, image=False),
-                                                         memory_format=self.fmt)
-            if "rotation" in weights:  # the rotated view goes through the same image head f
-                v_rotation, _ = rotation_view(x, config.image_size, gen, scale)
-                views["rotation"] = model.embed_images(self._on_device(v_rotation))
-        views["image"] = f
+            views = self.forward(v_image, v_jigsaw, v_rotation)
+        f = views["image"]
         loss, terms = pirl_loss({k: v.float() for k, v in views.items()}, weights, self.bank.vectors[index],
                                 self.bank.vectors[neg.candidates.to(self.device)], neg.keep.to(self.device),
                                 config.temperature)
@@ -303,5 +353,9 @@ class _Step:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        report = {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+        if self.world.size > 1:  # every process's rows, in rank order: the replicas stay identical
+            index, f = distributed.all_gather_rows(index), distributed.all_gather_rows(f.detach().float())
+            report = distributed.mean_over_ranks(report, self.device)
         self.bank.update(index, f)
-        return {"loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+        return report

@@ -9,7 +9,13 @@
 At 224 px the sizes are the paper's (255 / 85 / 64); other sizes keep those proportions.
 Every crop is one `roi_align` call over the batch (bilinear, anti-aliased by its sampling
 grid) and every colour operation is a batched tensor op, so building the 10 views of a
-batch costs a small fraction of the network's step, on the CPU as on a GPU.
+batch costs a small fraction of the network's step, on the CPU as on a GPU. The views are
+built on the device the images are on; the random draws are always made on the CPU from the
+step's generator, so a GPU run sees the same augmentation as a CPU run.
+
+`part=(offset, total)`: this process builds rows offset .. offset + B of a global batch of
+`total` (several processes, engine/distributed.py). Every draw is made for the whole global
+batch and sliced, so the union of the processes' views is exactly the one-process batch.
 """
 
 from __future__ import annotations
@@ -59,8 +65,16 @@ def random_boxes(gen: torch.Generator, n: int, height: int, width: int, scale: t
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
+def _share(part: tuple[int, int] | None, n: int) -> tuple[int, slice]:
+    """How many rows to draw for, and which of them are this process's n rows."""
+    if part is None:
+        return n, slice(None)
+    offset, total = part
+    return total, slice(offset, offset + n)
+
+
 def _crop(images: torch.Tensor, boxes: torch.Tensor, batch_index: torch.Tensor, size: int) -> torch.Tensor:
-    rois = torch.cat([batch_index[:, None].to(boxes.dtype), boxes], dim=1)
+    rois = torch.cat([batch_index[:, None].to(boxes.dtype), boxes], dim=1).to(images.device, images.dtype)
     return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
 
 
@@ -74,17 +88,18 @@ _YIQ_INV = torch.linalg.inv(_YIQ)
 
 
 def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 0.2), p_jitter: float = 0.8,
-                  p_gray: float = 0.2, p_flip: float = 0.5) -> torch.Tensor:
+                  p_gray: float = 0.2, p_flip: float = 0.5, part: tuple[int, int] | None = None) -> torch.Tensor:
     """Flip, colour jitter and random grayscale, each sample with its own draws. x: float [0, 1]."""
-    n = x.shape[0]
-    u = lambda lo, hi: torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen)  # noqa: E731
-    flip = torch.rand(n, generator=gen) < p_flip
+    n, mine = _share(part, x.shape[0])
+    here = lambda t: t[mine].to(x.device, t.dtype if t.dtype == torch.bool else x.dtype)  # noqa: E731
+    u = lambda lo, hi: here(torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen))  # noqa: E731
+    flip = here(torch.rand(n, generator=gen) < p_flip)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
 
     b, c, s, h = jitter
-    on = (torch.rand(n, 1, 1, 1, generator=gen) < p_jitter).to(x.dtype)
+    on = here((torch.rand(n, 1, 1, 1, generator=gen) < p_jitter).float())
     brightness, contrast, saturation = u(1 - b, 1 + b), u(1 - c, 1 + c), u(1 - s, 1 + s)
-    hue = torch.empty(n).uniform_(-h, h, generator=gen) * 2 * math.pi
+    hue = (torch.empty(n).uniform_(-h, h, generator=gen) * 2 * math.pi)[mine]
     ops = torch.randperm(4, generator=gen).tolist()  # torchvision applies the four in random order
     for op in ops:
         if op == 0:
@@ -95,20 +110,20 @@ def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 
             y = (x - _gray(x)) * saturation + _gray(x)
         else:
             cos, sin = torch.cos(hue), torch.sin(hue)
-            rot = torch.zeros(n, 3, 3)
+            rot = torch.zeros(len(hue), 3, 3)
             rot[:, 0, 0] = 1
             rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-            m = (_YIQ_INV @ rot @ _YIQ).to(x.dtype)
+            m = (_YIQ_INV @ rot @ _YIQ).to(x.device, x.dtype)
             y = torch.einsum("nij,njhw->nihw", m, x)
         x = (on * y + (1 - on) * x).clamp(0, 1)
 
-    gray = torch.rand(n, generator=gen) < p_gray
+    gray = here(torch.rand(n, generator=gen) < p_gray)
     return torch.where(gray[:, None, None, None], _gray(x).expand_as(x), x)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -120,45 +135,50 @@ def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
 
 
 def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
-               scale: tuple[float, float] = (0.08, 1.0), **distort) -> torch.Tensor:
+               scale: tuple[float, float] = (0.08, 1.0), part: tuple[int, int] | None = None, **distort) -> torch.Tensor:
     """v_I for a batch of float images (B, 3, H, W): normalised (B, 3, size, size).
     `distort` overrides color_distort's strengths (supervised finetuning uses milder ones)."""
     n, _, height, width = images.shape
-    boxes = random_boxes(gen, n, height, width, scale)
-    return normalize(color_distort(_crop(images, boxes, torch.arange(n), size), gen, **distort))
+    total, mine = _share(part, n)
+    boxes = random_boxes(gen, total, height, width, scale)[mine]
+    return normalize(color_distort(_crop(images, boxes, torch.arange(n), size), gen, part=part, **distort))
 
 
 def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
-                scale: tuple[float, float] = (0.6, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: tuple[float, float] = (0.6, 1.0), part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """v_It for a batch: normalised patches (B, 9, 3, p, p) in shuffled order, and that order (B, 9).
 
     The jigsaw crop, its 3x3 cells and the random patch in each cell are composed into one
     box per patch in source coordinates, so the 9B patches come out of a single resample.
     """
     n, _, height, width = images.shape
-    boxes = random_boxes(gen, n, height, width, scale)  # the jigsaw crop, resized to sizes.jigsaw
+    total, mine = _share(part, n)
+    boxes = random_boxes(gen, total, height, width, scale)[mine]  # the jigsaw crop, resized to sizes.jigsaw
     to_src = (boxes[:, 2:] - boxes[:, :2]) / sizes.jigsaw  # source px per jigsaw px (x, y)
     grid = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(3), indexing="ij"), -1).reshape(9, 2)
     cell_origin = grid.flip(-1).float() * sizes.cell  # (9, 2) as (x, y), row-major cells
-    jitter = torch.randint(0, sizes.cell - sizes.patch + 1, (n, 9, 2), generator=gen).float()
+    jitter = torch.randint(0, sizes.cell - sizes.patch + 1, (total, 9, 2), generator=gen)[mine].float()
     top_left = boxes[:, None, :2] + (cell_origin[None] + jitter) * to_src[:, None]
     bottom_right = top_left + sizes.patch * to_src[:, None]
     patch_boxes = torch.cat([top_left, bottom_right], -1).reshape(n * 9, 4)
     patches = _crop(images, patch_boxes, torch.arange(n).repeat_interleave(9), sizes.patch)
-    patches = normalize(color_distort(patches, gen)).reshape(n, 9, 3, sizes.patch, sizes.patch)
-    order = torch.argsort(torch.rand(n, 9, generator=gen), dim=1)
-    return torch.gather(patches, 1, order[:, :, None, None, None].expand_as(patches)), order
+    patch_part = (9 * part[0], 9 * part[1]) if part else None
+    patches = normalize(color_distort(patches, gen, part=patch_part)).reshape(n, 9, 3, sizes.patch, sizes.patch)
+    order = torch.argsort(torch.rand(total, 9, generator=gen)[mine], dim=1)
+    on_device = order.to(images.device)[:, :, None, None, None].expand_as(patches)
+    return torch.gather(patches, 1, on_device), order
 
 
 def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator,
-                  scale: tuple[float, float] = (0.08, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+                  scale: tuple[float, float] = (0.08, 1.0), part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The rotation pretext's transformed view: an image view turned by 90, 180 or 270 degrees.
     Returns the views (B, 3, size, size) and each one's quarter turns k in {1, 2, 3} (counter-clockwise)."""
-    views = image_view(images, size, gen, scale)
-    turns = torch.randint(1, 4, (views.shape[0],), generator=gen)
+    views = image_view(images, size, gen, scale, part=part)
+    total, mine = _share(part, views.shape[0])
+    turns = torch.randint(1, 4, (total,), generator=gen)[mine]
     out = views.clone()
     for k in (1, 2, 3):
-        sel = turns == k
+        sel = (turns == k).to(views.device)
         if sel.any():
             out[sel] = torch.rot90(views[sel], k, dims=(2, 3))
     return out, turns
