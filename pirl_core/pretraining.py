@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from . import jobs
 from .engine import distributed
 from .engine.backbones import REGISTRY
 from .engine.config import PRETEXTS, PretrainConfig
+from .engine.optim import resolve_device
 from .engine.pretrain import Callbacks, StepReport, pretrain
 from .errors import Interrupted, PirlError
 from .fmt import duration
@@ -38,7 +41,19 @@ def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
         names = ", ".join(d["name"] for d in ws.store.datasets()) or "none yet: import images first"
         raise PirlError(f"No dataset named {dataset!r} (datasets: {names}).")
     config.validate(row["n_images"])
-    return jobs.submit(ws, "pretrain", config.to_dict(), row["id"])
+    gpus = torch.cuda.device_count()
+    if config.nnodes == 1 and config.nproc > 1 and resolve_device(config.device).type == "cuda" and config.nproc > gpus:
+        raise PirlError(f"{config.nproc} GPU processes asked for, {gpus} GPUs here: use --nproc {gpus} "
+                        "(or --device cpu for CPU processes).")
+    return jobs.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
+
+
+def cluster_command(ws: Workspace, job_id: int, config: PretrainConfig) -> str:
+    """What each machine of a cluster runs for a run queued with nnodes > 1 (README: Scaling has a Slurm script).
+    HEAD is the first machine's address; the workspace must be on storage every machine sees."""
+    return (f"torchrun --nnodes {config.nnodes} --nproc-per-node {config.nproc} --rdzv-id pirl-{job_id} "
+            f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m pirl_core.pretrain_rank "
+            f"--workspace {ws.root} --job {job_id}")
 
 
 def start_like(ws: Workspace, job_id: int, **changes) -> int:

@@ -39,6 +39,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--workers", type=int, help="DataLoader workers")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--nproc", type=int, help="with --dataset: processes on this machine, one per GPU (or CPU "
+                                             "processes with --device cpu), run under torchrun")
+    p.add_argument("--nnodes", type=int, help="with --dataset: machines; the job is queued for a cluster launch "
+                                              "and the command each machine runs is printed (README: Scaling)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm over the whole batch across processes (default: on below 64 images each)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (README: Scaling)")
     p.add_argument("--out", help="with --data: run folder (default: WORKSPACE/checkpoints/pretrain-TIME); "
                                  "resumes if it holds a checkpoint")
     p.set_defaults(run=run_pretrain)
@@ -62,6 +69,7 @@ def _config(args) -> PretrainConfig:
         "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
         "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
+        "nproc": args.nproc, "nnodes": args.nnodes, "sync_bn": args.sync_bn, "compile": args.compile or None,
     }.items() if v is not None}
     return PretrainConfig.defaults_for(overrides.pop("device", "auto"), **overrides)
 
@@ -70,9 +78,15 @@ def run_pretrain(args, ws) -> int:
     from .. import pretraining
 
     config = _config(args)
+    if args.data and (config.nproc > 1 or config.nnodes > 1):
+        raise PirlError("Several processes need an ingested dataset: import the folder, then use --dataset.")
     if args.dataset:
         job_id = pretraining.start(ws, args.dataset, config)
         note(f"queued pretrain job {job_id} on {args.dataset!r}")
+        if config.nnodes > 1:
+            print_json({"job": job_id, "status": "queued", "run_on_each_machine": pretraining.cluster_command(
+                ws, job_id, config)})
+            return 0
         if not args.wait:
             print_json({"job": job_id, "status": "queued"})
             return 0

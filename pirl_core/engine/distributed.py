@@ -15,6 +15,7 @@ How a run stays one run (engine/pretrain.py uses these):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,9 @@ from torch import nn
 from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 
 from .optim import resolve_device
+
+# The one differentiable all_reduce in a public module; its suggested replacement is a private module.
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated", FutureWarning)
 
 
 @dataclass(frozen=True)

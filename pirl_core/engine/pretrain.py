@@ -327,7 +327,7 @@ class _Step:
         if self.world.size > 1:
             self.forward = DistributedDataParallel(
                 self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters="jigsaw" not in self.config.loss_weights)
+                forward_sync_buffers=False, find_unused_parameters="jigsaw" not in self.config.loss_weights)
 
     def __call__(self, index: torch.Tensor, batch_u8: torch.Tensor, gen: torch.Generator,
                  part: tuple[int, int] | None = None) -> dict[str, float]:
