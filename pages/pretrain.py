@@ -81,6 +81,12 @@ if editors_only("Starting a pretraining run"):
                                           key="pt-temperature")
             lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
             seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
+        gpus = pretraining.visible_gpus()
+        nproc = 1
+        if gpus > 1:
+            nproc = st.number_input("GPUs", 1, gpus, gpus, key="pt-gpus",
+                                    help="One training process per GPU; together they train like one process with "
+                                         "the whole batch (see the README's Scaling section).")
         start = st.form_submit_button("Start pretraining", type="primary")
 
     if start:
@@ -89,7 +95,7 @@ if editors_only("Starting a pretraining run"):
                 backbone=backbone, pretrained_imagenet=start_from == IMAGENET, image_size=int(image_size),
                 epochs=int(epochs), time_budget_s=60.0 * minutes if length == "minutes" else None,
                 batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
-                pretext_weight=lam, seed=int(seed), pretext=pretext)
+                pretext_weight=lam, seed=int(seed), pretext=pretext, nproc=int(nproc))
             job_id = pretraining.start(ws, name, config)
             st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
             if config.time_budget_s:

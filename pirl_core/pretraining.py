@@ -34,6 +34,10 @@ def default_config(**overrides) -> PretrainConfig:
     return PretrainConfig.defaults_for("auto", **overrides)
 
 
+def visible_gpus() -> int:
+    return torch.cuda.device_count()
+
+
 def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
     """Validate `config` against the dataset, queue the run, and start a worker. Returns the job id."""
     row = ws.store.dataset(dataset)
@@ -41,7 +45,7 @@ def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
         names = ", ".join(d["name"] for d in ws.store.datasets()) or "none yet: import images first"
         raise PirlError(f"No dataset named {dataset!r} (datasets: {names}).")
     config.validate(row["n_images"])
-    gpus = torch.cuda.device_count()
+    gpus = visible_gpus()
     if config.nnodes == 1 and config.nproc > 1 and resolve_device(config.device).type == "cuda" and config.nproc > gpus:
         raise PirlError(f"{config.nproc} GPU processes asked for, {gpus} GPUs here: use --nproc {gpus} "
                         "(or --device cpu for CPU processes).")

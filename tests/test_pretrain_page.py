@@ -118,3 +118,19 @@ def test_a_run_just_started_is_the_one_shown_and_says_whether_it_learns(ws, demo
     at.button[0].click().run()
     assert not at.exception
     assert at.selectbox(key="pretrain-run").value == old + 1
+
+
+def test_with_several_gpus_the_page_offers_them_and_the_run_uses_them(ws, demo_dir, monkeypatch):
+    from pirl_core import pretraining
+
+    _pool(ws, demo_dir)
+    at = _page().run()
+    assert not [w for w in at.number_input if w.key == "pt-gpus"]  # one GPU or none: no choice to make
+    monkeypatch.setattr(pretraining, "visible_gpus", lambda: 4)
+    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: False)
+    at = _small_random_start(_page().run())
+    assert at.number_input(key="pt-gpus").value == 4
+    at.number_input(key="pt-gpus").set_value(2)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert ws.store.job(1)["config"]["nproc"] == 2

@@ -26,14 +26,17 @@ class PirlModel(nn.Module):
         self.image_head = ImageHead(backbone.dim)
         self.patch_head = PatchHead(backbone.dim)
 
-    def embed_images(self, x: torch.Tensor) -> torch.Tensor:
-        return self.image_head(self.backbone(x))
+    def embed_images(self, x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
+        """`backbone`: the same network, compiled (engine/pretrain.py)."""
+        return self.image_head((backbone or self.backbone)(x))
 
     forward = embed_images
 
-    def embed_jigsaw(self, patches: torch.Tensor, memory_format=torch.contiguous_format) -> torch.Tensor:
-        """patches (B, 9, 3, p, p) -> (B, 128)."""
-        return self.patch_head(self.backbone(patches.flatten(0, 1).contiguous(memory_format=memory_format)))
+    def embed_jigsaw(self, patches: torch.Tensor, memory_format=torch.contiguous_format,
+                     backbone: nn.Module | None = None) -> torch.Tensor:
+        """patches (B, 9, 3, p, p) -> (B, 128): the 9B patches in one pass."""
+        flat = patches.flatten(0, 1).contiguous(memory_format=memory_format)
+        return self.patch_head((backbone or self.backbone)(flat))
 
 
 def eval_batches(images: np.ndarray, image_size: int, batch_size: int = 128):

@@ -152,8 +152,6 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
                                 momentum=config.momentum)
     if step:
         optimizer.load_state_dict(state["optimizer"])
-    if config.compile:
-        model.backbone.compile()  # in place: the state_dict keys stay those of the plain network
 
     budget = None
     if config.time_budget_s:  # the time earlier sessions of this run spent counts
@@ -283,20 +281,22 @@ class _Budget:
 class _Views(nn.Module):
     """Every view's embedding in one forward call: what DistributedDataParallel wraps (one forward, one
     backward per step). The jigsaw pass leaves the BatchNorm running statistics alone unless `bn_stats` is
-    "training"."""
+    "training". `compile`: the backbone compiled for these training calls only (evaluation passes, with other
+    shapes and modes, run it uncompiled rather than compile it again)."""
 
-    def __init__(self, model: PirlModel, freeze_patch_stats: bool, fmt: torch.memory_format):
+    def __init__(self, model: PirlModel, freeze_patch_stats: bool, fmt: torch.memory_format, compile: bool = False):
         super().__init__()
         self.model, self.freeze_patch_stats, self.fmt = model, freeze_patch_stats, fmt
+        self.backbone = torch.compile(model.backbone) if compile else model.backbone
 
     def forward(self, image: torch.Tensor, jigsaw: torch.Tensor | None = None,
                 rotation: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        out = {"image": self.model.embed_images(image)}
+        out = {"image": self.model.embed_images(image, self.backbone)}
         if jigsaw is not None:
             with frozen_bn_stats(self.model, self.freeze_patch_stats):
-                out["jigsaw"] = self.model.embed_jigsaw(jigsaw, memory_format=self.fmt)
+                out["jigsaw"] = self.model.embed_jigsaw(jigsaw, self.fmt, self.backbone)
         if rotation is not None:  # the rotated view goes through the same image head f
-            out["rotation"] = self.model.embed_images(rotation)
+            out["rotation"] = self.model.embed_images(rotation, self.backbone)
         return out
 
 
@@ -323,7 +323,7 @@ class _Step:
         if self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.forward = _Views(self.model, self.config.bn_stats != "training", self.fmt)
+        self.forward = _Views(self.model, self.config.bn_stats != "training", self.fmt, self.config.compile)
         if self.world.size > 1:
             self.forward = DistributedDataParallel(
                 self.forward, device_ids=[self.device.index] if self.device.type == "cuda" else None,
