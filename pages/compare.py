@@ -4,8 +4,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
-from pirl_core import compare, image_cache, jobs, pretraining
+from pirl_core import compare, image_cache, jobs, predict, pretraining
 from pirl_core.evaluation import calibration, errors_at, format_p, threshold_metrics, youden_threshold
+from pirl_core.errors import PirlError
 from pirl_core.fmt import csv_safe
 
 ws = workspace()
@@ -214,13 +215,20 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
     arms = [e["arm"] for e in table]
     best = max(range(len(table)), key=lambda i: table[i]["auc"])
     arm = st.selectbox("Initialisation (opens on the best AUC)", arms, index=best, key=f"thr-arm-{comparison_id}")
+    job_id = next(a["job_id"] for a in comp["arms"] if a["label"] == arm)
     y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
-    chosen = round(youden_threshold(y, probs), 2)
+    rule = compare.decision_threshold(ws, job_id)
+    chosen = round(rule["value"] if rule else youden_threshold(y, probs), 2)
     t = st.slider(f"Call '{plain(classes[1])}' when its probability is at least", 0.0, 1.0, chosen, 0.01,
                   key=f"thr-{comparison_id}-{arm}")
-    st.caption(f"Starts at {chosen:.2f}: the threshold with the best sensitivity + specificity (Youden index) on "
-               f"these {len(y)} out-of-fold test predictions, the one an exported model states. Chosen on the same "
-               "predictions it is measured on, so the figures at it are a little optimistic.")
+    if rule:
+        st.caption(f"Starts at {chosen:.2f}, the threshold the exported model states: {rule['how']}. The figures "
+                   f"below are measured on the {len(y)} out-of-fold test predictions, which it was not chosen on.")
+    else:
+        st.caption(f"Starts at {chosen:.2f}: the best sensitivity + specificity (Youden index) on these {len(y)} "
+                   f"test predictions, so the figures at it are a little optimistic. The models had fewer than "
+                   f"{compare.MIN_PER_CLASS} validation images of a class to choose one on; an exported model "
+                   "states no threshold.")
     m = threshold_metrics(y, probs, t)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Sensitivity", f"{m['sensitivity']:.1%}")
@@ -246,9 +254,14 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
 
     mistakes = errors_at(y, probs, t)
     ids = preds[arm]["image_ids"]
-    rows_by_id = {r["id"]: r for r in store.images(comp["config"]["labeled_dataset_id"])}
-    for kind, title in (("false_positives", f"Called {classes[1]}, truly {classes[0]}"),
-                        ("false_negatives", f"Called {classes[0]}, truly {classes[1]}")):
+    dataset_id = comp["config"]["labeled_dataset_id"]
+    rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
+    model = _model(str(ws.root), job_id)
+    st.caption("Heatmaps (red: where the model looked when it made the call) come from the exported model, "
+               + ("which was trained on one fold: they are shown for the images of that fold's test part, the "
+                  "others are thumbnails only." if model else "which is not on disk: thumbnails only."))
+    for kind, called, title in (("false_positives", 1, f"Called {classes[1]}, truly {classes[0]}"),
+                                ("false_negatives", 0, f"Called {classes[0]}, truly {classes[1]}")):
         found = mistakes[kind]
         with st.expander(f"{plain(title)}: {len(found)} image(s)"):
             shown = [rows_by_id[ids[i]] for i in found[:24] if ids[i] in rows_by_id]
@@ -256,11 +269,31 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
                 st.caption("None at this threshold.")
                 continue
             p_of = {ids[i]: probs[i, 1] for i in found}
-            thumbs = list(image_cache.iter_thumbnails(ws, comp["config"]["labeled_dataset_id"], shown))
-            st.image([t for _, t in thumbs], width=110, caption=[
-                f"{plain(r['orig_name'][-20:])} · p {p_of[r['id']]:.2f}" for r, _ in thumbs])
+            thumbs = list(image_cache.iter_thumbnails(ws, dataset_id, shown))
+            explained = [r["id"] for r, _ in thumbs if model and r["id"] in model.test_image_ids]
+            heat = dict(zip(explained, _heatmaps(str(ws.root), job_id, dataset_id, tuple(explained), called)
+                            if explained else []))
+            st.image([heat.get(r["id"], t) for r, t in thumbs], width=110, caption=[
+                f"{plain(r['orig_name'][-20:])} · p {p_of[r['id']]:.2f}" + (" · heatmap" if r["id"] in heat else "")
+                for r, _ in thumbs])
             if len(found) > 24:
                 st.caption(f"The 24 most confident of {len(found)} mistakes.")
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _model(root: str, job_id: int):
+    """The arm's exported model (the workspace folder is part of the key), or None when it is not on disk."""
+    try:
+        return predict.load(ws, f"job:{job_id}")
+    except PirlError:
+        return None
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing heatmaps ...")
+def _heatmaps(root: str, job_id: int, dataset_id: int, image_ids: tuple, called: int) -> list:
+    rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
+    thumbs = [t for _, t in image_cache.iter_thumbnails(ws, dataset_id, [rows_by_id[i] for i in image_ids])]
+    return predict.explain(_model(root, job_id), np.stack(thumbs), [called] * len(thumbs))
 
 
 show(open_id)

@@ -20,7 +20,7 @@ from .engine import checkpoint
 from .engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
 from .engine.batchnorm import recompute_bn_stats
 from .engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
-from .engine.linear_probe import fit_linear_probe
+from .engine.linear_probe import fit_linear_probe, validation_probs
 from .engine.metrics import auc_score
 from .engine.model import embed_dataset, load_pretrained
 from .errors import PirlError
@@ -168,21 +168,29 @@ def scores_by_job(ws: Workspace) -> dict[int, dict]:
 MIN_PER_CLASS = 10
 
 
+def _validation_threshold(y: np.ndarray, probs: np.ndarray | None) -> float | None:
+    """The Youden threshold of a binary model on its validation predictions; None with fewer than
+    MIN_PER_CLASS of a class (a threshold chosen on a handful of images means nothing)."""
+    if probs is None or probs.shape[1] != 2 or np.bincount(y, minlength=2).min() < MIN_PER_CLASS:
+        return None
+    return round(youden_threshold(y, probs), 4)
+
+
 def decision_threshold(ws: Workspace, job_id: int) -> dict | None:
-    """For a binary model: the probability of the second class above which it is called, chosen on the
-    comparison's out-of-fold predictions of that initialisation (Youden index: the best sensitivity +
-    specificity). None for other models, before the comparison is summarised, or with fewer than
-    MIN_PER_CLASS test predictions of a class (a threshold chosen on a handful of images means nothing)."""
-    for comp in comparisons(ws):
-        arm = next((a for a in comp["result"]["arms"] if a["job_id"] == job_id), None)
-        preds = ((comp["result"].get("summary") or {}).get("predictions") or {}).get(arm["label"]) if arm else None
-        if (preds and np.asarray(preds["probs"]).shape[1] == 2
-                and np.bincount(preds["y"], minlength=2).min() >= MIN_PER_CLASS):
-            value = youden_threshold(np.asarray(preds["y"]), np.asarray(preds["probs"]))
-            return {"value": round(float(value), 4),
-                    "how": f"chosen on the comparison's {len(preds['y'])} out-of-fold test predictions of this "
-                           "initialisation: the threshold with the best sensitivity + specificity (Youden index)"}
-    return None
+    """For a binary model: the probability of the second class above which the exported model (the first
+    fold's, on all its training labels) calls it. Chosen on validation predictions of that model's own
+    training part, never on test images: the Youden index (the best sensitivity + specificity) on the
+    out-of-inner-fold predictions of the linear probe, or on the validation split of a full finetune."""
+    job = ws.store.job(job_id)
+    runs = (job or {}).get("result", {}).get("runs") or []
+    exported = next((r for r in runs if r["fraction"] == max(x["fraction"] for x in runs)), None)
+    if exported is None or exported.get("val_threshold") is None:
+        return None
+    part = ("out-of-fold predictions of an inner cross-validation on its training images"
+            if job["config"]["finetune"]["mode"] == "linear" else "predictions on its validation split")
+    return {"value": exported["val_threshold"],
+            "how": f"chosen on {part}, never on test images: the threshold with the best sensitivity + "
+                   "specificity (Youden index)"}
 
 
 # -- the finetune job --------------------------------------------------------------------------
@@ -278,6 +286,8 @@ def finetune_job(ctx: JobContext) -> dict:
                                                                               fraction, cfg["seed"])]]))
             probe = fit_linear_probe(features[fit_idx], y[fit_idx], len(classes), group_codes[fit_idx], cfg["seed"])
             probs = probe.predict_proba(features[test_idx])
+            val_y = y[fit_idx]
+            val_probs = validation_probs(features[fit_idx], val_y, probe, group_codes[fit_idx], cfg["seed"])
             model = probe_classifier(backbone, probe)
             step += 1
             ctx.metrics(step, n + 1, {"val_auc": max(probe.cv_auc.values(), default=float("nan"))})
@@ -293,6 +303,8 @@ def finetune_job(ctx: JobContext) -> dict:
                                       subset(val_idx), ft, on_epoch, ctx.should_stop,
                                       pretrained=cfg["init"] != "scratch")
             probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+            val_images, val_y = subset(val_idx)
+            val_probs = predict(model, val_images, cfg["image_size"])
             n_train = len(train_idx)
         if fraction == max(cfg["fractions"]) and not (ctx.folder / "model.pt").exists():
             # The exported model: the first (fold's) model trained on all its training labels.
@@ -304,6 +316,7 @@ def finetune_job(ctx: JobContext) -> dict:
                         "n_train": int(n_train), "image_ids": [rows[i]["id"] for i in test_idx],
                         "y": y[test_idx].tolist(), "probs": np.round(probs, 6).tolist(),
                         "test_auc": auc_score(y[test_idx], probs),
+                        "val_threshold": _validation_threshold(val_y, val_probs),
                         "best_val_auc": max((h["val_auc"] for h in history if h["val_auc"] == h["val_auc"]),
                                             default=None), "epochs_run": len(history)})
     return {"classes": classes, "runs": results, "model": str(ctx.folder / "model.pt")}

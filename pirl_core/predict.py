@@ -29,6 +29,7 @@ class Model:
     image_size: int
     description: str
     threshold: dict | None = None  # {"value", "how"}: binary models only
+    test_image_ids: frozenset = frozenset()  # a comparison's model: the images of its own test part
 
 
 @dataclass
@@ -68,7 +69,8 @@ def load(ws: Workspace, key: str) -> Model:
                    else "the fixed training split")
         return Model(classifier, state["classes"], state["image_size"],
                      f"{state['backbone']}, {job['config']['label']} start, trained on {trained} "
-                     f"({state['n_train']} images)", decision_threshold(ws, int(ref)))
+                     f"({state['n_train']} images)", decision_threshold(ws, int(ref)),
+                     frozenset(state.get("test_image_ids", ())))
     raise PirlError(f"Unknown model {key!r}.")
 
 
@@ -90,8 +92,7 @@ def predict(model: Model, files: list[tuple[str, bytes]],
         with torch.no_grad():
             probs = torch.softmax(model.classifier(x), 1).numpy()
         decided = [decide(p, model.threshold) for p in probs]
-        heat = gradcam(model.classifier, x, decided)
-        heat = torch.nn.functional.interpolate(heat[:, None], size=rows.shape[1:3], mode="bilinear")[:, 0].numpy()
+        heat = _heatmaps(model, x, decided, rows.shape[1:3])
         for (name, row), p, d, h in zip(chunk, probs, decided, heat):
             out.rows.append({"file": name, **{f"p({c})": float(v) for c, v in zip(model.classes, p)},
                              "decision": model.classes[d]})
@@ -99,6 +100,23 @@ def predict(model: Model, files: list[tuple[str, bytes]],
             out.heatmaps.append(h)
         if on_progress:
             on_progress(min(start + BATCH, len(readable)), len(readable))
+    return out
+
+
+def _heatmaps(model: Model, x: torch.Tensor, classes: list[int], size: tuple[int, int]) -> np.ndarray:
+    heat = gradcam(model.classifier, x, classes)
+    return torch.nn.functional.interpolate(heat[:, None], size=size, mode="bilinear")[:, 0].numpy()
+
+
+def explain(model: Model, images: np.ndarray, classes: list[int]) -> list[np.ndarray]:
+    """Grad-CAM overlays of images already in a workspace (uint8 (N, S, S, 3), e.g. from its cache), each for
+    the given class: where the model looked when it called that class."""
+    out = []
+    for start in range(0, len(images), BATCH):
+        rows = np.asarray(images[start:start + BATCH])
+        x = next(eval_batches(rows, model.image_size, batch_size=len(rows)))
+        heat = _heatmaps(model, x, classes[start:start + BATCH], rows.shape[1:3])
+        out += [overlay(image, h) for image, h in zip(rows, heat)]
     return out
 
 

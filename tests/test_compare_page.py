@@ -12,6 +12,12 @@ def filled(demo_dir, tmp_path_factory):
     return ws, run, cid
 
 
+def jobs_model_test_ids(ws, job_id):
+    from pirl_core import predict
+
+    return predict.load(ws, f"job:{job_id}").test_image_ids
+
+
 def _page(ws, monkeypatch):
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
     return AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=120)
@@ -46,6 +52,15 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     n_benign = sum(1 for y in summary["predictions"]["scratch"]["y"] if y == 0)
     assert mistakes == [f"Called malignant, truly benign: {n_benign} image(s)",
                         "Called benign, truly malignant: 0 image(s)"]
+    # The mistakes of the exported model's own test part carry its heatmap; the other folds' are thumbnails.
+    scratch_job = next(a["job_id"] for a in compare.comparison(ws, cid)["arms"] if a["label"] == "scratch")
+    own_test = set(jobs_model_test_ids(ws, scratch_job))
+    captions = [img.caption.replace("\\", "") for element in at.get("image") for img in element.proto.imgs]
+    benign_names = {r["orig_name"][-20:]: r["id"] for r in ws.store.images(compare.comparison(ws, cid)["config"][
+        "labeled_dataset_id"]) if r["label"] == "benign"}
+    marked = {c.split(" · ")[0]: c.endswith("· heatmap") for c in captions}
+    assert marked and any(marked.values()) and not all(marked.values())
+    assert all(marked[name] == (benign_names[name] in own_test) for name in marked)
     # resnet18 has no offline ImageNet weights: those starts are unticked, with one short line
     assert at.multiselect(key="cmp-inits").value == ["scratch", "pirl"]
     assert any("ImageNet starts are unticked" in c.value for c in at.caption) and not any(

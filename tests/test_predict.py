@@ -46,9 +46,15 @@ def test_the_heatmap_layer_is_the_last_feature_map_of_real_backbones():
 
 
 @pytest.fixture(scope="module")
-def finished(demo_dir, tmp_path_factory):
-    ws, run, cid, arms = compared_workspace(tmp_path_factory.mktemp("predict") / "ws", demo_dir, folds=3, mode="linear")
-    return ws, arms[1]["job_id"]
+def finished(tmp_path_factory):
+    """40 labeled images: with 3 folds each model trains on ~13 of a class, enough to choose a threshold on its
+    own validation predictions (compare.MIN_PER_CLASS)."""
+    from pirl_core import demo_data
+
+    demo = tmp_path_factory.mktemp("demo40")
+    demo_data.generate(demo, n=40, seed=1, unlabeled=48, size=64)
+    ws, run, cid, arms = compared_workspace(tmp_path_factory.mktemp("predict") / "ws", demo, folds=3, mode="linear")
+    return ws, arms[1]["job_id"], cid
 
 
 def _png(path) -> bytes:
@@ -56,7 +62,7 @@ def _png(path) -> bytes:
 
 
 def test_predictions_decide_at_the_comparisons_threshold_and_carry_heatmaps(finished, demo_dir):
-    ws, job_id = finished
+    ws, job_id, _ = finished
     assert f"job:{job_id}" in [s["key"] for s in predict.sources(ws)]
     model = predict.load(ws, f"job:{job_id}")
     assert model.threshold == compare.decision_threshold(ws, job_id) and 0 <= model.threshold["value"] <= 1
@@ -73,8 +79,23 @@ def test_predictions_decide_at_the_comparisons_threshold_and_carry_heatmaps(fini
     assert shown.shape == result.images[0].shape and shown.dtype == np.uint8
 
 
+def test_the_threshold_is_chosen_on_validation_predictions_never_on_test_images(finished):
+    ws, job_id, comparison_id = finished
+    chosen = compare.decision_threshold(ws, job_id)
+    assert chosen is not None and "never on test images" in chosen["how"]
+    job = ws.store.job(job_id)
+    flipped = [{**r, "probs": (1 - np.asarray(r["probs"])).tolist()} for r in job["result"]["runs"]]
+    try:  # other test predictions, summarised again: the threshold does not move
+        ws.store.update_job(job_id, result={**job["result"], "runs": flipped})
+        compare.summarize(ws, comparison_id)
+        assert compare.decision_threshold(ws, job_id) == chosen
+    finally:
+        ws.store.update_job(job_id, result=job["result"])
+        compare.summarize(ws, comparison_id)
+
+
 def test_the_bundle_states_the_threshold_and_pirl_predict_uses_it(finished, demo_dir, tmp_path):
-    ws, job_id = finished
+    ws, job_id, _ = finished
     export.export_finetune(ws, job_id, tmp_path / "b.zip")
     _, meta = export.open_bundle(tmp_path / "b.zip")
     threshold = meta["card"]["decision_threshold"]
@@ -88,7 +109,7 @@ def test_the_bundle_states_the_threshold_and_pirl_predict_uses_it(finished, demo
 
 
 def test_the_predict_page_names_the_model_and_its_decision_rule(finished, monkeypatch):
-    ws, job_id = finished
+    ws, job_id, _ = finished
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
     at = AppTest.from_file(str(ROOT / "pages/predict.py"), default_timeout=60)
     at.run()
@@ -99,7 +120,7 @@ def test_the_predict_page_names_the_model_and_its_decision_rule(finished, monkey
 @pytest.mark.browser
 def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finished, demo_dir, app_server, page,
                                                                            tmp_path):
-    ws, job_id = finished
+    ws, job_id, _ = finished
     server = app_server(ws.root)
     page.goto(server.url + "/predict")
     wait_for_app(page)
@@ -121,3 +142,15 @@ def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finis
     assert page.locator('[data-testid="stImage"] img').count() == 3
     assert page.get_by_role("button", name="Download the table (CSV)").count() == 1
     assert_no_exception(page)
+
+
+def test_the_compare_page_opens_at_the_threshold_chosen_on_validation_predictions(finished, monkeypatch):
+    ws, _, comparison_id = finished
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    at = AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    arm = at.selectbox(key=f"thr-arm-{comparison_id}").value
+    job_id = next(a["job_id"] for a in compare.comparison(ws, comparison_id)["arms"] if a["label"] == arm)
+    rule = compare.decision_threshold(ws, job_id)
+    assert at.slider(key=f"thr-{comparison_id}-{arm}").value == pytest.approx(round(rule["value"], 2))
+    assert any("never on test images" in c.value and "which it was not chosen on" in c.value for c in at.caption)

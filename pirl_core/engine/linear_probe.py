@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
 C_GRID = np.logspace(-5, 0, 6)  # inverse L2 strength; features are standardised, so one grid fits all backbones
 INNER_FOLDS = 3
@@ -78,3 +78,20 @@ def fit_linear_probe(features: np.ndarray, y: np.ndarray, n_classes: int, groups
         coef = np.concatenate([-coef / 2, coef / 2])
         intercept = np.concatenate([-intercept / 2, intercept / 2])
     return LinearProbe(mean, scale, coef, intercept, chosen, cv_auc)
+
+
+def validation_probs(features: np.ndarray, y: np.ndarray, probe: LinearProbe, groups: np.ndarray | None = None,
+                     seed: int = 0) -> np.ndarray | None:
+    """Out-of-inner-fold probabilities (N, C) of the training images at the probe's chosen strength: predictions
+    on images each model did not train on, for choosing a decision threshold without touching the test part.
+    None when the training images are too few for an inner cross-validation."""
+    y = np.asarray(y)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    splits = _inner_splits(y, groups, seed)
+    if splits is None:
+        return None
+    x = (np.asarray(features, dtype=np.float64) - probe.mean) / probe.scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, FutureWarning))
+        return cross_val_predict(LogisticRegression(C=probe.C, max_iter=1000, tol=1e-3, class_weight="balanced"),
+                                 x, y, cv=splits, method="predict_proba")
