@@ -7,7 +7,7 @@ PORT ?= 8501
 PIRL_HOME ?= $(CURDIR)/pirl-workspace
 export PIRL_HOME
 
-.PHONY: install run test browser lint screenshots clean
+.PHONY: install run test system lint screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,18 +20,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline).
-browser:
-	@test -x /usr/bin/chromium || scripts/install-chromium.sh
+# Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline) and a C++
+# compiler for torch.compile on the CPU.
+system:
+	@test -x /usr/bin/chromium && command -v g++ >/dev/null || scripts/install-system-packages.sh
 
 run: install
 	$(BIN)/pirl app --demo --port $(PORT)
 
-test: install browser
+test: install system
 	$(BIN)/python -m pytest -q
 
 # The README's screenshots, from the whole-flow browser test on demo data.
-screenshots: install browser
+screenshots: install system
 	PIRL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/test_whole_flow.py
 
 lint: install

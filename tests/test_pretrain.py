@@ -261,3 +261,14 @@ def test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them(cache
     assert state["schedule"]["total"] == result.total_steps and 0 < state["budget_spent_s"] < 15
     resumed = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
     assert resumed.total_steps == result.total_steps and resumed.step == result.step
+
+
+def test_the_compile_option_trains_like_the_plain_network_and_keeps_the_checkpoint_format(cache, tmp_path):
+    """torch.compile (the training passes only; it needs a C++ compiler on the CPU, which `make test` installs)."""
+    images, ids = cache
+    plain, compiled = Recorder(), Recorder()
+    pretrain(tiny(epochs=1, max_steps=2), images, ids, tmp_path / "plain", plain)
+    pretrain(tiny(epochs=1, max_steps=2, compile=True), images, ids, tmp_path / "compiled", compiled)
+    assert compiled.reports[0].metrics["loss"] == pytest.approx(plain.reports[0].metrics["loss"], abs=1e-3)
+    a, b = checkpoint.load(tmp_path / "plain" / "last.pt"), checkpoint.load(tmp_path / "compiled" / "last.pt")
+    assert a["model"].keys() == b["model"].keys() and a["config"]["compile"] is False and b["config"]["compile"]

@@ -28,7 +28,7 @@ class PirlModel(nn.Module):
 
     def embed_images(self, x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
         """`backbone`: the same network, compiled (engine/pretrain.py)."""
-        return self.image_head((backbone or self.backbone)(x))
+        return self.image_head((self.backbone if backbone is None else backbone)(x))
 
     forward = embed_images
 
@@ -36,7 +36,7 @@ class PirlModel(nn.Module):
                      backbone: nn.Module | None = None) -> torch.Tensor:
         """patches (B, 9, 3, p, p) -> (B, 128): the 9B patches in one pass."""
         flat = patches.flatten(0, 1).contiguous(memory_format=memory_format)
-        return self.patch_head((backbone or self.backbone)(flat))
+        return self.patch_head((self.backbone if backbone is None else backbone)(flat))
 
 
 def eval_batches(images: np.ndarray, image_size: int, batch_size: int = 128):
