@@ -49,7 +49,11 @@ def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
     if config.nnodes == 1 and config.nproc > 1 and resolve_device(config.device).type == "cuda" and config.nproc > gpus:
         raise PirlError(f"{config.nproc} GPU processes asked for, {gpus} GPUs here: use --nproc {gpus} "
                         "(or --device cpu for CPU processes).")
-    return jobs.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
+    job_id = jobs.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
+    if config.nnodes > 1:
+        ws.store.update_job(job_id, message=f"waiting for its cluster launch on {config.nnodes} machines "
+                                            "(README: Scaling); workers leave it alone")
+    return job_id
 
 
 def cluster_command(ws: Workspace, job_id: int, config: PretrainConfig) -> str:

@@ -2,6 +2,7 @@
 together train like one process with the whole batch, the memory bank replicas stay identical, and a
 run stops, resumes and changes its number of processes through the one-process checkpoint format."""
 
+import json
 import os
 import socket
 
@@ -252,3 +253,16 @@ def test_a_cluster_launch_claims_its_queued_job_and_workers_leave_it_alone(ws, p
                    check=True, timeout=300, cwd=ws.root)
     job = ws.store.job(job_id)
     assert job["status"] == "succeeded" and job["result"]["processes"] == 2
+
+
+def test_cli_queues_a_cluster_run_and_prints_what_each_machine_runs(ws, pool, capsys):
+    from pirl_core.cli import main
+
+    assert main(["--workspace", str(ws.root), "pretrain", "--dataset", "pool", "--nproc", "4", "--nnodes", "2",
+                 "--device", "cpu", "--backbone", "resnet18", "--image-size", "32", "--batch-size", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "queued" and out["run_on_each_machine"].startswith("torchrun --nnodes 2 --nproc-per-node 4")
+    assert f"--job {out['job']}" in out["run_on_each_machine"] and str(ws.root) in out["run_on_each_machine"]
+    job = ws.store.job(out["job"])
+    assert job["config"]["nproc"] == 4 and "cluster launch" in job["message"]
+    assert ws.store.claim_next_job(os.getpid()) is None  # no worker takes it
