@@ -1,8 +1,9 @@
 """PIRL images/s with 1..N processes (torch.distributed: gloo CPU processes, or one NCCL process per GPU), the
 same per-process batch each (weak scaling), and the efficiency N-process / (N x 1-process). In one run.
 
-On a CPU the cores are shared out (each of N processes gets cores / N threads), so the efficiency measures what
-distribution costs (gradient all-reduce, synchronised BatchNorm, bank all_gather), not extra hardware.
+On a CPU the cores are shared out (each of N processes gets cores / N threads), so there the script prints the
+N-process throughput as a share of the 1-process one on the same cores: what distribution costs (gradient
+all-reduce, synchronised BatchNorm, bank all_gather, one thread per process), not extra hardware.
 
     python bench/ddp_scaling.py                          # CPU: 1 and 2 processes, resnet18 96 px, 16 each
     python bench/ddp_scaling.py --nproc 1 2 4 8          # GPUs: resnet50 224 px, 64 each
@@ -77,8 +78,13 @@ def main() -> None:
     for n in args.nproc:
         rate = run(n, args)
         one = one or (rate if n == 1 else None)
-        efficiency = f"   efficiency {rate / (n * one):.2f}" if one else ""
-        print(f"  {n} process{'es' if n > 1 else '  '}  {rate:8.1f} img/s{efficiency}")
+        if not one:
+            print(f"  {n} processes  {rate:8.1f} img/s")
+        elif args.device == "cpu":  # the same cores either way: what distributing costs
+            print(f"  {n} process{'es' if n > 1 else '  '}  {rate:8.1f} img/s   {rate / one:.2f} of 1 process "
+                  "on the same cores")
+        else:
+            print(f"  {n} GPU{'s' if n > 1 else ' '}  {rate:8.1f} img/s   efficiency {rate / (n * one):.2f}")
 
 
 if __name__ == "__main__":
