@@ -11,7 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import export
+from pirl_core import compare, export
 from pirl_core.errors import PirlError
 from pirl_core.preprocess import model_input
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
@@ -54,14 +54,23 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
                 assert needle.encode() not in data, (member, needle)
         card = json.loads(zf.read("model_card.json"))
     assert card["task"]["classes"] == ["benign", "malignant"] and "not a medical device" in card["intended_use"].lower()
-    # 4 test predictions cannot choose a threshold: the card says the most probable class decides
-    assert card["decision_threshold"] is None
+    # the threshold chosen on the model's validation predictions, stated in the card
+    assert card["decision_threshold"] == compare.decision_threshold(ws, job_id) is not None
     with zipfile.ZipFile(tmp_path / "b.zip") as zf:
         md = zf.read("model_card.md").decode()
-    assert "| Decision | the most probable class |" in md
+    assert f"at least {card['decision_threshold']['value']:.2f} (chosen on out-of-fold predictions" in md
     assert "{" not in md.split("## Use it")[0] and "[" not in md.split("## Use it")[0]  # no Python reprs
     assert "classes, in output order: benign, malignant" in md and "PIRL Studio " in md
     assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
+
+
+def test_without_a_threshold_the_card_says_the_most_probable_class_decides(finished, tmp_path, monkeypatch):
+    ws, job_id, _ = finished
+    monkeypatch.setattr(export, "decision_threshold", lambda ws, job_id: None)  # too few validation images
+    export.export_finetune(ws, job_id, tmp_path / "b.zip")
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        assert json.loads(zf.read("model_card.json"))["decision_threshold"] is None
+        assert "| Decision | the most probable class |" in zf.read("model_card.md").decode()
 
 
 def test_tampered_or_truncated_bundles_are_clear_errors(finished, tmp_path):
