@@ -45,10 +45,6 @@ def world() -> World:
     return World()
 
 
-def launched_by_torchrun() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
-
-
 def join(device_name: str = "auto") -> tuple[World, torch.device]:
     """Join the process group torchrun describes in the environment: NCCL with one GPU per process (the
     local rank's), gloo on the CPU. Returns this process's place and device."""
