@@ -5,8 +5,8 @@ import streamlit as st
 
 from pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
 from pirl_core import compare, image_cache, jobs, predict, pretraining
-from pirl_core.evaluation import calibration, errors_at, format_p, threshold_metrics, youden_threshold
 from pirl_core.errors import PirlError
+from pirl_core.evaluation import calibration, errors_at, format_p, threshold_metrics, youden_threshold
 from pirl_core.fmt import csv_safe
 
 ws = workspace()

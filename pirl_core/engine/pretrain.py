@@ -34,6 +34,8 @@ from .model import PirlModel, embed_dataset
 from .optim import CosineSchedule, param_groups, set_lr
 from .views import ViewSizes, image_view, jigsaw_view, rotation_view, to_float
 
+ONE_PROCESS = distributed.World()
+
 
 @dataclass
 class StepReport:
@@ -81,7 +83,7 @@ class _Batches(torch.utils.data.Dataset):
     processes, this process's share of the global batch (every image once per epoch across processes)."""
 
     def __init__(self, images: np.ndarray, order: torch.Tensor, batch_size: int, start: int,
-                 world: distributed.World = distributed.World()):
+                 world: distributed.World = ONE_PROCESS):
         self.images, self.order, self.batch_size, self.start, self.world = images, order, batch_size, start, world
 
     def __len__(self) -> int:
@@ -311,7 +313,7 @@ class _Step:
     config: PretrainConfig
     negatives: int
     device: torch.device
-    world: distributed.World = distributed.World()
+    world: distributed.World = ONE_PROCESS
     sizes: ViewSizes = field(init=False)
     fmt: torch.memory_format = field(init=False)
     amp_dtype: torch.dtype | None = field(init=False)

@@ -65,7 +65,10 @@ def random_boxes(gen: torch.Generator, n: int, height: int, width: int, scale: t
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
-def _share(part: tuple[int, int] | None, n: int) -> tuple[int, slice]:
+Part = tuple[int, int] | None  # (offset, global batch size) of this process's rows; None: the whole batch
+
+
+def _share(part: Part, n: int) -> tuple[int, slice]:
     """How many rows to draw for, and which of them are this process's n rows."""
     if part is None:
         return n, slice(None)
@@ -88,7 +91,7 @@ _YIQ_INV = torch.linalg.inv(_YIQ)
 
 
 def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 0.2), p_jitter: float = 0.8,
-                  p_gray: float = 0.2, p_flip: float = 0.5, part: tuple[int, int] | None = None) -> torch.Tensor:
+                  p_gray: float = 0.2, p_flip: float = 0.5, part: Part = None) -> torch.Tensor:
     """Flip, colour jitter and random grayscale, each sample with its own draws. x: float [0, 1]."""
     n, mine = _share(part, x.shape[0])
     here = lambda t: t[mine].to(x.device, t.dtype if t.dtype == torch.bool else x.dtype)  # noqa: E731
@@ -135,7 +138,7 @@ def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
 
 
 def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
-               scale: tuple[float, float] = (0.08, 1.0), part: tuple[int, int] | None = None, **distort) -> torch.Tensor:
+               scale: tuple[float, float] = (0.08, 1.0), part: Part = None, **distort) -> torch.Tensor:
     """v_I for a batch of float images (B, 3, H, W): normalised (B, 3, size, size).
     `distort` overrides color_distort's strengths (supervised finetuning uses milder ones)."""
     n, _, height, width = images.shape
@@ -145,7 +148,7 @@ def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
 
 
 def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
-                scale: tuple[float, float] = (0.6, 1.0), part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: tuple[float, float] = (0.6, 1.0), part: Part = None) -> tuple[torch.Tensor, torch.Tensor]:
     """v_It for a batch: normalised patches (B, 9, 3, p, p) in shuffled order, and that order (B, 9).
 
     The jigsaw crop, its 3x3 cells and the random patch in each cell are composed into one
@@ -170,7 +173,7 @@ def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
 
 
 def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator,
-                  scale: tuple[float, float] = (0.08, 1.0), part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  scale: tuple[float, float] = (0.08, 1.0), part: Part = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The rotation pretext's transformed view: an image view turned by 90, 180 or 270 degrees.
     Returns the views (B, 3, size, size) and each one's quarter turns k in {1, 2, 3} (counter-clockwise)."""
     views = image_view(images, size, gen, scale, part=part)
