@@ -43,5 +43,6 @@ def test_a_random_start_on_a_cpu_gets_larger_smallest_crops_than_an_imagenet_sta
     from pirl_core.engine.config import RANDOM_START_MIN_CROP, PretrainConfig
 
     assert PretrainConfig.defaults_for("cpu").min_crop_scale == 0.08  # ImageNet start: the paper's crops
+    assert PretrainConfig.defaults_for("cpu").epochs == 30  # 15 left the adaptation half done (config.CPU_EPOCHS)
     assert PretrainConfig.defaults_for("cpu", pretrained_imagenet=False).min_crop_scale == RANDOM_START_MIN_CROP
     assert PretrainConfig.defaults_for("cpu", pretrained_imagenet=False, min_crop_scale=0.2).min_crop_scale == 0.2
