@@ -51,7 +51,7 @@ def main() -> None:
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
-        files = ingest.folder_source(data, check_roots=False)
+        files = [f for f in ingest.folder_source(data, check_roots=False) if "/" in f.name]  # class sub-folders only
         ingest.ingest(ws, files, "pool")
         tasks = args.tasks.split(",")
         for task in tasks:
