@@ -45,16 +45,16 @@ def world() -> World:
     return World()
 
 
-def join(device_name: str = "auto") -> tuple[World, torch.device]:
+def join(device_name: str = "auto") -> World:
     """Join the process group torchrun describes in the environment: NCCL with one GPU per process (the
-    local rank's), gloo on the CPU. Returns this process's place and device."""
+    local rank's, made current: `device_for` returns it), gloo on the CPU. Returns this process's place."""
     device = resolve_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return world(), device
+    return world()
 
 
 def leave() -> None:
