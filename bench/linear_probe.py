@@ -9,6 +9,7 @@ near-copies kept in one fold. Two tasks at once: --positive vs the rest (binary 
     python bench/linear_probe.py ../shared/data/busi256 --sizes 96 128 160 --no-pretrain
     python bench/linear_probe.py ../shared/data/busi256 --start imagenet --bn-stats training image_pass
     python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --minutes 30
+    python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --temperature 0.07 0.2
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ from pirl_core.engine.pretrain import pretrain
 from pirl_core.image_cache import cache_size_for, open_cache
 from pirl_core.ingest import cache_folder
 from pirl_core.splits import assign_folds
+
+# Pretraining settings that can be swept: option -> (PretrainConfig field, type, help); each is a grid axis.
+AXES = {
+    "lr": ("lr", float, "learning rate (default: LR_PER_256 per 256 images)"),
+    "min-scale": ("min_crop_scale", float, "image view's smallest crop"),
+    "batch": ("batch_size", int, "images per step"),
+    "temperature": ("temperature", float, "InfoNCE temperature"),
+    "bank-momentum": ("bank_momentum", float, "memory bank momentum"),
+    "negatives": ("negatives", int, "negatives per image"),
+    "warmup": ("warmup_epochs", float, "learning-rate warm-up, in epochs"),
+}
 
 
 def probe(features: np.ndarray, y: np.ndarray, groups: list, repeats: int = 5, folds: int = 5) -> float:
@@ -61,10 +73,8 @@ def main() -> None:
     ap.add_argument("--bn-stats", nargs="+", default=["whole_images"], choices=["whole_images", "image_pass",
                                                                                  "training"])
     ap.add_argument("--pretext", nargs="+", default=["jigsaw"])
-    ap.add_argument("--lr", nargs="+", type=float, default=[None])
-    ap.add_argument("--min-scale", nargs="+", type=float, default=[None], help="image view's smallest crop")
-    ap.add_argument("--batch", nargs="+", type=int, default=[None])
-    ap.add_argument("--temperature", nargs="+", type=float, default=[None])
+    for option, (_, kind, text) in AXES.items():
+        ap.add_argument(f"--{option}", nargs="+", type=kind, default=[None], help=text)
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--minutes", type=float, default=None, help="pretrain for this long instead of --epochs")
     ap.add_argument("--no-pretrain", action="store_true", help="only the untrained / ImageNet baselines")
@@ -106,13 +116,13 @@ def main() -> None:
                     report(f"{backbone} ImageNet, BN of the pool", adapted)
                 if args.no_pretrain:
                     continue
-                for start, bn, pretext, lr, scale, batch, temp in itertools.product(
-                        args.start, args.bn_stats, args.pretext, args.lr, args.min_scale, args.batch,
-                        args.temperature):
-                    chosen = {k: v for k, v in (("min_crop_scale", scale), ("batch_size", batch),
-                                                ("temperature", temp)) if v}
+                axes = [[(field, v) for v in getattr(args, option.replace("-", "_"))]
+                        for option, (field, _, _) in AXES.items()]
+                for start, bn, pretext, *settings in itertools.product(
+                        args.start, args.bn_stats, args.pretext, *axes):
+                    chosen = {field: v for field, v in settings if v is not None}
                     config = PretrainConfig.defaults_for(
-                        "auto", backbone=backbone, image_size=size, epochs=args.epochs, lr=lr, pretext=pretext,
+                        "auto", backbone=backbone, image_size=size, epochs=args.epochs, pretext=pretext,
                         pretrained_imagenet=start == "imagenet", bn_stats=bn, checkpoint_every_s=1e9,
                         time_budget_s=args.minutes * 60 if args.minutes else None,
                         **chosen)
@@ -121,7 +131,7 @@ def main() -> None:
                     minutes = (time.time() - t0) / 60
                     model, config, _ = load_pretrained(result.checkpoint)
                     name = (f"{backbone} PIRL from {start}, {pretext}, BN {bn}, lr {config.learning_rate:g}"
-                            + "".join(f", {k} {v:g}" for k, v in chosen.items()))
+                            + "".join(f", {k} {v:g}" for k, v in chosen.items() if k != "lr"))
                     report(name, model.backbone, f"; {minutes:.1f} min, {result.step} steps, "
                            f"loss {result.last_metrics['loss']:.2f}")
                     if bn == "training":  # the same weights with statistics of whole images, estimated after
