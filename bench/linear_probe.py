@@ -45,6 +45,7 @@ AXES = {
     "bank-momentum": ("bank_momentum", float, "memory bank momentum"),
     "negatives": ("negatives", int, "negatives per image"),
     "warmup": ("warmup_epochs", float, "learning-rate warm-up, in epochs"),
+    "seed": ("seed", int, "pretraining seed (initial weights, order, views): run-to-run spread"),
 }
 
 
