@@ -189,10 +189,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
             _Batches(images, order, batch, in_epoch, world), batch_size=None, shuffle=False,
             num_workers=config.num_workers, persistent_workers=False, pin_memory=device.type == "cuda")
         for index, batch_u8 in loader:
-            stop = callbacks.should_stop()
-            if world.size > 1:  # process 0's callbacks decide for every process
-                stop = bool(distributed.from_main(stop, device))
-            if stop:
+            if _agreed(callbacks.should_stop(), world, device):
                 status = "stopped"
                 break
             lr = schedule.lr(step)
@@ -207,27 +204,25 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
                 schedule.retarget(step, total_steps)
             callbacks.on_step(StepReport(step, total_steps, epoch + 1, -(-total_steps // steps_per_epoch), last, rate,
                                          (total_steps - step) * batch / max(rate, 1e-9)))
-            if time.monotonic() - last_save > config.checkpoint_every_s:
-                save()
-                last_save = time.monotonic()
             if step >= total_steps:
                 break
+            if _agreed(time.monotonic() - last_save > config.checkpoint_every_s, world, device):
+                save()
+                last_save = time.monotonic()
         if status == "stopped":
             break
         if budget and step < total_steps:  # re-plan from the epochs' measured wall time
             total_steps = _agreed(budget.plan(step, epoch_end=True), world, device)
             schedule.retarget(step, total_steps)
-        save()  # every epoch (and at the end)
-        last_save = time.monotonic()
-    if status == "stopped":
-        save()
+    save()  # finished or stopped
     return PretrainResult(str(ckpt_path), status, step, total_steps, last,
                           seen / max(time.perf_counter() - t_start, 1e-9))
 
 
-def _agreed(total_steps: int, world: distributed.World, device: torch.device) -> int:
-    """Process 0's plan, in every process (their clocks differ a little)."""
-    return distributed.from_main(total_steps, device) if world.size > 1 else total_steps
+def _agreed(value: int | bool, world: distributed.World, device: torch.device) -> int:
+    """Process 0's decision (a stop, a checkpoint, a plan), in every process: their clocks differ a little, and a
+    checkpoint that only some processes make would pair their collectives wrongly (synchronised BatchNorm)."""
+    return distributed.from_main(value, device) if world.size > 1 else int(value)
 
 
 class _Budget:
