@@ -9,6 +9,7 @@ in the process's resident memory: 2 GB for 5,000 images, ingest and final copy t
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -80,8 +81,14 @@ class CacheWriter:
         self.close()
 
 
+# numpy parses a .npy header with `ast.literal_eval`, and CPython 3.11's parser is not safe when threads (browser
+# sessions of one server) parse at once: "SystemError: AST constructor recursion depth mismatch".
+_HEADER_LOCK = threading.Lock()
+
+
 def open_cache(path: str | Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
+    with _HEADER_LOCK:  # a header read and a memory map: microseconds
+        return np.load(path, mmap_mode="r")
 
 
 def cache_path(ws: Workspace, dataset_id: int, size: int = CACHE_SIZE) -> Path:
