@@ -4,11 +4,13 @@ Ingests DATA as the unlabeled pool and as labeled sets (labels unused for pretra
 with the machine's defaults (on a CPU: efficientnet_lite0 from its offline ImageNet weights), optionally
 a second run from random weights, then runs the Compare page's comparison for each task: --positive vs
 the rest (binary AUC) and every class (macro one-vs-rest AUC). Splits are duplicate-aware, the linear
-probe is the product's (logistic regression, inner CV, 5 x 5-fold); full finetuning uses the fixed split.
+probe is the product's (logistic regression, inner CV, 5 x 5-fold); full finetuning uses the fixed split, or
+--finetune-folds k folds (one finetuning per fold and arm).
 Prints each arm's AUC with its 95% CI, the verdict sentences, label efficiency, and wall times.
 
     python bench/compare_quality.py ../shared/data/busi256
     python bench/compare_quality.py ../shared/data/busi256 --random-minutes 30 --modes linear
+    python bench/compare_quality.py ../shared/data/busi256 --modes finetune --tasks binary --finetune-folds 5
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
                     help="also pretrain from random weights for this long (the PIRL arm)")
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--finetune-tasks", default="binary", help="full finetuning is slow on a CPU: these tasks only")
+    ap.add_argument("--finetune-folds", type=int, default=0, help="full finetuning's folds (0: the fixed split)")
     args = ap.parse_args()
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +85,8 @@ def main() -> None:
                     continue
                 t0 = time.time()
                 cid = compare.start(ws, compare.CompareRequest(
-                    labeled=task, pretrain_jobs=[run], mode=mode, inits=inits, folds=None if mode == "linear" else 0,
+                    labeled=task, pretrain_jobs=[run], mode=mode, inits=inits,
+                    folds=None if mode == "linear" else args.finetune_folds,
                     fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
                     epochs=args.finetune_epochs if mode == "finetune" else None))
                 for arm in compare.comparison(ws, cid)["arms"]:
