@@ -45,7 +45,6 @@ AXES = {
     "bank-momentum": ("bank_momentum", float, "memory bank momentum"),
     "negatives": ("negatives", int, "negatives per image"),
     "warmup": ("warmup_epochs", float, "learning-rate warm-up, in epochs"),
-    "pretext-weight": ("pretext_weight", float, "lambda: the transformed view's share of the loss"),
     "seed": ("seed", int, "pretraining seed (initial weights, order, views): run-to-run spread"),
 }
 
