@@ -23,7 +23,7 @@ STARTS = {
               "(on a 2-core CPU, 800 images: about 17 minutes; 15 epochs gave a quarter of the gain). Needs ImageNet "
               "weights for the backbone (efficientnet_lite0 has them built in).",
     "random weights": "PIRL learns everything from your images: it needs many steps. On a 2-core CPU, 30 minutes "
-                      "(resnet18, 96 px, about 800 images: 40-50 epochs) beat untrained features by about 0.06 AUC "
+                      "(resnet18 at 96 px, set under Advanced settings; about 800 images: 40-50 epochs) beat untrained features by about 0.06 AUC "
                       "on a two-class task and 0.04 on a three-class one; 10 minutes gave nothing. Train for a time "
                       "(below) and give it an hour or a night for more.",
 }
@@ -59,7 +59,7 @@ if editors_only("Starting a pretraining run"):
                       if defaults.image_size < 224 else " (close to the paper)."))
         start_from = st.radio("Start from", list(STARTS), index=0 if defaults.pretrained_imagenet else 1,
                               key="pt-start", horizontal=True)
-        st.caption(STARTS[start_from])
+        st.caption("  \n".join(f"**{k}**: {v}" for k, v in STARTS.items()))  # a form shows a choice only on submit
         c1, c2 = st.columns(2)
         length = c1.radio("Train for", ["epochs", "minutes"], horizontal=True, key="pt-length",
                           format_func={"epochs": "a number of epochs", "minutes": "a time (minutes)"}.get)

@@ -27,6 +27,14 @@ def test_empty_workspace_points_to_the_data_page(ws):
     assert not at.exception and "Data page" in at.info[0].value
 
 
+def test_the_form_says_what_each_start_needs_before_it_is_submitted(ws, demo_dir):
+    """Choosing a start inside the form reruns nothing until submit: the guidance for every start is shown."""
+    _pool(ws, demo_dir)
+    at = _page().run()
+    text = " ".join(c.value for c in at.caption)
+    assert "adapts them to your images" in text and "learns everything from your images" in text
+
+
 def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
     _pool(ws, demo_dir)
     at = _small_random_start(_page().run())
