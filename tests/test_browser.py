@@ -55,7 +55,7 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
     server = app_server(ws.root)
     page.goto(server.url + "/pretrain")
     wait_for_app(page)
-    page.get_by_text("Advanced settings").click()
+    page.get_by_test_id("stExpander").get_by_text("Advanced settings").click()
     for label, value in (("Image size (px)", "96"), ("Epochs", "40"), ("Batch size", "8")):
         box = page.get_by_role("spinbutton", name=label)  # the default start: efficientnet_lite0 from ImageNet
         box.fill(value)
