@@ -10,6 +10,7 @@ near-copies kept in one fold. Two tasks at once: --positive vs the rest (binary 
     python bench/linear_probe.py ../shared/data/busi256 --start imagenet --bn-stats training image_pass
     python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --minutes 30
     python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --temperature 0.07 0.2
+    python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --copies excluded
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def main() -> None:
     ap.add_argument("--bn-stats", nargs="+", default=["whole_images"], choices=["whole_images", "image_pass",
                                                                                  "training"])
     ap.add_argument("--pretext", nargs="+", default=["jigsaw"])
+    ap.add_argument("--copies", nargs="+", default=["negatives"], choices=["negatives", "excluded"],
+                    help="near-copies of an image: among its negatives, or excluded from them")
     for option, (_, kind, text) in AXES.items():
         ap.add_argument(f"--{option}", nargs="+", type=kind, default=[None], help=text)
     ap.add_argument("--epochs", type=int, default=15)
@@ -88,9 +91,9 @@ def main() -> None:
             classes = sorted({n.split("/")[0] for n in names})
             tasks = {"binary": np.array([n.split("/")[0] == args.positive for n in names], dtype=int),
                      f"{len(classes)}-class": np.array([classes.index(n.split("/")[0]) for n in names])}
-            groups = duplicates.merge_groups([None] * len(names), duplicates.clusters(
-                np.stack([duplicates.signature(row) for row in open_cache(cache_folder(
-                    args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0])])))
+            cluster_of = duplicates.clusters(np.stack([duplicates.signature(row) for row in open_cache(
+                cache_folder(args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0])]))
+            groups = duplicates.merge_groups([None] * len(names), cluster_of)
 
             def report(name: str, net, extra: str = "", images=images, size=size, tasks=tasks, groups=groups):
                 t0 = time.time()
@@ -119,8 +122,8 @@ def main() -> None:
                     continue
                 axes = [[(field, v) for v in getattr(args, option.replace("-", "_"))]
                         for option, (field, _, _) in AXES.items()]
-                for start, bn, pretext, *settings in itertools.product(
-                        args.start, args.bn_stats, args.pretext, *axes):
+                for start, bn, pretext, copies, *settings in itertools.product(
+                        args.start, args.bn_stats, args.pretext, args.copies, *axes):
                     chosen = {field: v for field, v in settings if v is not None}
                     config = PretrainConfig.defaults_for(
                         "auto", backbone=backbone, image_size=size, epochs=args.epochs, pretext=pretext,
@@ -128,10 +131,12 @@ def main() -> None:
                         time_budget_s=args.minutes * 60 if args.minutes else None,
                         **chosen)
                     t0 = time.time()
-                    result = pretrain(config, images, names, Path(tmp) / f"run-{time.monotonic_ns()}")
+                    result = pretrain(config, images, names, Path(tmp) / f"run-{time.monotonic_ns()}",
+                                      copies=cluster_of if copies == "excluded" else None)
                     minutes = (time.time() - t0) / 60
                     model, config, _ = load_pretrained(result.checkpoint)
                     name = (f"{backbone} PIRL from {start}, {pretext}, BN {bn}, lr {config.learning_rate:g}"
+                            + (", copies not negatives" if copies == "excluded" else "")
                             + "".join(f", {k} {v:g}" for k, v in chosen.items() if k != "lr"))
                     report(name, model.backbone, f"; {minutes:.1f} min, {result.step} steps, "
                            f"loss {result.last_metrics['loss']:.2f}")

@@ -126,7 +126,7 @@ def runs_table() -> None:
         "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
         "epochs": r["result"].get("epochs") or r["config"].get("epochs"),
         "progress": f"{100 * (r['progress'] or 0):.0f}%",
-        "final loss": round(r["result"]["last"]["loss"], 3) if r["result"].get("last") else None,
+        "final loss": f"{r['result']['last']['loss']:.3f}" if r["result"].get("last") else "—",
         "started": when(r["started_at"])} for r in pretraining.runs(ws)]), hide_index=True)
 
 

@@ -59,6 +59,11 @@ def clusters(signatures: np.ndarray, threshold: float = THRESHOLD) -> list[int]:
     return [links.root(i) for i in range(len(signatures))]
 
 
+def image_clusters(images: np.ndarray) -> list[int]:
+    """Cluster id per image of a uint8 cache (N, S, S, 3): PIRL keeps an image's copies out of its negatives."""
+    return clusters(np.stack([signature(row) for row in images])) if len(images) else []
+
+
 def merge_groups(groups: list[str | None], cluster_of: list[int]) -> list[str | None]:
     """The user's groups joined with the duplicate clusters: two images share a group if a chain of
     same-group or near-copy links connects them. Images linked to nothing keep their own (None)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import jobs
+from . import duplicates, jobs
 from .engine import distributed
 from .engine.backbones import REGISTRY
 from .engine.config import PRETEXTS, PretrainConfig
@@ -162,7 +162,10 @@ def train(ctx: JobContext, callbacks: Callbacks) -> dict:
     distributed.barrier()  # the other processes open the cache process 0 made
     if not world.main:
         images = dataset_cache(ctx.ws, dataset_id, cache_size_for(config.image_size))
-    result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, callbacks)
+    if world.main and config.exclude_copies:
+        ctx.progress(0.0, f"finding near-copies among {len(rows)} images")
+    copies = duplicates.image_clusters(images) if config.exclude_copies else None  # the same in every process
+    result = pretrain(config, images, [r["id"] for r in rows], ctx.folder, callbacks, copies=copies)
     return {"checkpoint": result.checkpoint, "steps": result.step, "total_steps": result.total_steps,
             "last": result.last_metrics, "images_per_s": result.images_per_s, "n_images": len(rows),
             "processes": world.size}

@@ -83,6 +83,31 @@ def test_negatives_exclude_the_positive_and_never_repeat(n, k):
         assert all(len(set(row.tolist())) == k for row in neg)
 
 
+def test_near_copies_are_never_each_others_negatives():
+    n = 40
+    copies = [i - i % 3 if i < 12 else i for i in range(n)]  # four clusters of three copies, then singletons
+    bank = MemoryBank(torch.randn(n, 8), list(range(n)), copies=copies)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        index = torch.randperm(n, generator=gen)[:16]
+        neg = bank.sample_negatives(index, n - 1, gen)
+        for row, i in enumerate(index.tolist()):
+            kept = set(neg.candidates[neg.keep[row]].tolist())
+            assert kept == {j for j in range(n) if copies[j] != copies[i]}  # every other image, no copy
+    restored = MemoryBank.from_state_dict(bank.state_dict())  # a resumed run keeps them
+    assert restored.copies.tolist() == copies
+
+
+def test_the_loss_weighs_only_the_rows_kept_negatives():
+    q = F.normalize(torch.randn(3, 2, 16), dim=-1)  # 3 views of 2 images
+    bank = F.normalize(torch.randn(5, 16), dim=1)
+    keep = torch.tensor([[False, True, False, True, True], [True, False, True, False, False]])
+    got = info_nce(q, bank[:2], bank, keep, 0.2)
+    for row in range(2):
+        logits = torch.cat([(q[:, row] * bank[row]).sum(-1, keepdim=True), q[:, row] @ bank[keep[row]].T], 1) / 0.2
+        torch.testing.assert_close(got[:, row], -F.log_softmax(logits, 1)[:, 0])
+
+
 def test_negatives_over_n_minus_1_is_an_error():
     bank = MemoryBank(torch.randn(10, 8), list(range(10)))
     with pytest.raises(ValueError, match="N - 1 = 9"):

@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import time
 
@@ -105,3 +106,22 @@ def test_a_dead_worker_without_heartbeat_is_marked_interrupted(ws, pool):
     ws.store.update_job(job_id, heartbeat_at=time.time() - 3600)
     assert jobs.reap(ws) == [job_id]
     assert ws.store.job(job_id)["status"] == "interrupted"
+
+
+def test_a_pretrain_job_keeps_near_copies_out_of_each_others_negatives(ws, demo_dir, tmp_path):
+    from PIL import Image
+
+    from pirl_core.engine import checkpoint
+
+    folder = tmp_path / "pool"
+    shutil.copytree(demo_dir / "unlabeled", folder)
+    original = sorted(folder.iterdir())[0]
+    Image.open(original).convert("RGB").save(folder / "re-exported.jpg", quality=90)  # the same scan, re-encoded
+    pool = ingest.ingest(ws, ingest.folder_source(folder, check_roots=False), "pool").dataset_id
+    job_id = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    jobs.run_worker(ws, idle_exit_s=0)
+    bank = checkpoint.load(ws.store.job(job_id)["result"]["checkpoint"])["bank"]
+    names = {r["id"]: r["orig_name"] for r in ws.store.images(pool)}
+    cluster = {names[i]: c for i, c in zip(bank["ids"], bank["copies"])}
+    assert cluster[original.name] == cluster["re-exported.jpg"]
+    assert len(set(cluster.values())) == len(cluster) - 1  # every other image is its own

@@ -110,6 +110,14 @@ def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
     assert at.dataframe[0].value["pretext"].tolist() == ["rotation"]
 
 
+def test_a_run_with_no_loss_yet_shows_a_dash_in_the_runs_table(ws, demo_dir):
+    ds = _pool(ws, demo_dir)
+    jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
+                start_worker=False)
+    at = _page().run()
+    assert at.dataframe[0].value["final loss"].tolist() == ["—"]  # not "None"
+
+
 def test_a_run_just_started_is_the_one_shown_and_says_whether_it_learns(ws, demo_dir):
     ds = _pool(ws, demo_dir)
     old = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,

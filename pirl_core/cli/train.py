@@ -96,6 +96,7 @@ def run_pretrain(args, ws) -> int:
 
 def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
     """PIRL on a plain folder in this process: decoded as ingest decodes (DICOM too), bad files listed."""
+    from .. import duplicates
     from ..engine.pretrain import Callbacks, pretrain
     from ..image_cache import cache_size_for, open_cache
     from ..ingest import cache_folder, folder_source
@@ -119,7 +120,9 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
                           f"loss {r.metrics['loss']:.3f} ({terms}) {r.images_per_s:.1f} img/s "
                           f"ETA {duration(r.eta_s)}")
 
-    result = pretrain(config, open_cache(cache), names, out, Progress())
+    images = open_cache(cache)
+    copies = duplicates.image_clusters(images) if config.exclude_copies else None
+    result = pretrain(config, images, names, out, Progress(), copies=copies)
     note("")
     print_json({"checkpoint": result.checkpoint, "status": result.status, "steps": result.step,
                 "images_per_s": round(result.images_per_s, 2), "last": result.last_metrics,

@@ -57,6 +57,7 @@ class PretrainConfig:
     rotation_share: float = 0.5  # jigsaw+rotation: the share of lambda that goes to the rotation term
     bank_momentum: float = 0.5
     bank_init: str = "features"  # "features": a forward pass fills the bank; "random"
+    exclude_copies: bool = True  # near-copies of an image are not its negatives (the caller finds them)
     bn_stats: str = "whole_images"  # BatchNorm running statistics a checkpoint keeps; see BN_STATS
     seed: int = 0
     num_workers: int = 0
@@ -94,6 +95,7 @@ class PretrainConfig:
         if "jigsaw_weight" in data:  # runs made before the rotation pretext existed
             data["pretext_weight"] = data.pop("jigsaw_weight")
         data.setdefault("bn_stats", "training")  # runs made before BatchNorm statistics were re-estimated
+        data.setdefault("exclude_copies", False)  # runs made before near-copies left the negatives
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

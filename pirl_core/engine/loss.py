@@ -18,12 +18,11 @@ def info_nce(queries: torch.Tensor, positives: torch.Tensor, candidates: torch.T
     """Per-sample InfoNCE for V views at once.
 
     queries (V, B, D); positives (B, D); candidates (C, D): bank vectors shared by the batch;
-    keep (B, C) bool with the same number K of True per row: the row's negatives.
-    Returns (V, B): -log softmax of the positive among [positive, its K negatives].
+    keep (B, C) bool: the row's negatives.
+    Returns (V, B): -log softmax of the positive among [positive, its negatives].
     """
-    v, b, _ = queries.shape
     pos = (queries * positives).sum(-1)  # (V, B)
-    neg = (queries @ candidates.T)[:, keep].view(v, b, -1)  # one matmul, then each row's K columns
+    neg = (queries @ candidates.T).masked_fill(~keep, float("-inf"))  # one matmul; other columns weigh nothing
     logits = torch.cat([pos[..., None], neg], dim=-1) / temperature
     return -F.log_softmax(logits, dim=-1)[..., 0]
 

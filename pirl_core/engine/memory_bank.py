@@ -4,6 +4,10 @@ Negatives are drawn without replacement, never the positive, at most N - 1 per s
 One shared draw of K + 1 indices serves the whole batch: for each sample the column equal to
 its own index (if drawn) is dropped, else the spare last column is, so every row keeps K
 distinct negatives that exclude its positive. Works for N = 10 and for N = 10^6 alike.
+
+Near-copies (`copies`: a cluster id per image, duplicates.clusters) are not negatives of each other:
+a re-exported scan is the same image, and pushing it away from its twin teaches the network to tell
+copies apart by their noise. A row then keeps its K draws less its copies.
 """
 
 from __future__ import annotations
@@ -18,21 +22,25 @@ class Negatives(NamedTuple):
     """K + 1 candidate bank indices shared by the batch, and which K of them each row keeps."""
 
     candidates: torch.Tensor  # (K + 1,)
-    keep: torch.Tensor  # (B, K + 1) bool, exactly K True per row
+    keep: torch.Tensor  # (B, K + 1) bool, exactly K True per row (fewer where near-copies were drawn)
 
     def indices(self) -> torch.Tensor:
-        """(B, K) bank indices of each row's negatives."""
+        """(B, K) bank indices of each row's negatives (a bank without near-copies)."""
         b = self.keep.shape[0]
         return self.candidates.expand(b, -1)[self.keep].view(b, -1)
 
 
 class MemoryBank:
-    def __init__(self, vectors: torch.Tensor, ids: list, momentum: float = 0.5, normalized: bool = False):
+    def __init__(self, vectors: torch.Tensor, ids: list, momentum: float = 0.5, normalized: bool = False,
+                 copies: list[int] | torch.Tensor | None = None):
         if vectors.shape[0] != len(ids):
             raise ValueError(f"{vectors.shape[0]} bank vectors for {len(ids)} image ids")
+        if copies is not None and len(copies) != len(ids):
+            raise ValueError(f"{len(copies)} copy clusters for {len(ids)} image ids")
         self.vectors = vectors.float() if normalized else F.normalize(vectors.float(), dim=1)
         self.ids = list(ids)
         self.momentum = momentum
+        self.copies = None if copies is None else torch.as_tensor(copies, dtype=torch.long)
 
     @classmethod
     def random(cls, n: int, dim: int, ids: list, gen: torch.Generator | None = None, momentum: float = 0.5):
@@ -52,7 +60,8 @@ class MemoryBank:
         self.vectors[index] = F.normalize(mixed, dim=1)
 
     def sample_negatives(self, index: torch.Tensor, k: int, gen: torch.Generator | None = None) -> Negatives:
-        """k negatives for each row of `index`: distinct within a row, never the row's own index."""
+        """k negatives for each row of `index`: distinct within a row, never the row's own index (nor, with
+        `copies`, one of its near-copies)."""
         n = len(self)
         if not 1 <= k <= n - 1:
             raise ValueError(f"negatives must be between 1 and N - 1 = {n - 1}, got {k}")
@@ -67,11 +76,15 @@ class MemoryBank:
         drawn = drawn.to(index.device)
         keep = drawn[None, :] != index[:, None]  # (B, k+1): False where the positive was drawn
         keep[:, -1] &= ~keep[:, :-1].all(dim=1)  # rows that kept all k+1: drop the spare
+        if self.copies is not None:
+            copies = self.copies.to(index.device)
+            keep &= copies[drawn][None, :] != copies[index][:, None]
         return Negatives(drawn, keep)
 
     def state_dict(self) -> dict:
-        return {"vectors": self.vectors.cpu(), "ids": list(self.ids), "momentum": self.momentum}
+        return {"vectors": self.vectors.cpu(), "ids": list(self.ids), "momentum": self.momentum,
+                "copies": None if self.copies is None else self.copies.tolist()}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> MemoryBank:
-        return cls(state["vectors"], state["ids"], state["momentum"], normalized=True)
+        return cls(state["vectors"], state["ids"], state["momentum"], normalized=True, copies=state.get("copies"))

@@ -97,10 +97,12 @@ class _Batches(torch.utils.data.Dataset):
 
 
 def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str | Path,
-             callbacks: Callbacks | None = None, resume: bool = True) -> PretrainResult:
+             callbacks: Callbacks | None = None, resume: bool = True,
+             copies: list[int] | None = None) -> PretrainResult:
     """Train PIRL on cached uint8 images (N, S, S, 3); checkpoints go to `out_dir/last.pt`.
 
-    With `resume` and an existing checkpoint the run continues from it.
+    With `resume` and an existing checkpoint the run continues from it (and its near-copy clusters).
+    `copies`: a near-copy cluster id per image (duplicates.clusters); copies are never each other's negatives.
     """
     callbacks = callbacks or Callbacks()
     n = len(images)
@@ -147,7 +149,7 @@ def pretrain(config: PretrainConfig, images: np.ndarray, ids: list, out_dir: str
                                     batch_stats=random_start)
         else:
             vectors = torch.randn(n, EMBED_DIM, generator=_step_generator(config.seed, 3))
-        bank = MemoryBank(vectors, ids, config.bank_momentum).to(device)
+        bank = MemoryBank(vectors, ids, config.bank_momentum, copies=copies).to(device)
     if world.size > 1 and config.sync_bn_for(batch // world.size):
         model = distributed.sync_batchnorm(model, device)
     optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.learning_rate,
