@@ -135,15 +135,19 @@ def test_two_processes_with_half_batches_train_like_one_process_with_the_whole_b
     """The reference computes BatchNorm statistics from sums as the synchronised CPU layer does (PyTorch's
     kernel rounds differently), and the loss curve is compared at a tiny learning rate: at lr 0.01 this
     small problem amplifies rounding to 0.1 in the loss within five steps (one process on 1 vs 2 threads
-    too), which would hide a real difference. One step at a normal learning rate checks the gradients."""
+    too), which would hide a real difference. Even at 1e-5, other rounding (a matrix product over half the rows)
+    drifts by up to 1e-3 over ten steps, through the memory bank; a real difference is far larger from the first
+    step on (BatchNorm over each process's half batch: 0.04 at step 1, 0.08-0.4 after). One step at a normal
+    learning rate checks the gradients."""
     one = run(1, tmp_path / "one", tmp_path, bn_sums=True, lr=1e-5)[0]
     two = run(2, tmp_path / "two", tmp_path, lr=1e-5)
     # Every step of the one-process run, and every image once per epoch across the processes.
     assert two[0]["steps"] == one["steps"] == list(range(1, 11))
-    assert np.allclose(two[0]["losses"], one["losses"], atol=1e-4), (two[0]["losses"], one["losses"])
+    assert two[0]["losses"][0] == pytest.approx(one["losses"][0], abs=1e-5)
+    assert np.allclose(two[0]["losses"], one["losses"], atol=3e-3), (two[0]["losses"], one["losses"])
     # Every process applied the same bank updates: the replicas are bit-identical, and the one-process bank.
     assert torch.equal(two[0]["bank"], two[1]["bank"])
-    assert torch.allclose(two[0]["bank"], one["bank"], atol=1e-4)
+    assert torch.allclose(two[0]["bank"], one["bank"], atol=2e-3)  # the same rounding drift
 
     run(1, tmp_path / "one-step", tmp_path, bn_sums=True, lr=0.05, max_steps=1)
     run(2, tmp_path / "two-step", tmp_path, lr=0.05, max_steps=1)
