@@ -10,7 +10,7 @@ near-copies kept in one fold. Two tasks at once: --positive vs the rest (binary 
     python bench/linear_probe.py ../shared/data/busi256 --start imagenet --bn-stats training image_pass
     python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --minutes 30
     python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --temperature 0.07 0.2
-    python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --copies excluded
+    python bench/linear_probe.py ../shared/data/busi256 --backbone resnet18 --start random --copies negatives excluded
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ def main() -> None:
     ap.add_argument("--bn-stats", nargs="+", default=["whole_images"], choices=["whole_images", "image_pass",
                                                                                  "training"])
     ap.add_argument("--pretext", nargs="+", default=["jigsaw"])
-    ap.add_argument("--copies", nargs="+", default=["negatives"], choices=["negatives", "excluded"],
-                    help="near-copies of an image: among its negatives, or excluded from them")
+    ap.add_argument("--copies", nargs="+", default=["excluded"], choices=["negatives", "excluded"],
+                    help="near-copies of an image: among its negatives, or excluded from them (the default)")
     for option, (_, kind, text) in AXES.items():
         ap.add_argument(f"--{option}", nargs="+", type=kind, default=[None], help=text)
     ap.add_argument("--epochs", type=int, default=15)
@@ -91,8 +91,8 @@ def main() -> None:
             classes = sorted({n.split("/")[0] for n in names})
             tasks = {"binary": np.array([n.split("/")[0] == args.positive for n in names], dtype=int),
                      f"{len(classes)}-class": np.array([classes.index(n.split("/")[0]) for n in names])}
-            cluster_of = duplicates.clusters(np.stack([duplicates.signature(row) for row in open_cache(
-                cache_folder(args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0])]))
+            cluster_of = duplicates.image_clusters(open_cache(cache_folder(
+                args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0]))
             groups = duplicates.merge_groups([None] * len(names), cluster_of)
 
             def report(name: str, net, extra: str = "", images=images, size=size, tasks=tasks, groups=groups):
@@ -129,7 +129,7 @@ def main() -> None:
                         "auto", backbone=backbone, image_size=size, epochs=args.epochs, pretext=pretext,
                         pretrained_imagenet=start == "imagenet", bn_stats=bn, checkpoint_every_s=1e9,
                         time_budget_s=args.minutes * 60 if args.minutes else None,
-                        **chosen)
+                        exclude_copies=copies == "excluded", **chosen)
                     t0 = time.time()
                     result = pretrain(config, images, names, Path(tmp) / f"run-{time.monotonic_ns()}",
                                       copies=cluster_of if copies == "excluded" else None)
