@@ -10,11 +10,20 @@ from .engine.config import PretrainConfig
 from .engine.optim import resolve_device
 from .store import Store
 
-# PIRL training images/s measured on a 2-core laptop CPU at 96 px (bench/pretrain_throughput.py);
-# other sizes scale with pixel count. Relative speed of the backbones on that CPU.
-CPU_RATE_96 = 45.0
-BACKBONE_SPEED = {"resnet18": 1.0, "resnet34": 0.5, "resnet50": 0.3, "efficientnet_lite0": 0.8}
+# PIRL steps (image and jigsaw passes, batch 64), images/s on this project's 2-core CPU at the size each was
+# measured (`python bench/pretrain_throughput.py --sizes 96 --batch 64 --pretexts` and `--backbone
+# efficientnet_lite0 --sizes 128`; bench/out/throughput_small_maps_*.txt). Other sizes scale with pixel count;
+# resnet34 and resnet50 are not measured: resnet18's rate over their multiply-adds (3.6 and 4.1 G against 1.8).
+CPU_PIRL_RATE = {"resnet18": (26.1, 96), "efficientnet_lite0": (28.8, 128)}
+CPU_RATE_RELATIVE_TO_RESNET18 = {"resnet34": 0.5, "resnet50": 0.44}
 GPU_RATE_224 = 400.0
+
+
+def cpu_rate(backbone: str, image_size: int) -> float:
+    """Estimated PIRL images/s of `backbone` at `image_size` on 2 CPU cores."""
+    rate, size = CPU_PIRL_RATE.get(backbone, CPU_PIRL_RATE["resnet18"])
+    rate *= CPU_RATE_RELATIVE_TO_RESNET18.get(backbone, 1.0)
+    return rate * (size / image_size) ** 2
 
 
 def machine() -> str:
@@ -34,8 +43,7 @@ def estimate_seconds(store: Store, config: PretrainConfig, n_images: int) -> tup
     elif resolve_device(config.device).type == "cuda":
         rate, source = GPU_RATE_224 * (224 / config.image_size) ** 2, "rough GPU estimate"
     else:
-        rate = CPU_RATE_96 * (96 / config.image_size) ** 2 * BACKBONE_SPEED.get(config.backbone, 0.5)
-        rate *= torch.get_num_threads() / 2
-        source = "estimate from a 2-core laptop benchmark"
+        rate = cpu_rate(config.backbone, config.image_size) * torch.get_num_threads() / 2
+        source = "estimate from a 2-core CPU benchmark"
     steps = (n_images // min(config.batch_size, n_images)) * config.epochs
     return steps * min(config.batch_size, n_images) / rate + 5, source
