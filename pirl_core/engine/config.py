@@ -75,12 +75,12 @@ class PretrainConfig:
         """The product's defaults on this machine (the dataclass's own defaults are the plain, small ones).
 
         CPU: domain-adaptive PIRL: efficientnet_lite0 from its offline ImageNet weights, 128 px, CPU_EPOCHS
-        epochs. From random weights PIRL needs far longer (30 minutes, 65-76 epochs of resnet18 at 96 px,
-        gave +0.064 / +0.054 AUC over untrained features on BUSI, binary / 3-class, two seeds 0.05 apart) and
-        larger smallest crops (RANDOM_START_MIN_CROP; README: Defaults). 128 px: ImageNet features of lite0 probe at
-        0.814 / 0.864 / 0.850 (binary) and 0.835 / 0.864 / 0.858 (3-class) at 96 / 128 / 160 px on BUSI
-        (bench/linear_probe.py --sizes); 128 costs 1.8x the pixels of 96, 160 costs 2.8x for less.
-        GPU: the paper's resnet50 at 224 px, batch 256, 200 epochs."""
+        epochs. From random weights PIRL needs far longer (30 minutes, 65-80 epochs of resnet18 at 96 px,
+        gave +0.081 / +0.073 AUC over untrained features on BUSI, binary / 3-class, mean of four seeds
+        that ranged from +0.03 to +0.10) and larger smallest crops (RANDOM_START_MIN_CROP; README: Defaults).
+        128 px: ImageNet features of lite0 probe at 0.814 / 0.864 / 0.850 (binary) and 0.835 / 0.864 / 0.858
+        (3-class) at 96 / 128 / 160 px on BUSI (bench/linear_probe.py --sizes); 128 costs 1.8x the pixels of 96,
+        160 costs 2.8x for less. GPU: the paper's resnet50 at 224 px, batch 256, 200 epochs."""
         if resolve_device(device).type == "cuda":
             base = dict(backbone="resnet50", image_size=224, batch_size=256, epochs=200, num_workers=4)
         else:
