@@ -20,7 +20,7 @@ from pirl_core.fmt import duration
 IMAGENET = "ImageNet weights (domain-adaptive PIRL)"
 STARTS = {
     IMAGENET: "PIRL continues from ImageNet features and adapts them to your images: pays off in about 30 epochs "
-              "(on a 2-core CPU, 800 images: about 13 minutes; 15 epochs gave a quarter of the gain). Needs ImageNet "
+              "(on a 2-core CPU, 800 images: about 17 minutes; 15 epochs gave a quarter of the gain). Needs ImageNet "
               "weights for the backbone (efficientnet_lite0 has them built in).",
     "random weights": "PIRL learns everything from your images: it needs many steps. On a 2-core CPU, 30 minutes "
                       "(resnet18 at 96 px, set under Advanced settings; about 800 images: 65-80 epochs) beat "
