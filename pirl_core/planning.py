@@ -10,11 +10,12 @@ from .engine.config import PretrainConfig
 from .engine.optim import resolve_device
 from .store import Store
 
-# PIRL steps (image and jigsaw passes, batch 64), images/s on this project's 2-core CPU at the size each was
-# measured (`python bench/pretrain_throughput.py --sizes 96 --batch 64 --pretexts` and `--backbone
-# efficientnet_lite0 --sizes 128`; bench/out/throughput_small_maps_*.txt). Other sizes scale with pixel count;
-# resnet34 and resnet50 are not measured: resnet18's rate over their multiply-adds (3.6 and 4.1 G against 1.8).
-CPU_PIRL_RATE = {"resnet18": (26.1, 96), "efficientnet_lite0": (28.8, 128)}
+# PIRL pretraining images/s through the product on this project's 2-core CPU (the run's own `images_per_s`, the
+# figure a past run supplies below) at the size each was measured, BUSI's 780 images: `python
+# bench/compare_quality.py ../shared/data/busi256 --modes linear --random-minutes 30` (efficientnet_lite0 from
+# ImageNet at 128 px, resnet18 from random at 96 px). Other sizes scale with pixel count; resnet34 and resnet50 are
+# not measured: resnet18's rate over their multiply-adds (3.6 and 4.1 G against 1.8).
+CPU_PIRL_RATE = {"resnet18": (29.6, 96), "efficientnet_lite0": (23.6, 128)}
 CPU_RATE_RELATIVE_TO_RESNET18 = {"resnet34": 0.5, "resnet50": 0.44}
 GPU_RATE_224 = 400.0
 
