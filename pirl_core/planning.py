@@ -15,15 +15,14 @@ from .store import Store
 # bench/compare_quality.py ../shared/data/busi256 --modes linear --random-minutes 30` (efficientnet_lite0 from
 # ImageNet at 128 px, resnet18 from random at 96 px). Other sizes scale with pixel count; resnet34 and resnet50 are
 # not measured: resnet18's rate over their multiply-adds (3.6 and 4.1 G against 1.8).
-CPU_PIRL_RATE = {"resnet18": (29.6, 96), "efficientnet_lite0": (23.6, 128)}
-CPU_RATE_RELATIVE_TO_RESNET18 = {"resnet34": 0.5, "resnet50": 0.44}
+CPU_PIRL_RATE = {"resnet18": (29.6, 96), "resnet34": (29.6 * 1.8 / 3.6, 96), "resnet50": (29.6 * 1.8 / 4.1, 96),
+                 "efficientnet_lite0": (23.6, 128)}
 GPU_RATE_224 = 400.0
 
 
 def cpu_rate(backbone: str, image_size: int) -> float:
     """Estimated PIRL images/s of `backbone` at `image_size` on 2 CPU cores."""
     rate, size = CPU_PIRL_RATE.get(backbone, CPU_PIRL_RATE["resnet18"])
-    rate *= CPU_RATE_RELATIVE_TO_RESNET18.get(backbone, 1.0)
     return rate * (size / image_size) ** 2
 
 
