@@ -18,10 +18,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from pirl_core.data.image_cache import cache_size_for
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.optim import resolve_device
 from pirl_core.engine.pretrain import Callbacks, pretrain
-from pirl_core.image_cache import cache_size_for
 
 
 def main() -> None:

@@ -22,14 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from pirl_core import compare, ingest, jobs, pretraining
-from pirl_core.workspace import Workspace
+from pirl_core.data import ingest
+from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
+from pirl_core.training import pretraining
+from pirl_core.workspace.folder import Workspace
 
 
 def _pretrain(ws: Workspace, name: str, config) -> int:
     t0 = time.time()
     job_id = pretraining.start(ws, "pool", config)
-    job = jobs.wait(ws, job_id, poll_s=5)
+    job = queue.wait(ws, job_id, poll_s=5)
     r = job["result"]
     print(f"pretrain {name}: {job['status']} {job['message'] or ''}, {(time.time() - t0) / 60:.1f} min, "
           f"{r.get('total_steps', 0)} steps, {r.get('images_per_s', 0):.1f} img/s, "
@@ -90,7 +93,7 @@ def main() -> None:
                     fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
                     epochs=args.finetune_epochs if mode == "finetune" else None))
                 for arm in compare.comparison(ws, cid)["arms"]:
-                    jobs.wait(ws, arm["job_id"], poll_s=5)
+                    queue.wait(ws, arm["job_id"], poll_s=5)
                 s = compare.summarize(ws, cid)
                 c = compare.comparison(ws, cid)["config"]
                 split = f"{c['folds']} folds x {c['repeats']}" if c["folds"] else "fixed split"

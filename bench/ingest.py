@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pirl_core import ingest
-from pirl_core.workspace import Workspace
+from pirl_core.data import ingest
+from pirl_core.workspace.folder import Workspace
 
 
 def run(label: str, folder: Path, tmp: Path) -> None:

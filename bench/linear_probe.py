@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pirl_core import duplicates
+from pirl_core.data import duplicates
+from pirl_core.data.image_cache import cache_size_for, open_cache
+from pirl_core.data.ingest import cache_folder
+from pirl_core.data.splits import assign_folds
 from pirl_core.engine.backbones import build_backbone, imagenet_weights_problem
 from pirl_core.engine.batchnorm import recompute_bn_stats
 from pirl_core.engine.config import PretrainConfig
@@ -33,9 +36,6 @@ from pirl_core.engine.linear_probe import fit_linear_probe
 from pirl_core.engine.metrics import auc_score
 from pirl_core.engine.model import embed_dataset, load_pretrained
 from pirl_core.engine.pretrain import pretrain
-from pirl_core.image_cache import cache_size_for, open_cache
-from pirl_core.ingest import cache_folder
-from pirl_core.splits import assign_folds
 
 # Pretraining settings that can be swept: option -> (PretrainConfig field, type, help); each is a grid axis.
 AXES = {

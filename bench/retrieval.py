@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pirl_core.retrieval import near_duplicates, topk
+from pirl_core.evaluation.neighbours import near_duplicates, topk
 
 
 def main() -> None:

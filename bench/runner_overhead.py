@@ -12,11 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from pirl_core import demo_data, ingest, jobs
+from pirl_core.data import demo_data, ingest
+from pirl_core.data.image_cache import cache_size_for, dataset_cache
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.pretrain import pretrain
-from pirl_core.image_cache import cache_size_for, dataset_cache
-from pirl_core.workspace import Workspace
+from pirl_core.jobs import queue
+from pirl_core.workspace.folder import Workspace
 
 
 def main() -> None:
@@ -36,8 +37,8 @@ def main() -> None:
         images = dataset_cache(ws, report.dataset_id, cache_size_for(args.image_size))
 
         direct = pretrain(config, images, [r["id"] for r in rows], tmp / "direct")
-        job_id = jobs.submit(ws, "pretrain", config.to_dict(), report.dataset_id)
-        job = jobs.wait(ws, job_id, poll_s=0.5)
+        job_id = queue.submit(ws, "pretrain", config.to_dict(), report.dataset_id)
+        job = queue.wait(ws, job_id, poll_s=0.5)
         assert job["status"] == "succeeded", job
         runner = job["result"]["images_per_s"]
         print(f"{args.images} images, {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}")
@@ -45,12 +46,12 @@ def main() -> None:
         print(f"  via job runner  : {runner:6.1f} img/s   ratio {runner / direct.images_per_s:.3f}")
 
         long = PretrainConfig(**{**config.to_dict(), "epochs": 50})
-        job_id = jobs.submit(ws, "pretrain", long.to_dict(), report.dataset_id)
+        job_id = queue.submit(ws, "pretrain", long.to_dict(), report.dataset_id)
         while (ws.store.job(job_id)["result"] or {}).get("step", 0) < 3:
             time.sleep(0.2)
         t0 = time.perf_counter()
-        jobs.cancel(ws, job_id)
-        job = jobs.wait(ws, job_id, poll_s=0.05)
+        queue.cancel(ws, job_id)
+        job = queue.wait(ws, job_id, poll_s=0.05)
         print(f"  cancel -> {job['status']} in {time.perf_counter() - t0:.2f} s (checkpoint {job['checkpoint']})")
 
 

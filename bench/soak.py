@@ -21,9 +21,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pirl_core import demo_data, ingest, jobs, users
+from pirl_core.access import users
+from pirl_core.data import demo_data, ingest
 from pirl_core.engine.config import PretrainConfig
-from pirl_core.workspace import Workspace
+from pirl_core.jobs import queue
+from pirl_core.workspace.folder import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["", "data", "pretrain", "compare", "explore", "predict", "export"]
@@ -100,7 +102,7 @@ def main() -> None:
         for k in range(args.sessions):
             users.add_user(ws, f"user{k}", password, "editor" if k == 0 else "viewer")
         for k in range(args.jobs):
-            jobs.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16, seed=k).to_dict(),
+            queue.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16, seed=k).to_dict(),
                         pool.dataset_id)
         port = free_port()
         server = subprocess.Popen(
@@ -147,8 +149,8 @@ def main() -> None:
         lost = [name for name, k in imported.items()
                 if name not in names or len(ws.store.images(ws.store.dataset(name)["id"])) != k]
         duplicated = len(names) - len(set(names))
-        for job in ws.store.jobs(statuses=jobs.ACTIVE):
-            jobs.cancel(ws, job["id"])
+        for job in ws.store.jobs(statuses=queue.ACTIVE):
+            queue.cancel(ws, job["id"])
         server.terminate()
         print(f"\n{counts['visits']} page visits by {args.sessions} signed-in sessions, {counts['failed']} failed; "
               f"{len(imported)} imports, {import_failures} failed, {len(lost)} lost, {duplicated} duplicated "

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from pirl_core import users
+from pirl_core.access import users
 from pirl_core.errors import PirlError
-from pirl_core.workspace import Workspace
+from pirl_core.workspace.folder import Workspace
 
 log = logging.getLogger("pirl_studio")
 
@@ -180,14 +180,14 @@ STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/play_circl
 @st.fragment(run_every=3)
 def sidebar_badge() -> None:
     """The running job, on every page; refreshes itself every few seconds."""
-    from pirl_core import jobs
+    from pirl_core.jobs import queue
 
     try:
         ws = Workspace()
-        jobs.reap(ws)
+        queue.reap(ws)
     except PirlError:
         return  # the page itself says what is wrong with the workspace
-    active = ws.store.jobs(statuses=jobs.ACTIVE)
+    active = ws.store.jobs(statuses=queue.ACTIVE)
     running = [j for j in active if j["status"] == "running"]
     if running:
         j = running[0]

@@ -4,14 +4,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
-from pirl_core import compare, image_cache, jobs, predict, pretraining
+from pirl_core.data import image_cache
 from pirl_core.errors import PirlError
-from pirl_core.evaluation import calibration, errors_at, format_p, threshold_metrics, youden_threshold
+from pirl_core.evaluation import compare
+from pirl_core.evaluation.statistics import calibration, errors_at, format_p, threshold_metrics, youden_threshold
 from pirl_core.fmt import csv_safe
+from pirl_core.jobs import queue
+from pirl_core.models import predict
+from pirl_core.training import pretraining
 
 ws = workspace()
 store = ws.store
-jobs.reap(ws)
+queue.reap(ws)
 
 st.title("Compare")
 st.caption("Does PIRL pretraining beat training from scratch and from ImageNet weights on your labeled images? "
@@ -120,7 +124,7 @@ def roc_figure(table: list[dict], cls: int) -> go.Figure:
 def show(comparison_id: int) -> None:
     comp = compare.comparison(ws, comparison_id)
     summary = compare.summarize(ws, comparison_id, n_boot=1000 if all(
-        store.job(a["job_id"])["status"] in jobs.FINISHED for a in comp["arms"]) else 200)
+        store.job(a["job_id"])["status"] in queue.FINISHED for a in comp["arms"]) else 200)
     for note in comp["notes"]:
         st.warning(note)
     if not summary["complete"]:

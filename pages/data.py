@@ -5,8 +5,8 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
-from pirl_core import datasets as datasets_service
-from pirl_core import image_cache, ingest
+from pirl_core.data import datasets as datasets_service
+from pirl_core.data import image_cache, ingest
 
 ws = workspace()
 store = ws.store

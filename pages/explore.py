@@ -3,8 +3,11 @@ import plotly.express as px
 import streamlit as st
 
 from pages._shared import guarded, plain, plot_text, workspace
-from pirl_core import image_cache, preprocess, pretraining, retrieval
+from pirl_core.data import image_cache, preprocess
 from pirl_core.errors import PirlError
+from pirl_core.evaluation import neighbours
+from pirl_core.search import vectors
+from pirl_core.training import pretraining
 
 ws = workspace()
 store = ws.store
@@ -39,7 +42,7 @@ k = st.slider("Neighbours (k)", 1, 30, 8, key="ex-k")
 
 try:
     with st.spinner("Loading the run's vectors ..."):
-        space = retrieval.load_space(ws, run_id, space_name, dataset_id)
+        space = neighbours.load_space(ws, run_id, space_name, dataset_id)
 except PirlError as exc:
     st.error(str(exc))
     st.stop()
@@ -68,7 +71,7 @@ def thumbs(positions, captions):
 labels = [r["label"] for r in rows]
 if sum(lab is not None for lab in labels) > 10:
     with guarded("kNN agreement"):
-        agreement = retrieval.knn_agreement(space.vectors, labels, k=10)
+        agreement = vectors.knn_agreement(space.vectors, labels, k=10)
         counts = pd.Series([lab for lab in labels if lab]).value_counts(normalize=True)
         st.metric("kNN agreement (k = 10)", f"{agreement:.1%}",
                   help="Share of each labeled image's 10 nearest neighbours that carry its label. "
@@ -92,7 +95,7 @@ with upload:
     file = st.file_uploader("An image (PNG, JPEG, TIFF, BMP, DICOM)", key="ex-upload")
     if file is not None:
         try:
-            query = retrieval.embed_image(space, file.getvalue(), file.name)
+            query = neighbours.embed_image(space, file.getvalue(), file.name)
             uploaded = preprocess.cache_row(file.getvalue(), file.name, 128)  # shown as the model saw it
             st.session_state.pop("ex-query", None)
         except PirlError as exc:
@@ -102,7 +105,7 @@ with atlas:
                       format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
     colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
     coords = st.cache_data(max_entries=4, show_spinner="Projecting ...")(
-        lambda job, sp, ds, m: retrieval.project(space.vectors, m))(run_id, space_name, dataset_id, method)
+        lambda job, sp, ds, m: vectors.project(space.vectors, m))(run_id, space_name, dataset_id, method)
     frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
                           "file": [plot_text(r["orig_name"]) for r in rows],
                           "label": [plot_text(r["label"] or "unlabeled") for r in rows],
@@ -117,7 +120,7 @@ with atlas:
     st.caption("Click a point to make it the query.")
 with dups:
     threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
-    pairs = retrieval.duplicate_pairs(space, rows, threshold)
+    pairs = neighbours.duplicate_pairs(space, rows, threshold)
     leaks = [p for p in pairs if p["leak"]]
     if leaks:
         st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
@@ -151,7 +154,7 @@ if isinstance(query, int):
 else:
     st.caption(f"Query: **{plain(file.name)}** (uploaded)")
     st.image(uploaded, width=110, caption=plain(file.name[-20:]))
-hits = retrieval.search(space, query, k)
+hits = neighbours.search(space, query, k)
 thumbs([h["position"] for h in hits],
        [f"#{h['rank']} · {h['similarity']:.3f} · {plain(rows[h['position']]['orig_name'][-18:])}"
         + (f" · {plain(rows[h['position']]['label'])}" if rows[h["position"]]["label"] else "") for h in hits])

@@ -4,7 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import editors_only, guarded, when, workspace
-from pirl_core import compare, export, pretraining
+from pirl_core.evaluation import compare
+from pirl_core.models import export
+from pirl_core.training import pretraining
 
 ws = workspace()
 store = ws.store

@@ -2,8 +2,9 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import STATUS_ICON, can_edit, when, workspace
-from pirl_core import audit, demo
-from pirl_core.jobs import ACTIVE
+from pirl_core import demo
+from pirl_core.access import audit
+from pirl_core.jobs.queue import ACTIVE
 
 ws = workspace()
 store = ws.store

@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import guarded, plain, workspace
-from pirl_core import predict
 from pirl_core.errors import PirlError
 from pirl_core.fmt import csv_safe
+from pirl_core.models import predict
 
 ws = workspace()
 

@@ -14,8 +14,9 @@ from pages._shared import (
     when,
     workspace,
 )
-from pirl_core import jobs, planning, pretraining
 from pirl_core.fmt import duration
+from pirl_core.jobs import queue
+from pirl_core.training import planning, pretraining
 
 IMAGENET = "ImageNet weights (domain-adaptive PIRL)"
 STARTS = {
@@ -37,7 +38,7 @@ PRETEXT_HELP = {
 
 ws = workspace()
 store = ws.store
-jobs.reap(ws)
+queue.reap(ws)
 
 st.title("Pretrain")
 st.caption("PIRL learns from unlabeled images: each image and its shuffled jigsaw patches are pulled together "
@@ -141,7 +142,7 @@ run_id = st.selectbox("Run", [r["id"] for r in runs], key="pretrain-run",
 def live_run(job_id: int) -> None:
     job = store.job(job_id)
     st.subheader(f"Run #{job_id} · {STATUS_ICON.get(job['status'], '')} {job['status']}")
-    if job["status"] in jobs.ACTIVE:
+    if job["status"] in queue.ACTIVE:
         st.progress(min(1.0, job["progress"] or 0.0), text=job["message"] or "waiting for the worker")
     elif job["status"] == "failed":
         show_job_failure(job)
@@ -160,14 +161,14 @@ def live_run(job_id: int) -> None:
     if not can_edit():
         return
     c1, c2 = st.columns(2)
-    if job["status"] in jobs.ACTIVE and c1.button("Cancel", key=f"cancel-{job_id}"):
+    if job["status"] in queue.ACTIVE and c1.button("Cancel", key=f"cancel-{job_id}"):
         with guarded("Cancel"):
-            jobs.cancel(ws, job_id)
+            queue.cancel(ws, job_id)
             st.toast(f"Cancelling run #{job_id} ...")
-    if job["status"] in jobs.RESUMABLE and c2.button(
+    if job["status"] in queue.RESUMABLE and c2.button(
             "Resume from last checkpoint", key=f"resume-{job_id}"):
         with guarded("Resume"):
-            jobs.resume(ws, job_id)
+            queue.resume(ws, job_id)
             st.toast(f"Run #{job_id} queued to resume.")
 
 

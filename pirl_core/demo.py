@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import compare, demo_data, export, ingest, jobs, pretraining
+from .data import demo_data, ingest
 from .errors import PirlError
-from .jobs import JobContext, job_kind
-from .workspace import Workspace
+from .evaluation import compare
+from .jobs import queue
+from .jobs.queue import JobContext, job_kind
+from .models import export
+from .training import pretraining
+from .workspace.folder import Workspace
 
 DEMO_N, DEMO_UNLABELED, DEMO_SEED = 120, 400, 0
 POOL, LABELED = "demo-unlabeled", "demo-labeled"
@@ -39,8 +43,8 @@ def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print, pip
 def start_pipeline(ws: Workspace, **pretrain_settings) -> int:
     """Queue a short PIRL run on the demo pool, then the comparison and the export. Returns the run's id."""
     config = pretraining.default_config(**{"epochs": 3, **pretrain_settings})
-    run = jobs.submit(ws, "pretrain", config.to_dict(), ws.store.dataset(POOL)["id"], start_worker=False)
-    jobs.submit(ws, "demo_compare", {"pretrain_job": run}, ws.store.dataset(LABELED)["id"])
+    run = queue.submit(ws, "pretrain", config.to_dict(), ws.store.dataset(POOL)["id"], start_worker=False)
+    queue.submit(ws, "demo_compare", {"pretrain_job": run}, ws.store.dataset(LABELED)["id"])
     return run
 
 
@@ -72,7 +76,7 @@ def demo_compare_job(ctx: JobContext) -> dict:
     cid = compare.start(ctx.ws, compare.CompareRequest(labeled=LABELED, pretrain_jobs=[run], inits=inits,
                                                        mode="linear", folds=3, fractions=[0.25, 1.0]))
     arms = compare.comparison(ctx.ws, cid)["arms"]
-    jobs.submit(ctx.ws, "demo_export", {"comparison": cid}, start_worker=False)  # runs after the arms
+    queue.submit(ctx.ws, "demo_export", {"comparison": cid}, start_worker=False)  # runs after the arms
     return {"comparison": cid, "finetune_jobs": [a["job_id"] for a in arms]}
 
 

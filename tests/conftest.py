@@ -10,9 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pirl_core.jobs.kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
 import pytest
-
-import pirl_core.job_kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("PIRL_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -23,7 +22,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     """An empty workspace in a temporary folder, also set as PIRL_HOME."""
-    from pirl_core.workspace import Workspace
+    from pirl_core.workspace.folder import Workspace
 
     monkeypatch.setenv("PIRL_HOME", str(tmp_path / "ws"))
     return Workspace(tmp_path / "ws")
@@ -32,7 +31,7 @@ def ws(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """Small demo images: 24 labeled (2 classes) + 48 unlabeled, 64 px."""
-    from pirl_core import demo_data
+    from pirl_core.data import demo_data
 
     out = tmp_path_factory.mktemp("demo")
     demo_data.generate(out, n=24, seed=1, unlabeled=48, size=64)
@@ -132,20 +131,22 @@ def assert_no_exception(pg) -> None:
 def compared_workspace(root: Path, demo_dir: Path, **request):
     """A workspace with a pool, a labeled set, a finished resnet18 PIRL run and one finished
     scratch-vs-PIRL comparison. Returns (workspace, pretrain job id, comparison id, arms)."""
-    from pirl_core import compare, ingest, jobs
+    from pirl_core.data import ingest
     from pirl_core.engine.config import PretrainConfig
-    from pirl_core.workspace import Workspace
+    from pirl_core.evaluation import compare
+    from pirl_core.jobs import queue
+    from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(root)
     pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
     ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
-    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+    run = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
                       start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
                                                    **request))
     arms = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]
     for arm in arms:
-        assert jobs.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+        assert queue.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"
     compare.summarize(ws, cid, n_boot=100)
     return ws, run, cid, arms

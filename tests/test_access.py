@@ -3,8 +3,9 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import audit, ingest, users
+from pirl_core.access import audit, users
 from pirl_core.cli import main
+from pirl_core.data import ingest
 from pirl_core.errors import PirlError
 from tests.conftest import ROOT
 
@@ -49,7 +50,7 @@ def test_the_app_refuses_to_listen_beyond_this_machine_without_sign_in(ws, monke
 
 
 def test_cli_actions_are_audited_as_the_machine_user(ws, demo_dir, capsys):
-    from pirl_core.workspace import os_user
+    from pirl_core.workspace.folder import os_user
 
     assert main(["ingest", str(demo_dir / "unlabeled"), "--name", "pool"]) == 0
     capsys.readouterr()

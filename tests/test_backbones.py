@@ -82,7 +82,7 @@ def test_unknown_backbone_is_a_clear_error():
 
 
 def test_checking_for_imagenet_weights_never_reaches_the_network(monkeypatch, tmp_path):
-    from pirl_core.compare import imagenet_problem
+    from pirl_core.evaluation.compare import imagenet_problem
 
     def no_network(*a, **k):
         raise AssertionError("a download was attempted")

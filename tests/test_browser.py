@@ -47,8 +47,8 @@ def _curve_points(page) -> int:
 def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, tmp_path, demo_dir):
     import time
 
-    from pirl_core import ingest
-    from pirl_core.workspace import Workspace
+    from pirl_core.data import ingest
+    from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path / "ws")
     ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
@@ -82,8 +82,9 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
 
 def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_export(app_server, page, tmp_path,
                                                                                         demo_dir):
-    from pirl_core import ingest, users
-    from pirl_core.workspace import Workspace
+    from pirl_core.access import users
+    from pirl_core.data import ingest
+    from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path / "ws")
     ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
@@ -119,8 +120,8 @@ EVIL = "![x](http://evil.example/t.png)"
 def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server, page, tmp_path, demo_dir):
     """A label and a dataset name written as Markdown images stay text; the browser fetches nothing from
     another host (the page icon and fonts included)."""
-    from pirl_core import ingest
-    from pirl_core.workspace import Workspace
+    from pirl_core.data import ingest
+    from pirl_core.workspace.folder import Workspace
 
     files = sorted((demo_dir / "labeled").rglob("*.png"))[:12]
     csv = "filename,label\n" + "".join(f"{f.name},{EVIL if i % 2 else 'benign'}\n" for i, f in enumerate(files))
@@ -146,7 +147,7 @@ def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server
 def test_upload_a_folder_with_class_sub_folders_from_the_browser(app_server, page, tmp_path, demo_dir):
     import shutil
 
-    from pirl_core.workspace import Workspace
+    from pirl_core.workspace.folder import Workspace
 
     folder = tmp_path / "derm-set"
     shutil.copytree(demo_dir / "labeled", folder)  # benign/ and malignant/

@@ -5,26 +5,28 @@ import numpy as np
 import pytest
 import torch
 
-from pirl_core import compare, image_cache, ingest, jobs
+from pirl_core.data import image_cache, ingest
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.model import load_pretrained
 from pirl_core.errors import PirlError
+from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
 
 
 @pytest.fixture(scope="module")
 def setup(demo_dir, tmp_path_factory):
-    from pirl_core.workspace import Workspace
+    from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("compare") / "ws")
     pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
     ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
     # efficientnet_lite0: its ImageNet weights install with the package, so every arm can run offline
-    run = jobs.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
+    run = queue.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
                                                      batch_size=16).to_dict(), pool, start_worker=False)
-    inet = jobs.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
+    inet = queue.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
                                                       batch_size=16, pretrained_imagenet=True).to_dict(), pool,
                        start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     return ws, run, inet
 
 
@@ -32,8 +34,8 @@ def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypa
     ws, run, inet = setup
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run, inet], folds=3,
                                                    fractions=[0.5, 1.0]))
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
-    jobs.run_worker(ws, idle_exit_s=0)
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    queue.run_worker(ws, idle_exit_s=0)
     summary = compare.summarize(ws, cid, n_boot=100)
     assert summary["complete"]
     arms = {e["arm"]: e for e in summary["table"]}
@@ -64,8 +66,8 @@ def test_no_test_image_reaches_training_or_model_selection(setup, monkeypatch):
     monkeypatch.setattr(compare, "finetune", spy)
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], mode="finetune",
                                                    inits=["scratch"], folds=3, fractions=[0.5, 1.0], epochs=1))
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
-    jobs.run_worker(ws, idle_exit_s=0)  # in this process, so the spy sees every training call
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    queue.run_worker(ws, idle_exit_s=0)  # in this process, so the spy sees every training call
     summary = compare.summarize(ws, cid, n_boot=50)
     cache = image_cache.dataset_cache(ws, ws.store.dataset("lab")["id"], 110)
     rows = ws.store.images(ws.store.dataset("lab")["id"])
@@ -150,7 +152,7 @@ def test_full_finetune_mode_runs_a_pirl_arm(setup):
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["pirl"],
                                                    mode="finetune", folds=0, epochs=1))
     arm = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"][0]
-    job = jobs.wait(ws, arm["job_id"], timeout_s=300)
+    job = queue.wait(ws, arm["job_id"], timeout_s=300)
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["runs"][0]["epochs_run"] == 1
 

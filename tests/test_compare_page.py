@@ -1,7 +1,8 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, jobs
+from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
@@ -13,7 +14,7 @@ def filled(demo_dir, tmp_path_factory):
 
 
 def jobs_model_test_ids(ws, job_id):
-    from pirl_core import predict
+    from pirl_core.models import predict
 
     return predict.load(ws, f"job:{job_id}").test_image_ids
 
@@ -70,7 +71,7 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
 def test_start_a_comparison_from_the_form(filled, monkeypatch):
     ws, run, _ = filled
     before = len(compare.comparisons(ws))
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
     at = _page(ws, monkeypatch).run()
     at.multiselect(key="cmp-inits").set_value(["scratch", "pirl"])
     at.number_input(key="cmp-folds").set_value(0)
@@ -79,7 +80,7 @@ def test_start_a_comparison_from_the_form(filled, monkeypatch):
     assert any("queued: one job per initialisation" in s.value for s in at.success)
     assert len(compare.comparisons(ws)) == before + 1
     for job in ws.store.jobs(kind="finetune", statuses=["queued"]):
-        jobs.cancel(ws, job["id"])
+        queue.cancel(ws, job["id"])
 
 
 @pytest.mark.browser

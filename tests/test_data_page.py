@@ -1,7 +1,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import ingest
+from pirl_core.data import ingest
 from tests.conftest import ROOT
 
 

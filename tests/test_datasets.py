@@ -3,27 +3,29 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, datasets, ingest, jobs
+from pirl_core.data import datasets, ingest
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.errors import PirlError
+from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
 from tests.conftest import ROOT
 
 
 @pytest.fixture
 def filled(ws, demo_dir, monkeypatch):
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)  # jobs stay queued: nothing trains here
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)  # jobs stay queued: nothing trains here
     ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
-    run = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(),
+    run = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(),
                       ws.store.dataset("pool")["id"], start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)  # a tiny run, done in seconds
+    queue.run_worker(ws, idle_exit_s=0)  # a tiny run, done in seconds
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch"], folds=0))
     return ws, run, cid
 
 
 def _cancel_all(ws):
-    for job in ws.store.jobs(statuses=jobs.ACTIVE):
-        jobs.cancel(ws, job["id"])
+    for job in ws.store.jobs(statuses=queue.ACTIVE):
+        queue.cancel(ws, job["id"])
 
 
 def test_deleting_names_its_dependents_refuses_while_they_run_and_takes_them_along(filled):

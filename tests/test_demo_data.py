@@ -3,8 +3,8 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-from pirl_core import demo_data
 from pirl_core.cli import main
+from pirl_core.data import demo_data
 
 
 def _digest(folder):
@@ -46,10 +46,10 @@ def test_cli_demo_data(tmp_path, capsys):
 
 
 def test_demo_workspace_is_filled_and_its_pipeline_queued_once(ws, monkeypatch):
-    from pirl_core import jobs
     from pirl_core.demo import ensure_demo_workspace
+    from pirl_core.jobs import queue
 
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)  # queued, not run, here
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)  # queued, not run, here
     ensure_demo_workspace(ws, log=lambda m: None)
     first = [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()]
     ensure_demo_workspace(ws, log=lambda m: None)

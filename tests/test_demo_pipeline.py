@@ -2,12 +2,15 @@
 
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, demo, ingest, jobs
+from pirl_core import demo
+from pirl_core.data import ingest
+from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
 from tests.conftest import ROOT
 
 
 def test_the_demo_pipeline_pretrains_compares_and_exports_in_order(ws, demo_dir, monkeypatch):
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: None)  # this test runs the worker itself
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)  # this test runs the worker itself
     ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), demo.POOL)
     ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), demo.LABELED,
                   folder_labels=True)
@@ -15,7 +18,7 @@ def test_the_demo_pipeline_pretrains_compares_and_exports_in_order(ws, demo_dir,
     assert [s["status"] for s in demo.pipeline_status(ws)] == ["queued", "waiting", "waiting"]
     at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60).run()
     assert any("Demo pipeline" in s.value for s in at.subheader)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     assert [s["status"] for s in demo.pipeline_status(ws)] == ["succeeded"] * 3
     (comparison,) = compare.comparisons(ws)
     assert comparison["result"]["summary"]["complete"]

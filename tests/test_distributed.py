@@ -186,7 +186,7 @@ def test_impossible_process_counts_are_named(nproc, batch, problem):
 # -- the job runner: `pirl pretrain --nproc 2 --device cpu` ------------------------------------------------------
 @pytest.fixture
 def pool(ws, demo_dir):
-    from pirl_core import ingest
+    from pirl_core.data import ingest
 
     return ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
 
@@ -204,34 +204,34 @@ def _training_processes(job_id: int) -> list[int]:
             cmd = open(f"/proc/{entry.name}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if (b"pirl_core.pretrain_rank" in cmd and b"torch.distributed.run" not in cmd
+        if (b"pirl_core.training.pretrain_rank" in cmd and b"torch.distributed.run" not in cmd
                 and cmd[cmd.index(b"--job") + 1] == str(job_id).encode()):
             pids.append(int(entry.name))
     return pids
 
 
 def test_a_two_process_job_cancels_resumes_and_is_interrupted_when_a_process_dies(ws, pool):
-    from pirl_core import jobs
     from pirl_core.engine.model import load_pretrained
+    from pirl_core.jobs import queue
     from tests.test_jobs import loss_steps, wait_for
 
-    job_id = jobs.submit(ws, "pretrain", _job_config(), pool)
+    job_id = queue.submit(ws, "pretrain", _job_config(), pool)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= 3, timeout=240)
-    jobs.cancel(ws, job_id)  # reaches both processes through process 0
-    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=120)
+    queue.cancel(ws, job_id)  # reaches both processes through process 0
+    job = queue.wait(ws, job_id, poll_s=0.2, timeout_s=120)
     assert job["status"] == "cancelled", job["message"]
     stopped_at = checkpoint.load(job["checkpoint"])["step"]
     assert loss_steps(ws, job_id) == list(range(1, stopped_at + 1))
 
-    jobs.resume(ws, job_id)
+    queue.resume(ws, job_id)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= stopped_at + 2, timeout=240)
     os.kill(_training_processes(job_id)[-1], 9)
-    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=120)
+    job = queue.wait(ws, job_id, poll_s=0.2, timeout_s=120)
     assert job["status"] == "interrupted" and "Resume to continue" in job["message"]
     assert not _training_processes(job_id)  # torchrun stopped the other process too
 
-    jobs.resume(ws, job_id)
-    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=240)
+    queue.resume(ws, job_id)
+    job = queue.wait(ws, job_id, poll_s=0.2, timeout_s=240)
     assert job["status"] == "succeeded", job["error"] or job["message"]
     assert loss_steps(ws, job_id) == list(range(1, 25))  # every step once: no gap, no repeat
     assert job["result"]["processes"] == 2 and job["result"]["steps"] == 24
@@ -243,17 +243,17 @@ def test_a_cluster_launch_claims_its_queued_job_and_workers_leave_it_alone(ws, p
     import subprocess
     import sys
 
-    from pirl_core import jobs
+    from pirl_core.jobs import queue
 
-    job_id = jobs.submit(ws, "pretrain", _job_config(max_steps=4), pool, start_worker=False)
+    job_id = queue.submit(ws, "pretrain", _job_config(max_steps=4), pool, start_worker=False)
     assert ws.store.claim_next_job(os.getpid()) is not None  # (a one-machine job: a worker takes it) ...
     ws.store.set_job_status_if(job_id, ["running"], "queued")
-    cluster = jobs.submit(ws, "pretrain", {**_job_config(), "nnodes": 2}, pool, start_worker=False)
+    cluster = queue.submit(ws, "pretrain", {**_job_config(), "nnodes": 2}, pool, start_worker=False)
     assert ws.store.claim_next_job(os.getpid())["id"] == job_id  # ... a cluster job stays for its launch
     assert ws.store.job(cluster)["status"] == "queued"
     ws.store.set_job_status_if(job_id, ["running"], "queued")
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                    "-m", "pirl_core.pretrain_rank", "--workspace", str(ws.root), "--job", str(job_id)],
+                    "-m", "pirl_core.training.pretrain_rank", "--workspace", str(ws.root), "--job", str(job_id)],
                    check=True, timeout=300, cwd=ws.root)
     job = ws.store.job(job_id)
     assert job["status"] == "succeeded" and job["result"]["processes"] == 2

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pirl_core.evaluation import auc_with_ci, paired_bootstrap_p, roc_points, threshold_metrics, youden_threshold
+from pirl_core.evaluation.statistics import (
+    auc_with_ci,
+    paired_bootstrap_p,
+    roc_points,
+    threshold_metrics,
+    youden_threshold,
+)
 
 
 def _probs(score):
@@ -62,7 +68,7 @@ def test_threshold_metrics_and_confusion_matrix():
 
 
 def test_verdict_sentences_say_what_the_interval_means():
-    from pirl_core.evaluation import format_p, verdict
+    from pirl_core.evaluation.statistics import format_p, verdict
 
     better = verdict("PIRL", "ImageNet", {"difference": 0.028, "ci_low": 0.0003, "ci_high": 0.056, "p_value": 0.049},
                      2000)
@@ -77,7 +83,7 @@ def test_verdict_sentences_say_what_the_interval_means():
 
 
 def test_errors_at_a_threshold_most_confident_first():
-    from pirl_core.evaluation import errors_at
+    from pirl_core.evaluation.statistics import errors_at
 
     y = np.array([0, 0, 1, 1, 0, 1])
     p1 = np.array([0.9, 0.6, 0.2, 0.8, 0.1, 0.45])
@@ -86,7 +92,7 @@ def test_errors_at_a_threshold_most_confident_first():
 
 
 def test_calibration_of_calibrated_and_overconfident_probabilities():
-    from pirl_core.evaluation import calibration
+    from pirl_core.evaluation.statistics import calibration
 
     rng = np.random.default_rng(0)
     p = rng.uniform(0, 1, 20000)

@@ -11,9 +11,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import compare, export
+from pirl_core.data.preprocess import model_input
 from pirl_core.errors import PirlError
-from pirl_core.preprocess import model_input
+from pirl_core.evaluation import compare
+from pirl_core.models import export
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
@@ -131,7 +132,7 @@ def test_every_member_is_checked_and_a_missing_one_refused(finished, tmp_path):
 
 
 def test_a_signature_detects_a_rehashed_change_that_hashes_cannot(finished, tmp_path):
-    from pirl_core import signing
+    from pirl_core.models import signing
 
     ws, job_id, _ = finished
     good = tmp_path / "good.zip"

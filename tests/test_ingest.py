@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirl_core import image_cache, ingest
+from pirl_core.data import image_cache, ingest
+from pirl_core.data.image_io import decode
+from pirl_core.data.splits import assign_splits
 from pirl_core.errors import PirlError
-from pirl_core.image_io import decode
-from pirl_core.splits import assign_splits
 from tests.dicom_files import make_dicom
 
 
@@ -240,7 +240,7 @@ def test_cli_ingest_prints_a_json_report_and_datasets_lists_it(ws, demo_dir, tmp
 
 
 def test_cache_writer_streams_rows_into_a_npy_and_cleans_up_when_abandoned(tmp_path):
-    from pirl_core.image_cache import CacheWriter, open_cache
+    from pirl_core.data.image_cache import CacheWriter, open_cache
 
     rows = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
     with CacheWriter(tmp_path / "c.npy", 8) as writer:

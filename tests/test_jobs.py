@@ -5,9 +5,10 @@ import time
 
 import pytest
 
-from pirl_core import ingest, jobs
+from pirl_core.data import ingest
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.errors import PirlError
+from pirl_core.jobs import queue
 
 
 @pytest.fixture
@@ -35,9 +36,9 @@ def loss_steps(ws, job_id):
 
 
 def test_queue_runs_jobs_in_order_to_success(ws, pool):
-    first = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
-    second = jobs.submit(ws, "pretrain", tiny(seed=2), pool, start_worker=False)
-    assert jobs.run_worker(ws, idle_exit_s=0) == 2
+    first = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    second = queue.submit(ws, "pretrain", tiny(seed=2), pool, start_worker=False)
+    assert queue.run_worker(ws, idle_exit_s=0) == 2
     a, b = ws.store.job(first), ws.store.job(second)
     assert a["status"] == b["status"] == "succeeded"
     assert a["started_at"] < a["finished_at"] <= b["started_at"]
@@ -47,15 +48,15 @@ def test_queue_runs_jobs_in_order_to_success(ws, pool):
 
 def test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats(ws, pool):
     config = tiny(epochs=3, checkpoint_every_s=0.0)  # a checkpoint after every step
-    job_id = jobs.submit(ws, "pretrain", config, pool)
+    job_id = queue.submit(ws, "pretrain", config, pool)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= 4)
     pid = ws.store.job(job_id)["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: jobs.reap(ws) or ws.store.job(job_id)["status"] == "interrupted", timeout=30)
+    wait_for(lambda: queue.reap(ws) or ws.store.job(job_id)["status"] == "interrupted", timeout=30)
     assert ws.store.job(job_id)["status"] == "interrupted"
 
-    jobs.resume(ws, job_id)
-    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=180)
+    queue.resume(ws, job_id)
+    job = queue.wait(ws, job_id, poll_s=0.2, timeout_s=180)
     assert job["status"] == "succeeded", job["error"]
     assert loss_steps(ws, job_id) == list(range(1, 19))  # 3 epochs x 6 steps, each once
     assert job["result"]["steps"] == 18
@@ -64,26 +65,26 @@ def test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats(ws, pool
 def test_cancel_stops_within_seconds_and_leaves_a_usable_checkpoint(ws, pool):
     from pirl_core.engine.model import load_pretrained
 
-    job_id = jobs.submit(ws, "pretrain", tiny(epochs=50), pool)
+    job_id = queue.submit(ws, "pretrain", tiny(epochs=50), pool)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= 2)
     t0 = time.time()
-    assert jobs.cancel(ws, job_id) == "cancelling"
-    job = jobs.wait(ws, job_id, poll_s=0.1, timeout_s=30)
+    assert queue.cancel(ws, job_id) == "cancelling"
+    job = queue.wait(ws, job_id, poll_s=0.1, timeout_s=30)
     assert job["status"] == "cancelled" and time.time() - t0 < 10
     model, config, bank = load_pretrained(job["checkpoint"])
     assert bank.vectors.shape[0] == 48
 
 
 def test_cancel_of_a_queued_job_is_immediate(ws, pool):
-    job_id = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
-    assert jobs.cancel(ws, job_id) == "cancelled"
+    job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    assert queue.cancel(ws, job_id) == "cancelled"
     with pytest.raises(PirlError, match="only queued or running"):
-        jobs.cancel(ws, job_id)
+        queue.cancel(ws, job_id)
 
 
 def test_invalid_config_fails_with_a_readable_error(ws, pool):
-    job_id = jobs.submit(ws, "pretrain", tiny(negatives=10_000), pool, start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    job_id = queue.submit(ws, "pretrain", tiny(negatives=10_000), pool, start_worker=False)
+    queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)
     assert job["status"] == "failed"
     assert job["message"].startswith("Invalid pretrain settings: negatives must be between 1 and N - 1 = 47")
@@ -91,20 +92,20 @@ def test_invalid_config_fails_with_a_readable_error(ws, pool):
 
 
 def test_an_exception_in_training_is_stored_with_its_traceback(ws, pool):
-    job_id = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
     for f in ws.cache.glob("*.npy"):
         f.unlink()  # the training cache vanished under the job
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)
     assert job["status"] == "failed"
     assert "Traceback (most recent call last)" in job["error"] and "FileNotFoundError" in job["error"]
 
 
 def test_a_dead_worker_without_heartbeat_is_marked_interrupted(ws, pool):
-    job_id = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
     ws.store.claim_next_job(pid=os.getpid())  # alive pid, but the heartbeat goes silent
     ws.store.update_job(job_id, heartbeat_at=time.time() - 3600)
-    assert jobs.reap(ws) == [job_id]
+    assert queue.reap(ws) == [job_id]
     assert ws.store.job(job_id)["status"] == "interrupted"
 
 
@@ -118,8 +119,8 @@ def test_a_pretrain_job_keeps_near_copies_out_of_each_others_negatives(ws, demo_
     original = sorted(folder.iterdir())[0]
     Image.open(original).convert("RGB").save(folder / "re-exported.jpg", quality=90)  # the same scan, re-encoded
     pool = ingest.ingest(ws, ingest.folder_source(folder, check_roots=False), "pool").dataset_id
-    job_id = jobs.submit(ws, "pretrain", tiny(), pool, start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    queue.run_worker(ws, idle_exit_s=0)
     bank = checkpoint.load(ws.store.job(job_id)["result"]["checkpoint"])["bank"]
     names = {r["id"]: r["orig_name"] for r in ws.store.images(pool)}
     cluster = {names[i]: c for i, c in zip(bank["ids"], bank["copies"])}

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pirl_core import duplicates
+from pirl_core.data import duplicates
 from pirl_core.engine.backbones import Backbone
 from pirl_core.engine.finetune import probe_classifier
 from pirl_core.engine.linear_probe import fit_linear_probe

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pirl_core import planning
+from pirl_core.data.splits import assign_folds, nested_subset
 from pirl_core.engine.config import PretrainConfig
-from pirl_core.splits import assign_folds, nested_subset
+from pirl_core.training import planning
 
 
 def test_folds_are_stratified_and_keep_every_group_whole():

@@ -6,8 +6,9 @@ import torch
 from streamlit.testing.v1 import AppTest
 from torch import nn
 
-from pirl_core import compare, export, predict
 from pirl_core.engine.gradcam import gradcam, last_spatial_layer
+from pirl_core.evaluation import compare
+from pirl_core.models import export, predict
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
 
 
@@ -49,7 +50,7 @@ def test_the_heatmap_layer_is_the_last_feature_map_of_real_backbones():
 def finished(tmp_path_factory):
     """40 labeled images: with 3 folds each model trains on ~13 of a class, enough to choose a threshold on its
     own validation predictions (compare.MIN_PER_CLASS)."""
-    from pirl_core import demo_data
+    from pirl_core.data import demo_data
 
     demo = tmp_path_factory.mktemp("demo40")
     demo_data.generate(demo, n=40, seed=1, unlabeled=48, size=64)

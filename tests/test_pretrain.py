@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 import torch
 
+from pirl_core.data.image_cache import open_cache
+from pirl_core.data.ingest import cache_folder
 from pirl_core.engine import checkpoint
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.model import load_pretrained
 from pirl_core.engine.pretrain import Callbacks, pretrain
 from pirl_core.errors import PirlError
-from pirl_core.image_cache import open_cache
-from pirl_core.ingest import cache_folder
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import ingest, jobs
+from pirl_core.data import ingest
 from pirl_core.engine.config import PretrainConfig
+from pirl_core.jobs import queue
 from tests.conftest import ROOT
 
 
@@ -46,7 +47,7 @@ def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
     assert any("Queued pretraining run #1" in s.value for s in at.success)
     job = ws.store.job(1)
     assert job["config"]["image_size"] == 32 and job["config"]["epochs"] == 1
-    assert jobs.wait(ws, 1, timeout_s=120)["status"] == "succeeded"
+    assert queue.wait(ws, 1, timeout_s=120)["status"] == "succeeded"
 
 
 def test_impossible_settings_are_a_message(ws, demo_dir):
@@ -62,7 +63,7 @@ def test_impossible_settings_are_a_message(ws, demo_dir):
 def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
     ds = _pool(ws, demo_dir)
     config = PretrainConfig(image_size=32, batch_size=8, epochs=30).to_dict()
-    job_id = jobs.submit(ws, "pretrain", config, ds)
+    job_id = queue.submit(ws, "pretrain", config, ds)
     deadline = time.time() + 120
     while len(ws.store.metrics(job_id, ["loss"])) < 2 and time.time() < deadline:
         time.sleep(0.2)
@@ -75,7 +76,7 @@ def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
         assert at.get("plotly_chart")
     # cancel from one session; the other sees it
     first.button(key=f"cancel-{job_id}").click().run()
-    job = jobs.wait(ws, job_id, poll_s=0.2, timeout_s=30)
+    job = queue.wait(ws, job_id, poll_s=0.2, timeout_s=30)
     assert job["status"] == "cancelled"
     second.run()
     assert any("cancelled" in h.value for h in second.subheader)
@@ -84,7 +85,7 @@ def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
 
 def test_a_failed_run_shows_its_error_and_traceback(ws, demo_dir):
     ds = _pool(ws, demo_dir)
-    job_id = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32).to_dict(), ds, start_worker=False)
+    job_id = queue.submit(ws, "pretrain", PretrainConfig(image_size=32).to_dict(), ds, start_worker=False)
     ws.store.update_job(job_id, status="failed", message="RuntimeError: boom",
                         error="Traceback (most recent call last):\n  ...\nRuntimeError: boom")
     at = _page().run()
@@ -104,7 +105,7 @@ def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
     at.button[0].click().run()
     assert not at.exception
     assert ws.store.job(1)["config"]["pretext"] == "rotation"
-    job = jobs.wait(ws, 1, timeout_s=120)
+    job = queue.wait(ws, 1, timeout_s=120)
     assert job["status"] == "succeeded" and "loss_rotation" in job["result"]["last"]
     at.run()
     assert at.dataframe[0].value["pretext"].tolist() == ["rotation"]
@@ -112,7 +113,7 @@ def test_start_a_rotation_run_from_the_page_and_see_it_listed(ws, demo_dir):
 
 def test_a_run_with_no_loss_yet_shows_a_dash_in_the_runs_table(ws, demo_dir):
     ds = _pool(ws, demo_dir)
-    jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
+    queue.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
                 start_worker=False)
     at = _page().run()
     assert at.dataframe[0].value["final loss"].tolist() == ["—"]  # not "None"
@@ -120,7 +121,7 @@ def test_a_run_with_no_loss_yet_shows_a_dash_in_the_runs_table(ws, demo_dir):
 
 def test_a_run_just_started_is_the_one_shown_and_says_whether_it_learns(ws, demo_dir):
     ds = _pool(ws, demo_dir)
-    old = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
+    old = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, batch_size=16, epochs=1).to_dict(), ds,
                       start_worker=False)
     ws.store.add_metrics(old, 1, 0.5, {"loss": 2.0, "lr": 0.01})  # one logged step, far below ln 48 = 3.87
     at = _page().run()
@@ -137,13 +138,13 @@ def test_a_run_just_started_is_the_one_shown_and_says_whether_it_learns(ws, demo
 
 
 def test_with_several_gpus_the_page_offers_them_and_the_run_uses_them(ws, demo_dir, monkeypatch):
-    from pirl_core import pretraining
+    from pirl_core.training import pretraining
 
     _pool(ws, demo_dir)
     at = _page().run()
     assert not [w for w in at.number_input if w.key == "pt-gpus"]  # one GPU or none: no choice to make
     monkeypatch.setattr(pretraining, "visible_gpus", lambda: 4)
-    monkeypatch.setattr(jobs, "ensure_worker", lambda ws: False)
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: False)
     at = _small_random_start(_page().run())
     assert at.number_input(key="pt-gpus").value == 4
     at.number_input(key="pt-gpus").set_value(2)

@@ -5,16 +5,19 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import ingest, jobs, retrieval
+from pirl_core.data import ingest
 from pirl_core.engine.config import PretrainConfig
+from pirl_core.evaluation import neighbours
+from pirl_core.jobs import queue
+from pirl_core.search import vectors
 from tests.conftest import ROOT, assert_no_exception, wait_for_app
 
 
 def test_known_vectors_give_known_neighbours_across_blocks():
     v = F.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1], [-1, 0], [0.7, 0.7]]), dim=1)
-    s, i = retrieval.topk(v, v[:1], 3, block=2)  # blocks of 2 rows: the merge across blocks matters
+    s, i = vectors.topk(v, v[:1], 3, block=2)  # blocks of 2 rows: the merge across blocks matters
     assert i[0].tolist() == [0, 1, 4]
-    s, i = retrieval.topk(v, v[:1], 2, block=2, exclude=torch.tensor([0]))
+    s, i = vectors.topk(v, v[:1], 2, block=2, exclude=torch.tensor([0]))
     assert i[0].tolist() == [1, 4] and s[0, 0] == pytest.approx(float(v[0] @ v[1]))
 
 
@@ -23,8 +26,8 @@ def test_knn_agreement_on_a_constructed_set():
     a = F.normalize(torch.tensor([1.0, 0, 0]) + 0.05 * torch.randn(20, 3, generator=gen), dim=1)
     b = F.normalize(torch.tensor([0, 1.0, 0]) + 0.05 * torch.randn(20, 3, generator=gen), dim=1)
     vecs = torch.cat([a, b])
-    assert retrieval.knn_agreement(vecs, ["a"] * 20 + ["b"] * 20, k=5) == 1.0
-    assert retrieval.knn_agreement(vecs, (["a", "b"] * 20), k=5) < 0.7
+    assert vectors.knn_agreement(vecs, ["a"] * 20 + ["b"] * 20, k=5) == 1.0
+    assert vectors.knn_agreement(vecs, (["a", "b"] * 20), k=5) < 0.7
 
 
 def test_duplicates_found_without_a_full_matrix_and_straddles_flagged():
@@ -32,12 +35,12 @@ def test_duplicates_found_without_a_full_matrix_and_straddles_flagged():
     v = F.normalize(torch.randn(300, 64, generator=gen), dim=1)
     v[250] = v[10]  # planted duplicate
     v[120] = F.normalize(v[7] + 0.01 * torch.randn(64, generator=gen), dim=0)
-    pairs = retrieval.near_duplicates(v, 0.98, block=64)
+    pairs = vectors.near_duplicates(v, 0.98, block=64)
     assert {(i, j) for i, j, _ in pairs} == {(10, 250), (7, 120)}
     rows = [{"orig_name": f"{n}.png", "split": "train"} for n in range(300)]
     rows[250]["split"] = "test"
-    space = retrieval.Space(1, "features", 1, list(range(300)), v, None, 32)
-    flagged = {(p["a"], p["b"]): p["leak"] for p in retrieval.duplicate_pairs(space, rows, 0.98)}
+    space = neighbours.Space(1, "features", 1, list(range(300)), v, None, 32)
+    flagged = {(p["a"], p["b"]): p["leak"] for p in neighbours.duplicate_pairs(space, rows, 0.98)}
     assert flagged == {("10.png", "250.png"): True, ("7.png", "120.png"): False}
 
 
@@ -48,7 +51,7 @@ def run(demo_dir, tmp_path_factory):
     import numpy as np
     from PIL import Image
 
-    from pirl_core.workspace import Workspace
+    from pirl_core.workspace.folder import Workspace
 
     root = tmp_path_factory.mktemp("explore")
     data = root / "labeled"
@@ -59,25 +62,25 @@ def run(demo_dir, tmp_path_factory):
     Image.fromarray(twin).save(data / "benign" / "twin.png")
     ws = Workspace(root / "ws")
     ds = ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True).dataset_id
-    job = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
+    job = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
                       start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     return ws, job
 
 
 def test_a_dataset_image_finds_itself_first_and_upload_matches_training_preprocessing(run, demo_dir):
     ws, job = run
-    space = retrieval.load_space(ws, job, "features")
+    space = neighbours.load_space(ws, job, "features")
     rows = ws.store.images(space.dataset_id)
     target = rows[5]
     data = (demo_dir / "labeled" / target["orig_name"]).read_bytes()
-    query = retrieval.embed_image(space, data, target["orig_name"])
+    query = neighbours.embed_image(space, data, target["orig_name"])
     assert torch.allclose(query, space.vectors[5], atol=1e-4)  # same vector as the training-cache path
-    hits = retrieval.search(space, query, 3)
+    hits = neighbours.search(space, query, 3)
     assert hits[0]["image_id"] == target["id"] and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
-    bank = retrieval.load_space(ws, job, "bank")
+    bank = neighbours.load_space(ws, job, "bank")
     assert bank.vectors.shape == (25, 128)
-    assert retrieval.search(bank, 0, 4)[0]["position"] != 0  # the query itself is excluded
+    assert neighbours.search(bank, 0, 4)[0]["position"] != 0  # the query itself is excluded
 
 
 def test_cli_search_and_duplicates(run, demo_dir, capsys):

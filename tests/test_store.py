@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pirl_core import store as store_mod
-from pirl_core.store import SCHEMA_VERSION, Store
+from pirl_core.workspace import store as store_mod
+from pirl_core.workspace.store import SCHEMA_VERSION, Store
 
 
 def test_new_database_has_latest_schema_and_wal(tmp_path):
@@ -53,7 +53,7 @@ def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
 
 WRITER = """
 import sys
-from pirl_core.store import Store
+from pirl_core.workspace.store import Store
 s = Store(sys.argv[1])
 for i in range(300):
     s.add_metrics(int(sys.argv[2]), int(sys.argv[3]) + i, 0, {"loss": float(i), "lr": 0.1})

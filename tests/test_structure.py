@@ -53,7 +53,7 @@ def test_user_facing_errors_are_one_family():
 
 def test_a_workspace_from_a_newer_version_is_one_sentence_in_the_cli(ws, capsys):
     from pirl_core.cli import main
-    from pirl_core.store import SCHEMA_VERSION
+    from pirl_core.workspace.store import SCHEMA_VERSION
 
     ws.store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     assert main(["-w", str(ws.root), "datasets"]) == 2
@@ -64,7 +64,7 @@ def test_a_workspace_from_a_newer_version_is_one_sentence_in_the_cli(ws, capsys)
 def test_a_workspace_from_a_newer_version_is_a_message_on_every_page(ws):
     from streamlit.testing.v1 import AppTest
 
-    from pirl_core.store import SCHEMA_VERSION
+    from pirl_core.workspace.store import SCHEMA_VERSION
 
     ws.store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     for page in sorted((ROOT / "pages").glob("[!_]*.py")):
@@ -83,9 +83,9 @@ def test_finetune_settings_with_an_unknown_key_are_refused():
 
 def test_cli_choices_come_from_the_registries():
     from pirl_core.cli import build_parser
-    from pirl_core.compare import INITS
     from pirl_core.engine.backbones import REGISTRY
     from pirl_core.engine.config import PRETEXTS
+    from pirl_core.evaluation.compare import INITS
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     by_dest = {a.dest: a.choices for a in sub["pretrain"]._actions}

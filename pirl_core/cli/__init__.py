@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import PirlError
-from ..workspace import Workspace
+from ..workspace.folder import Workspace
 from . import access, app, data, evaluate, models, train
 
 GROUPS = (app, data, train, evaluate, models, access)

@@ -44,7 +44,7 @@ def _password(args) -> str | None:
 
 
 def run_add(args, ws) -> int:
-    from ..users import add_user
+    from ..access.users import add_user
 
     add_user(ws, args.name, _password(args), args.role)
     note(f"{args.name} may sign in as {args.role}.")
@@ -52,7 +52,7 @@ def run_add(args, ws) -> int:
 
 
 def run_remove(args, ws) -> int:
-    from ..users import remove_user
+    from ..access.users import remove_user
 
     remove_user(ws, args.name)
     note(f"{args.name} removed.")
@@ -67,7 +67,7 @@ def run_list(args, ws) -> int:
 
 
 def run_audit(args, ws) -> int:
-    from ..audit import entries
+    from ..access.audit import entries
 
     for e in entries(ws, args.limit):
         when = dt.datetime.fromtimestamp(e["time"]).isoformat(timespec="seconds")

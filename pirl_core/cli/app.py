@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
 
 
 def run_app(args, ws) -> int:
-    from ..users import identity_provider_configured, open_access_problem, sign_in_mode
+    from ..access.users import identity_provider_configured, open_access_problem, sign_in_mode
 
     if sign_in_mode(ws, identity_provider_configured(APP_FILE.parent)) is None:
         problem = open_access_problem(args.address)

@@ -30,7 +30,7 @@ def add_parsers(sub) -> None:
 
 
 def run_demo_data(args, ws) -> int:
-    from .. import demo_data
+    from ..data import demo_data
 
     print_json(demo_data.generate(args.out_dir, n=args.n, seed=args.seed, unlabeled=args.unlabeled,
                                   classes=args.classes, size=args.size))
@@ -38,7 +38,7 @@ def run_demo_data(args, ws) -> int:
 
 
 def run_ingest(args, ws) -> int:
-    from .. import ingest
+    from ..data import ingest
 
     path = Path(args.path)
     pre_skipped: list[dict] = []

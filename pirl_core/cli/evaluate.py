@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..compare import INITS
 from ..errors import PirlError
+from ..evaluation.compare import INITS
 from ._output import note, print_json
 
 
@@ -56,7 +56,9 @@ def run_compare(args, ws) -> int:
 
 
 def _compare(args, ws, inits: list[str]) -> int:
-    from .. import compare, jobs, pretraining
+    from ..evaluation import compare
+    from ..jobs import queue
+    from ..training import pretraining
 
     pretrain = [int(j) for j in args.pretrain.split(",")] if args.pretrain else []
     if not pretrain:
@@ -76,7 +78,7 @@ def _compare(args, ws, inits: list[str]) -> int:
         print_json({"comparison": cid, "jobs": {a["label"]: a["job_id"] for a in comp["arms"]}})
         return 0
     for arm in comp["arms"]:
-        job = jobs.wait(ws, arm["job_id"])
+        job = queue.wait(ws, arm["job_id"])
         note(f"{arm['label']}: {job['status']} {job['message'] or ''}")
     summary = compare.summarize(ws, cid)
     note(f"{'initialisation':22s} {'AUC':>6s}  95% CI          vs baselines")
@@ -95,22 +97,22 @@ def _compare(args, ws, inits: list[str]) -> int:
 
 
 def run_search(args, ws) -> int:
-    from .. import retrieval
+    from ..evaluation import neighbours
 
-    space = retrieval.load_space(ws, args.pretrain, args.space)
+    space = neighbours.load_space(ws, args.pretrain, args.space)
     path = Path(args.image)
     if not path.is_file():
         raise PirlError(f"{path} is not a file.")
-    query = retrieval.embed_image(space, path.read_bytes(), path.name)
+    query = neighbours.embed_image(space, path.read_bytes(), path.name)
     rows = {im["id"]: im for im in ws.store.images(space.dataset_id)}
     print_json([{**hit, "file": rows[hit["image_id"]]["orig_name"], "label": rows[hit["image_id"]]["label"]}
-                for hit in retrieval.search(space, query, args.k)])
+                for hit in neighbours.search(space, query, args.k)])
     return 0
 
 
 def run_duplicates(args, ws) -> int:
-    from .. import retrieval
+    from ..evaluation import neighbours
 
-    space = retrieval.load_space(ws, args.pretrain, args.space)
-    print_json(retrieval.duplicate_pairs(space, ws.store.images(space.dataset_id), args.threshold))
+    space = neighbours.load_space(ws, args.pretrain, args.space)
+    print_json(neighbours.duplicate_pairs(space, ws.store.images(space.dataset_id), args.threshold))
     return 0

@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:
 
 
 def run_export(args, ws) -> int:
-    from .. import export
+    from ..models import export
 
     if args.pretrain is not None:
         print_json({"path": export.export_backbone(ws, args.pretrain, args.out)})
@@ -37,7 +37,7 @@ def run_export(args, ws) -> int:
 
 
 def run_predict(args, ws) -> int:
-    from ..export import predict_files
+    from ..models.export import predict_files
 
     rows = predict_files(args.model, args.paths, args.trust, log=note)  # the bundle is read and checked once
     columns = list(dict.fromkeys(k for r in rows for k in r))

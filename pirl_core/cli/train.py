@@ -75,7 +75,7 @@ def _config(args) -> PretrainConfig:
 
 
 def run_pretrain(args, ws) -> int:
-    from .. import pretraining
+    from ..training import pretraining
 
     config = _config(args)
     if args.data and (config.nproc > 1 or config.nnodes > 1):
@@ -96,10 +96,10 @@ def run_pretrain(args, ws) -> int:
 
 def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
     """PIRL on a plain folder in this process: decoded as ingest decodes (DICOM too), bad files listed."""
-    from .. import duplicates
+    from ..data import duplicates
+    from ..data.image_cache import cache_size_for, open_cache
+    from ..data.ingest import cache_folder, folder_source
     from ..engine.pretrain import Callbacks, pretrain
-    from ..image_cache import cache_size_for, open_cache
-    from ..ingest import cache_folder, folder_source
 
     config.validate(len(folder_source(args.data, check_roots=False)))  # before minutes of decoding
     out = Path(args.out) if args.out else ws.checkpoints / f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -132,9 +132,9 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
 
 def follow(ws, job_id: int) -> int:
     """Follow a job until it ends, a progress line on stderr; the final state as JSON."""
-    from .. import jobs
+    from ..jobs import queue
 
-    job = jobs.wait(ws, job_id, on_update=lambda j: progress_line(j["progress"] or 0, 1,
+    job = queue.wait(ws, job_id, on_update=lambda j: progress_line(j["progress"] or 0, 1,
                                                                   f"{j['status']}: {j['message'] or ''}"))
     note("")
     print_json({"job": job_id, "status": job["status"], "message": job["message"], "result": job["result"]})
@@ -142,9 +142,9 @@ def follow(ws, job_id: int) -> int:
 
 
 def run_jobs(args, ws) -> int:
-    from .. import jobs
+    from ..jobs import queue
 
-    jobs.reap(ws)
+    queue.reap(ws)
     if args.action == "list":
         print_json([{k: j[k] for k in ("id", "kind", "status", "progress", "message", "dataset_id")}
                     for j in ws.store.jobs()])
@@ -158,9 +158,9 @@ def run_jobs(args, ws) -> int:
         metrics = ws.store.metrics(args.id, ["loss"])
         print_json({**job, "loss_curve": [(m["step"], round(m["value"], 4)) for m in metrics[-20:]]})
     elif args.action == "cancel":
-        print_json({"job": args.id, "status": jobs.cancel(ws, args.id)})
+        print_json({"job": args.id, "status": queue.cancel(ws, args.id)})
     elif args.action == "resume":
-        jobs.resume(ws, args.id)
+        queue.resume(ws, args.id)
         if args.wait:
             return follow(ws, args.id)
         print_json({"job": args.id, "status": "queued"})
@@ -168,7 +168,7 @@ def run_jobs(args, ws) -> int:
 
 
 def run_worker(args, ws) -> int:
-    from ..worker import serve
+    from ..jobs.worker import serve
 
     note(f"worker finished {serve(ws, forever=args.forever)} job(s)")
     return 0

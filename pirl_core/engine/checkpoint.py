@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_path
 from ..errors import PirlError
+from ..workspace.atomic import atomic_path
 
 FORMAT = 1  # the version of what save_atomic's callers write; load() refuses files without one
 

@@ -6,7 +6,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import convert_color_space
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from pirl_core.image_io import decode
+from pirl_core.data.image_io import decode
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 

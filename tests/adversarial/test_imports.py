@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirl_core import ingest
+from pirl_core.data import ingest
 from pirl_core.errors import PirlError
-from pirl_core.workspace import Workspace
+from pirl_core.workspace.folder import Workspace
 
 
 def _png(seed: int) -> bytes:
@@ -136,7 +136,7 @@ def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir
     bench found a visit failing with the other session's file gone)."""
     import threading
 
-    from pirl_core.image_cache import cache_path, dataset_cache
+    from pirl_core.data.image_cache import cache_path, dataset_cache
 
     report = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     results, errors = [], []

@@ -3,7 +3,7 @@ the files, found before any image is decoded; spreadsheet encodings are read."""
 
 import pytest
 
-from pirl_core import ingest
+from pirl_core.data import ingest
 from pirl_core.errors import PirlError
 
 

@@ -4,9 +4,9 @@ import os
 
 from streamlit.testing.v1 import AppTest
 
-from pirl_core import jobs
 from pirl_core.cli import main
 from pirl_core.engine.config import PretrainConfig
+from pirl_core.jobs import queue
 from tests.conftest import ROOT
 
 
@@ -30,16 +30,16 @@ def test_a_file_where_the_workspace_should_be_is_one_sentence(tmp_path, capsys):
 
 
 def test_a_resume_whose_checkpoint_was_deleted_says_so(ws, demo_dir):
-    from pirl_core import ingest
+    from pirl_core.data import ingest
 
     pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
-    job_id = jobs.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
+    job_id = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
                          start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)
     os.remove(job["checkpoint"])
     ws.store.set_job_status_if(job_id, ["succeeded"], "interrupted")
-    jobs.resume(ws, job_id, start_worker=False)
-    jobs.run_worker(ws, idle_exit_s=0)
+    queue.resume(ws, job_id, start_worker=False)
+    queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)
     assert job["status"] == "failed" and "checkpoint of this run" in job["message"] and "is gone" in job["message"]

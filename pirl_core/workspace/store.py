@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
-from .errors import SchemaTooNew, WorkspaceUnusable
+from ..errors import SchemaTooNew, WorkspaceUnusable
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")

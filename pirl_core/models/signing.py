@@ -16,9 +16,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .atomic import write_bytes_atomic
-from .errors import PirlError
-from .workspace import Workspace
+from ..errors import PirlError
+from ..workspace.atomic import write_bytes_atomic
+from ..workspace.folder import Workspace
 
 PRIVATE, PUBLIC = "bundle_signing.pem", "bundle_signing.pub"
 

@@ -27,17 +27,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, audit, preprocess, signing
-from .atomic import atomic_path
-from .compare import decision_threshold
-from .engine import checkpoint
-from .engine.backbones import build_backbone
-from .engine.finetune import Classifier
-from .engine.model import eval_batches, load_pretrained
-from .engine.views import IMAGENET_MEAN, IMAGENET_STD
-from .errors import BadImage, PirlError
-from .image_cache import cache_size_for, dataset_cache
-from .workspace import Workspace
+from .. import __version__
+from ..access import audit
+from ..data import preprocess
+from ..data.image_cache import cache_size_for, dataset_cache
+from ..engine import checkpoint
+from ..engine.backbones import build_backbone
+from ..engine.finetune import Classifier
+from ..engine.model import eval_batches, load_pretrained
+from ..engine.views import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import BadImage, PirlError
+from ..evaluation.compare import decision_threshold
+from ..workspace.atomic import atomic_path
+from ..workspace.folder import Workspace
+from . import signing
 
 BUNDLE_FORMAT = 1
 SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json (signing.py)

@@ -1,4 +1,4 @@
-"""`python -m pirl_core.worker --workspace DIR [--forever]`: the background job worker.
+"""`python -m pirl_core.jobs.worker --workspace DIR [--forever]`: the background job worker.
 
 The entry point registers every job kind (pirl_core.job_kinds) and serves the queue.
 """
@@ -8,17 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import jobs
-from .workspace import Workspace
+from ..workspace.folder import Workspace
+from . import queue
 
 
 def serve(ws: Workspace, forever: bool = False) -> int:
     """Run the workspace's queued jobs; returns how many. Does nothing if a worker already serves it."""
-    if jobs.worker_running(ws):
+    if queue.worker_running(ws):
         return 0  # checked before the slow import of the job kinds (torch)
-    from . import job_kinds  # noqa: F401  (registers the job kinds)
+    from . import kinds  # noqa: F401  (registers the job kinds
 
-    return jobs.run_worker(ws, forever=forever)
+    return queue.run_worker(ws, forever=forever)
 
 
 def main(argv: list[str] | None = None) -> int:

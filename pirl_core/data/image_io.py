@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import BadImage
+from ..errors import BadImage
 
 MIN_SIDE = 32  # px; smaller images carry too little to learn from
 MAX_PIXELS = 100_000_000  # decompression-bomb guard (a 10,000 x 10,000 image)

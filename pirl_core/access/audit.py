@@ -4,7 +4,7 @@ user (or the user running the server, where no sign-in is configured)."""
 
 from __future__ import annotations
 
-from .workspace import Workspace
+from ..workspace.folder import Workspace
 
 
 def record(ws: Workspace, action: str, target: object = "", detail: str = "", by: str | None = None) -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..errors import PirlError
+from ..workspace.folder import Workspace
 from . import audit
-from .errors import PirlError
-from .workspace import Workspace
 
 ROLES = ("viewer", "editor")
 MIN_PASSWORD = 10

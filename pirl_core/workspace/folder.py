@@ -11,7 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from .errors import WorkspaceUnusable
+from ..errors import WorkspaceUnusable
 from .store import Store
 
 DEFAULT_DIR = "pirl-workspace"

@@ -1,4 +1,4 @@
-"""`torchrun ... -m pirl_core.pretrain_rank --workspace DIR --job ID`: one process of a PIRL run that spans
+"""`torchrun ... -m pirl_core.training.pretrain_rank --workspace DIR --job ID`: one process of a PIRL run that spans
 several processes (GPUs) or machines.
 
 The worker starts it for `pirl pretrain --nproc N` on one machine (torchrun --standalone). On a cluster it is
@@ -14,13 +14,14 @@ import json
 import os
 import sys
 
-from . import jobs, pretraining
-from .engine import distributed
-from .engine.config import PretrainConfig
-from .engine.pretrain import Callbacks
-from .errors import PirlError
-from .jobs import JobContext
-from .workspace import Workspace
+from ..engine import distributed
+from ..engine.config import PretrainConfig
+from ..engine.pretrain import Callbacks
+from ..errors import PirlError
+from ..jobs import queue
+from ..jobs.queue import JobContext
+from ..workspace.folder import Workspace
+from . import pretraining
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
             claimed = ws.store.claim_job(job["id"], os.getpid())
             if claimed is None:
                 raise SystemExit(f"Job {job['id']} was taken by another process.")
-            jobs.run_job(ws, claimed)
+            queue.run_job(ws, claimed)
             return 0 if ws.store.job(job["id"])["status"] in ("succeeded", "cancelled") else 1
-        ctx = JobContext(ws, job, jobs.job_folder(ws, job["id"]))
+        ctx = JobContext(ws, job, queue.job_folder(ws, job["id"]))
         if not world.main:
             pretraining.train(ctx, Callbacks())
             return 0

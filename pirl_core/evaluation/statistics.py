@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from .engine.metrics import auc_score
+from ..engine.metrics import auc_score
 
 
 def roc_points(y: np.ndarray, probs: np.ndarray, positive: int = 1) -> dict:

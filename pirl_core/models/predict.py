@@ -10,14 +10,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import preprocess
-from .compare import decision_threshold
-from .engine.finetune import Classifier
-from .engine.gradcam import gradcam
-from .engine.model import eval_batches
-from .errors import BadImage, PirlError
+from ..data import preprocess
+from ..engine.finetune import Classifier
+from ..engine.gradcam import gradcam
+from ..engine.model import eval_batches
+from ..errors import BadImage, PirlError
+from ..evaluation.compare import decision_threshold
+from ..workspace.folder import Workspace
 from .export import decide, load_classifier, open_bundle
-from .workspace import Workspace
 
 BATCH = 16
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .retrieval import near_duplicates
+from ..search.vectors import near_duplicates
 
 SIGNATURE_SIZE = 32
 THRESHOLD = 0.99

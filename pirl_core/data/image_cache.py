@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageOps
 
-from .workspace import Workspace
+from ..workspace.folder import Workspace
 
 CACHE_SIZE = 256  # px; every dataset's base cache. Caches for smaller sizes are derived from it, never decoded again
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import shutil
 
-from . import audit, jobs
-from .errors import PirlError
-from .workspace import Workspace
+from ..access import audit
+from ..errors import PirlError
+from ..jobs import queue
+from ..workspace.folder import Workspace
 
 
 def _dataset(ws: Workspace, name: str) -> dict:
@@ -38,7 +39,7 @@ def dependents(ws: Workspace, name: str) -> dict[str, list[int]]:
     return {"runs": [j["id"] for j in own if j["kind"] == "pretrain"],
             "finetunes": [j["id"] for j in own if j["kind"] == "finetune"],
             "comparisons": comparisons,
-            "active": [j["id"] for j in own if j["status"] in jobs.ACTIVE]}
+            "active": [j["id"] for j in own if j["status"] in queue.ACTIVE]}
 
 
 def describe(dep: dict[str, list[int]]) -> str:
@@ -64,7 +65,7 @@ def delete(ws: Workspace, name: str) -> str:
     for path in ws.cache.glob(f"dataset-{row['id']}-*.npy"):
         path.unlink(missing_ok=True)
     for job_id in job_ids:
-        shutil.rmtree(jobs.job_folder(ws, job_id), ignore_errors=True)
+        shutil.rmtree(queue.job_folder(ws, job_id), ignore_errors=True)
     for digest, path in hashes.items():
         if not ws.store.image_file_used(digest):
             (ws.root / path).unlink(missing_ok=True)

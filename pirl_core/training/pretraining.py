@@ -12,17 +12,18 @@ from pathlib import Path
 
 import torch
 
-from . import duplicates, jobs
-from .engine import distributed
-from .engine.backbones import REGISTRY
-from .engine.config import PRETEXTS, PretrainConfig
-from .engine.optim import resolve_device
-from .engine.pretrain import Callbacks, StepReport, pretrain
-from .errors import Interrupted, PirlError
-from .fmt import duration
-from .image_cache import cache_size_for, dataset_cache
-from .jobs import JobContext, job_kind
-from .workspace import Workspace
+from ..data import duplicates
+from ..data.image_cache import cache_size_for, dataset_cache
+from ..engine import distributed
+from ..engine.backbones import REGISTRY
+from ..engine.config import PRETEXTS, PretrainConfig
+from ..engine.optim import resolve_device
+from ..engine.pretrain import Callbacks, StepReport, pretrain
+from ..errors import Interrupted, PirlError
+from ..fmt import duration
+from ..jobs import queue
+from ..jobs.queue import JobContext, job_kind
+from ..workspace.folder import Workspace
 
 BACKBONES = tuple(REGISTRY)
 RESULT_FILE, ERROR_FILE = "result.json", "error.txt"  # what process 0 of a torchrun launch leaves for the worker
@@ -49,7 +50,7 @@ def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
     if config.nnodes == 1 and config.nproc > 1 and resolve_device(config.device).type == "cuda" and config.nproc > gpus:
         raise PirlError(f"{config.nproc} GPU processes asked for, {gpus} GPUs here: use --nproc {gpus} "
                         "(or --device cpu for CPU processes).")
-    job_id = jobs.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
+    job_id = queue.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
     if config.nnodes > 1:
         ws.store.update_job(job_id, message=f"waiting for its cluster launch on {config.nnodes} machines "
                                             "(README: Scaling); workers leave it alone")
@@ -60,7 +61,7 @@ def cluster_command(ws: Workspace, job_id: int, config: PretrainConfig) -> str:
     """What each machine of a cluster runs for a run queued with nnodes > 1 (README: Scaling has a Slurm script).
     HEAD is the first machine's address; the workspace must be on storage every machine sees."""
     return (f"torchrun --nnodes {config.nnodes} --nproc-per-node {config.nproc} --rdzv-id pirl-{job_id} "
-            f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m pirl_core.pretrain_rank "
+            f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m pirl_core.training.pretrain_rank "
             f"--workspace {ws.root} --job {job_id}")
 
 
@@ -183,7 +184,7 @@ def _run_processes(ctx: JobContext, config: PretrainConfig) -> dict:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={config.nproc}",
-             "-m", "pirl_core.pretrain_rank", "--workspace", str(ctx.ws.root), "--job", str(ctx.job["id"])],
+             "-m", "pirl_core.training.pretrain_rank", "--workspace", str(ctx.ws.root), "--job", str(ctx.job["id"])],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ctx.ws.root)
     try:
         proc.wait()

@@ -1,7 +1,7 @@
 """Background jobs: a queue in the workspace database, run by a worker OS process.
 
 * `submit` queues a job and starts a worker if none is running: there is no daemon to
-  remember. The worker (`python -m pirl_core.worker`) holds `worker.lock` in the workspace,
+  remember. The worker (`python -m pirl_core.jobs.worker`) holds `worker.lock` in the workspace,
   runs queued jobs one at a time in order (one training job per device), and exits when the
   queue has been empty for a while (`pirl worker --forever` keeps it up on a server).
 * A running job heartbeats every couple of seconds. A job whose worker died (killed,
@@ -13,7 +13,7 @@ Why no library: the queue must live in the workspace's SQLite file (a refresh, a
 tab, a restarted server all read the same rows), need no broker process, and report
 heartbeats and metrics into the same database. Celery, RQ and Dramatiq need Redis or
 RabbitMQ; Huey's SQLite backend has no heartbeats, cancel or resume of a running task.
-What is here is ~200 lines over `store.py`.
+What is here is ~200 lines over `workspace/store.py`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import audit
-from .errors import Interrupted, PirlError
-from .store import ACTIVE_STATES, JOB_STATES
-from .workspace import Workspace
+from ..access import audit
+from ..errors import Interrupted, PirlError
+from ..workspace.folder import Workspace
+from ..workspace.store import ACTIVE_STATES, JOB_STATES
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
@@ -69,7 +69,7 @@ class JobContext:
 
 
 # kind -> function(ctx) -> result dict. Job kinds register here with @job_kind; the worker entry point
-# (pirl_core/worker.py) imports pirl_core.job_kinds, which registers them all.
+# (jobs/worker.py) imports jobs/kinds.py, which registers them all.
 KINDS: dict[str, Callable[[JobContext], dict]] = {}
 
 
@@ -171,7 +171,7 @@ def ensure_worker(ws: Workspace) -> bool:
     if worker_running(ws):
         return False
     log = open(ws.logs / "worker.log", "ab")
-    subprocess.Popen([sys.executable, "-m", "pirl_core.worker", "--workspace", str(ws.root)],
+    subprocess.Popen([sys.executable, "-m", "pirl_core.jobs.worker", "--workspace", str(ws.root)],
                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                      start_new_session=True, cwd=ws.root)
     log.close()

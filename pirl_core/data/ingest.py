@@ -22,13 +22,14 @@ from typing import Callable
 
 import numpy as np
 
-from . import audit, duplicates
-from .atomic import write_bytes_atomic
-from .errors import BadImage, Cancelled, PirlError
+from ..access import audit
+from ..errors import BadImage, Cancelled, PirlError
+from ..workspace.atomic import write_bytes_atomic
+from ..workspace.folder import Workspace
+from . import duplicates
 from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, resize_row, square_resize
 from .image_io import decode
 from .splits import assign_splits
-from .workspace import Workspace
 
 MAX_ZIP_FILES = 200_000
 MAX_ZIP_BYTES = 50 * 1024**3

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .engine.model import eval_batches
+from ..engine.model import eval_batches
 from .image_cache import CACHE_SIZE, cache_size_for, resize_row, square_resize
 from .image_io import decode
 

@@ -15,20 +15,21 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import duplicates, jobs
-from .engine import checkpoint
-from .engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
-from .engine.batchnorm import recompute_bn_stats
-from .engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
-from .engine.linear_probe import fit_linear_probe, validation_probs
-from .engine.metrics import auc_score
-from .engine.model import embed_dataset, load_pretrained
-from .errors import PirlError
-from .evaluation import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
-from .image_cache import cache_size_for, dataset_cache
-from .jobs import JobContext, job_kind
-from .splits import assign_folds, assign_splits, nested_subset
-from .workspace import Workspace
+from ..data import duplicates
+from ..data.image_cache import cache_size_for, dataset_cache
+from ..data.splits import assign_folds, assign_splits, nested_subset
+from ..engine import checkpoint
+from ..engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
+from ..engine.batchnorm import recompute_bn_stats
+from ..engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
+from ..engine.linear_probe import fit_linear_probe, validation_probs
+from ..engine.metrics import auc_score
+from ..engine.model import embed_dataset, load_pretrained
+from ..errors import PirlError
+from ..jobs import queue
+from ..jobs.queue import JobContext, job_kind
+from ..workspace.folder import Workspace
+from .statistics import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
 
 INITS = ("scratch", "imagenet", "pirl", "imagenet+pirl")
 BASELINES = ("scratch", "imagenet")
@@ -134,11 +135,11 @@ def start(ws: Workspace, req: CompareRequest) -> int:
               "finetune": FinetuneConfig(mode=req.mode, image_size=image_size,
                                                            epochs=req.epochs, seed=req.seed).to_dict()}
     for arm in arms:
-        arm["job_id"] = jobs.submit(ws, "finetune", {**config, **arm}, dataset["id"], start_worker=False)
+        arm["job_id"] = queue.submit(ws, "finetune", {**config, **arm}, dataset["id"], start_worker=False)
     comparison = {"kind": "comparison", "created": time.time(), "config": config, "request": asdict(req),
                   "arms": arms, "notes": notes, "classes": sorted(counts)}
     comparison_id = store.add_evaluation(None, comparison)
-    jobs.ensure_worker(ws)
+    queue.ensure_worker(ws)
     return comparison_id
 
 
@@ -355,7 +356,7 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         job = store.job(arm["job_id"])
         arms.append({**arm, "status": job["status"], "progress": job["progress"], "message": job["message"],
                      "runs": job["result"].get("runs", []) if job["status"] == "succeeded" else []})
-        done &= job["status"] in jobs.FINISHED
+        done &= job["status"] in queue.FINISHED
     full = 1.0 if 1.0 in comp["config"]["fractions"] else max(comp["config"]["fractions"])
     table, predictions = [], {}
     for arm in arms:

@@ -6,9 +6,9 @@ import os
 
 import torch
 
-from .engine.config import PretrainConfig
-from .engine.optim import resolve_device
-from .store import Store
+from ..engine.config import PretrainConfig
+from ..engine.optim import resolve_device
+from ..workspace.store import Store
 
 # PIRL pretraining images/s through the product on this project's 2-core CPU (the run's own `images_per_s`, the
 # figure a past run supplies below) at the size each was measured, BUSI's 780 images: `python

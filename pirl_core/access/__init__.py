@@ -1,0 +1,1 @@
+"""Who may do what: local users and sign-in, the audit log."""

@@ -1,0 +1,1 @@
+"""Images in: sources, decoding, the image cache, near-copies, splits, datasets."""

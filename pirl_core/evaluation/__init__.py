@@ -1,0 +1,1 @@
+"""Comparisons of starts, their statistics, neighbours in a run's representation."""

@@ -1,0 +1,9 @@
+"""Every job kind the worker runs, registered by importing the modules that define them.
+
+Imported by the worker entry point (jobs/worker.py) only: the queue (jobs/queue.py) never imports
+a job kind, so there is no queue -> kinds -> queue import loop.
+"""
+
+from .. import demo  # noqa: F401  (demo_*)
+from ..evaluation import compare  # noqa: F401  (finetune)
+from ..training import pretraining  # noqa: F401  (pretrain)

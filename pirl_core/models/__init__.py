@@ -1,0 +1,1 @@
+"""Finetuned models out: bundles, their signatures, predictions."""

@@ -1,0 +1,1 @@
+"""Vector search over L2-normalised vectors: top-k, near-copies, 2-D maps."""

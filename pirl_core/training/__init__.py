@@ -1,0 +1,1 @@
+"""PIRL pretraining as a service: runs, their ranks, pre-run estimates."""

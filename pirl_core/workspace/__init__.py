@@ -1,0 +1,1 @@
+"""The workspace: the folder, its SQLite store, atomic file writes."""
