@@ -36,7 +36,7 @@ screenshots: install system
 	PIRL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/test_whole_flow.py
 
 lint: install
-	$(BIN)/ruff check pirl_core pages app.py tests bench
+	$(BIN)/ruff check pirl_core app_pages app.py tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info

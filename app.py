@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._shared import can_edit, sidebar_badge, sign_out_button, workspace
+from app_pages._shared import can_edit, sidebar_badge, sign_out_button, workspace
 
 # A local file: a Material icon here makes the browser fetch the favicon from Google's font CDN.
 st.set_page_config(page_title="PIRL Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"),
@@ -13,13 +13,13 @@ st.set_page_config(page_title="PIRL Studio", page_icon=str(Path(__file__).parent
 workspace()  # the sign-in form, and nothing else, until the visitor may see the workspace
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/data.py", title="Data", icon=":material/photo_library:"),
-    st.Page("pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/monitoring:"),
-    st.Page("pages/explore.py", title="Explore", icon=":material/travel_explore:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
-    *([st.Page("pages/export.py", title="Export", icon=":material/download:")] if can_edit() else []),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:"),
+    st.Page("app_pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/monitoring:"),
+    st.Page("app_pages/explore.py", title="Explore", icon=":material/travel_explore:"),
+    st.Page("app_pages/predict.py", title="Predict", icon=":material/image_search:"),
+    *([st.Page("app_pages/export.py", title="Export", icon=":material/download:")] if can_edit() else []),
 ]
 
 page = st.navigation(PAGES)

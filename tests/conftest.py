@@ -10,8 +10,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pirl_core.jobs.kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
 import pytest
+
+import pirl_core.jobs.kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("PIRL_TEST_CHROMIUM", "/usr/bin/chromium")

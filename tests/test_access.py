@@ -60,7 +60,7 @@ def test_cli_actions_are_audited_as_the_machine_user(ws, demo_dir, capsys):
 
 
 def _data_page():
-    return AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "app_pages/data.py"), default_timeout=60)
 
 
 def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, demo_dir):
@@ -89,7 +89,7 @@ def test_a_viewer_browses_but_is_not_offered_import(ws, demo_dir):
     assert not at.exception
     assert "Data" in [t.value for t in at.title] and not at.tabs
     assert any("needs an editor" in i.value for i in at.info)
-    export = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=60)
+    export = AppTest.from_file(str(ROOT / "app_pages/export.py"), default_timeout=60)
     export.session_state["pirl_user"] = "victor"
     export.run()
     assert any("needs an editor" in i.value for i in export.info) and not export.button
@@ -109,7 +109,7 @@ def test_a_removed_user_is_signed_out_at_the_next_click(ws):
 
 def test_editors_read_the_audit_log_on_home(ws):
     users.add_user(ws, "alice", PASSWORD, "editor")
-    at = AppTest.from_file(str(ROOT / "pages/home.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60)
     at.session_state["pirl_user"] = "alice"
     at.run()
     assert not at.exception

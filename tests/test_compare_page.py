@@ -21,11 +21,11 @@ def jobs_model_test_ids(ws, job_id):
 
 def _page(ws, monkeypatch):
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
-    return AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=120)
+    return AppTest.from_file(str(ROOT / "app_pages/compare.py"), default_timeout=120)
 
 
 def test_compare_page_needs_labeled_data_and_a_run(ws):
-    at = AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/compare.py"), default_timeout=60).run()
     assert not at.exception and "labeled dataset" in at.info[0].value
 
 

@@ -6,7 +6,7 @@ from tests.conftest import ROOT
 
 
 def _page():
-    return AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "app_pages/data.py"), default_timeout=60)
 
 
 def test_data_page_empty_workspace(ws):

@@ -59,7 +59,7 @@ def test_rename_keeps_everything_and_refuses_a_taken_name(filled):
 def test_the_data_page_renames_and_deletes_after_saying_what_goes(filled):
     ws, run, cid = filled
     _cancel_all(ws)
-    at = AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/data.py"), default_timeout=60).run()
     at.selectbox(key="dataset").set_value("lab").run()
     lab_id = ws.store.dataset("lab")["id"]
     at.text_input(key=f"rename-{lab_id}").input("derm lab")

@@ -190,7 +190,7 @@ def test_backbone_export_is_a_torchvision_state_dict(finished, tmp_path):
 def test_export_page_builds_a_bundle(finished, monkeypatch):
     ws, job_id, _ = finished
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
-    at = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/export.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert "test AUC (95% CI)" in table.columns
@@ -214,7 +214,7 @@ def test_visiting_the_export_page_does_not_send_the_bundle(finished, monkeypatch
     real = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or real(self))
     for _ in range(3):
-        at = AppTest.from_file(str(ROOT / "pages/export.py"), default_timeout=120).run()
+        at = AppTest.from_file(str(ROOT / "app_pages/export.py"), default_timeout=120).run()
         assert not at.exception, at.exception
     assert bundle not in reads
 

@@ -3,7 +3,7 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import ROOT
 
 
-def _run(page="pages/home.py"):
+def _run(page="app_pages/home.py"):
     at = AppTest.from_file(str(ROOT / page), default_timeout=60)
     at.run()
     assert not at.exception, at.exception

@@ -112,7 +112,7 @@ def test_the_bundle_states_the_threshold_and_pirl_predict_uses_it(finished, demo
 def test_the_predict_page_names_the_model_and_its_decision_rule(finished, monkeypatch):
     ws, job_id, _ = finished
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
-    at = AppTest.from_file(str(ROOT / "pages/predict.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages/predict.py"), default_timeout=60)
     at.run()
     assert not at.exception
     assert any("Decision: 'malignant' when its probability is at least" in c.value for c in at.caption)
@@ -150,7 +150,7 @@ def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finis
 def test_the_compare_page_opens_at_the_threshold_chosen_on_validation_predictions(finished, monkeypatch):
     ws, _, comparison_id = finished
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
-    at = AppTest.from_file(str(ROOT / "pages/compare.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/compare.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     arm = at.selectbox(key=f"thr-arm-{comparison_id}").value
     job_id = next(a["job_id"] for a in compare.comparison(ws, comparison_id)["arms"] if a["label"] == arm)

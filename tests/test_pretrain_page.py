@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 
 def _page():
-    return AppTest.from_file(str(ROOT / "pages/pretrain.py"), default_timeout=60)
+    return AppTest.from_file(str(ROOT / "app_pages/pretrain.py"), default_timeout=60)
 
 
 def _small_random_start(at):

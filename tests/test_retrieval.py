@@ -100,13 +100,13 @@ def test_cli_search_and_duplicates(run, demo_dir, capsys):
 def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
     ws, job = run
     monkeypatch.setenv("PIRL_HOME", str(ws.root))
-    at = AppTest.from_file(str(ROOT / "pages/explore.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/explore.py"), default_timeout=120).run()
     assert not at.exception, at.exception
     assert at.metric[0].label == "kNN agreement (k = 10)"
     first = ws.store.images(ws.store.job(job)["dataset_id"])[0]
     at.button(key=f"ex-q-{first['id']}").click().run()
     assert not at.exception
-    from pages._shared import plain
+    from app_pages._shared import plain
 
     assert any(plain(first["orig_name"]) in c.value for c in at.caption)  # Markdown-escaped, shown as typed
     assert any("Cosine similarity" in c.value for c in at.caption)

@@ -1,5 +1,9 @@
 """The layering the README promises: pages -> services -> engine, no import cycles, one error family."""
 
+import ast
+import importlib
+import importlib.util
+import inspect
 import pkgutil
 import re
 import subprocess
@@ -29,11 +33,81 @@ def test_every_module_imports_on_its_own_in_a_fresh_process():
     assert "pirl_core.engine.pretrain" in MODULES and "pirl_core.cli.train" in MODULES
 
 
-def test_no_module_imports_streamlit_and_no_page_imports_the_engine():
+# Who may import whom, lowest first: a module imports only from its own rung or a lower one. `jobs.kinds` and
+# `jobs.worker` are the worker's entry point: they import every job kind, so they sit above the kinds.
+RUNGS = [("errors", "fmt", "__version__"), ("workspace.atomic",), ("engine",), ("workspace",), ("access",),
+         ("search", "jobs.queue"), ("data",), ("training", "evaluation"), ("models",), ("demo",),
+         ("jobs.kinds", "jobs.worker"), ("cli",)]
+
+
+def _rung(module: str) -> int:
+    name = module.removeprefix("pirl_core.")
+    best = [(len(prefix), i) for i, rung in enumerate(RUNGS) for prefix in rung
+            if name == prefix or name.startswith(prefix + ".")]
+    assert best, f"{module} is on no rung of RUNGS"
+    return max(best)[1]
+
+
+def _imports(path, package: str) -> list[tuple[str, list[str]]]:
+    """(module, names) for every `import` and `from ... import` in a file, relative ones resolved."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            out.append((module, [alias.name for alias in node.names]))
+    return out
+
+
+def _targets(module: str, names: list[str]) -> list[str]:
+    """The pirl_core modules an import statement reaches: `from pirl_core import engine` reaches the engine."""
+    if module != "pirl_core" and not module.startswith("pirl_core."):
+        return []
+    package = (ROOT / module.replace(".", "/")).is_dir()
+    return [f"{module}.{n}" if package and importlib.util.find_spec(f"{module}.{n}") else module
+            for n in names] or [module]
+
+
+def test_no_service_imports_a_higher_rung_and_the_engine_only_what_is_below_it():
+    for path in (ROOT / "pirl_core").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        if module.endswith("__main__") or module == "pirl_core":
+            continue
+        for target in (t for m, names in _imports(path, package) for t in _targets(m, names)):
+            if target != "pirl_core":
+                assert _rung(target) <= _rung(module), f"{module} imports {target}, a higher rung"
+
+
+def test_no_module_imports_streamlit_and_no_page_reaches_the_engine():
+    """Not by `pirl_core.engine...`, not by `from pirl_core import engine`, and not through a service that
+    re-exports an engine name."""
     for path in (ROOT / "pirl_core").rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+streamlit", path.read_text(), re.M), path
-    for path in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")]:
-        assert "pirl_core.engine" not in path.read_text(), path
+    for path in [ROOT / "app.py", *(ROOT / "app_pages").glob("*.py")]:
+        for module, names in _imports(path, "app_pages"):
+            for target in _targets(module, names):
+                assert not target.startswith("pirl_core.engine"), (path.name, target)
+            if module.startswith("pirl_core.") and names:
+                for name in names:
+                    parent = importlib.import_module(module)
+                    obj = getattr(parent, name, None) or importlib.import_module(f"{module}.{name}")
+                    origin = obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", "") or ""
+                    assert not origin.startswith("pirl_core.engine"), f"{path.name}: {module}.{name} is the engine's"
+
+
+def test_layering_checks_catch_what_they_are_for(tmp_path):
+    """The checks above on planted files: an engine import by package name and a re-exported engine class."""
+    planted = tmp_path / "page.py"
+    planted.write_text("from pirl_core import engine\nfrom pirl_core.evaluation.compare import FinetuneConfig\n")
+    reached = [t for m, names in _imports(planted, "app_pages") for t in _targets(m, names)]
+    assert "pirl_core.engine" in reached
+    assert importlib.import_module("pirl_core.evaluation.compare").FinetuneConfig.__module__.startswith(
+        "pirl_core.engine")
+    assert _rung("pirl_core.engine.pretrain") < _rung("pirl_core.data.ingest") < _rung("pirl_core.cli.data")
 
 
 def test_the_readme_layout_names_every_module_of_the_package():
@@ -47,8 +121,14 @@ def test_the_readme_layout_names_every_module_of_the_package():
 
 
 def test_user_facing_errors_are_one_family():
-    for cls in (errors.BadImage, errors.SchemaTooNew, errors.Cancelled):
-        assert issubclass(cls, errors.PirlError)
+    """Every exception class in pirl_core is defined in errors.py and is a PirlError."""
+    for name in MODULES:
+        for _, cls in inspect.getmembers(importlib.import_module(name), inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == name:
+                assert name == "pirl_core.errors", f"{cls.__name__} is defined in {name}, not errors.py"
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(cls, BaseException) and cls.__module__ == "pirl_core.errors":
+            assert issubclass(cls, errors.PirlError), cls
 
 
 def test_a_workspace_from_a_newer_version_is_one_sentence_in_the_cli(ws, capsys):
@@ -67,7 +147,7 @@ def test_a_workspace_from_a_newer_version_is_a_message_on_every_page(ws):
     from pirl_core.workspace.store import SCHEMA_VERSION
 
     ws.store.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    for page in sorted((ROOT / "pages").glob("[!_]*.py")):
+    for page in sorted((ROOT / "app_pages").glob("[!_]*.py")):
         at = AppTest.from_file(str(page), default_timeout=60).run()
         assert not at.exception, (page.name, at.exception)
         assert any("newer" in e.value for e in at.error), page.name

@@ -34,6 +34,7 @@ class Space:
     vectors: torch.Tensor  # (N, D), L2-normalised
     model: PirlModel
     image_size: int
+    key: tuple = ()  # (workspace, run, space, dataset, checkpoint time): what a cached result of it depends on
 
 
 # -- loading a run's spaces, cached ------------------------------------------------------------
@@ -68,7 +69,7 @@ def load_space(ws: Workspace, job_id: int, space: str = "bank", dataset_id: int 
         else:
             raise PirlError(f"Unknown space {space!r}: use 'bank' or 'features'.")
         _cache.clear()  # one run at a time stays in memory
-        _cache[key] = Space(job_id, space, dataset_id, image_ids, vectors, model, config.image_size)
+        _cache[key] = Space(job_id, space, dataset_id, image_ids, vectors, model, config.image_size, key)
         return _cache[key]
 
 

@@ -19,7 +19,7 @@ def test_a_damaged_database_is_one_sentence_in_the_cli_and_on_a_page(tmp_path, m
     assert err.startswith("error: The workspace database") and "restore it from a backup" in err
     assert "Traceback" not in err
     monkeypatch.setenv("PIRL_HOME", str(root))
-    at = AppTest.from_file(str(ROOT / "pages/data.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/data.py"), default_timeout=60).run()
     assert not at.exception and any("cannot be used" in e.value for e in at.error)
 
 

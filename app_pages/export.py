@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages._shared import editors_only, guarded, when, workspace
+from app_pages._shared import editors_only, guarded, when, workspace
 from pirl_core.evaluation import compare
 from pirl_core.models import export
 from pirl_core.training import pretraining

@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import streamlit as st
 
-from pages._shared import guarded, plain, workspace
+from app_pages._shared import guarded, plain, workspace
 from pirl_core.errors import PirlError
 from pirl_core.fmt import csv_safe
 from pirl_core.models import predict
@@ -25,13 +25,13 @@ key = st.selectbox("Model", list(labels), format_func=labels.get, key="pr-model"
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model ...")
-def _model(key: str, stamp: float) -> predict.Model:
+def _model(root: str, key: str, stamp: float) -> predict.Model:
     return predict.load(ws, key)
 
 
 try:
     ref = key.partition(":")[2]
-    model = _model(key, os.path.getmtime(ref) if key.startswith("bundle:") else 0.0)
+    model = _model(str(ws.root), key, os.path.getmtime(ref) if key.startswith("bundle:") else 0.0)
 except PirlError as exc:
     st.error(plain(exc))
     st.stop()
@@ -57,7 +57,8 @@ def _recent() -> dict:
 
 
 named = [(f.name, f.getvalue()) for f in files]
-digest = (key, hashlib.sha256(b"".join(hashlib.sha256(d).digest() + n.encode() for n, d in named)).hexdigest())
+digest = (str(ws.root), key,
+          hashlib.sha256(b"".join(hashlib.sha256(d).digest() + n.encode() for n, d in named)).hexdigest())
 recent = _recent()
 if digest not in recent:
     bar = st.progress(0.0, text=f"Predicting {len(named)} image(s) ...")

@@ -2,7 +2,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import guarded, plain, plot_text, workspace
+from app_pages._shared import guarded, plain, plot_text, workspace
 from pirl_core.data import image_cache, preprocess
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import neighbours
@@ -100,12 +100,19 @@ with upload:
             st.session_state.pop("ex-query", None)
         except PirlError as exc:
             st.error(f"{plain(file.name)}: {plain(exc)}")
+
+
+@st.cache_data(max_entries=4, show_spinner="Projecting ...")
+def _projection(space_key: tuple, method: str):
+    """The map's coordinates; `space_key` names the workspace, run, space, dataset and checkpoint they come from."""
+    return vectors.project(space.vectors, method)
+
+
 with atlas:
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
                       format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
     colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
-    coords = st.cache_data(max_entries=4, show_spinner="Projecting ...")(
-        lambda job, sp, ds, m: vectors.project(space.vectors, m))(run_id, space_name, dataset_id, method)
+    coords = _projection(space.key, method)
     frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
                           "file": [plot_text(r["orig_name"]) for r in rows],
                           "label": [plot_text(r["label"] or "unlabeled") for r in rows],

@@ -4,7 +4,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
+from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
 from pirl_core.data import image_cache, ingest
 

@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import (
+from app_pages._shared import (
     STATUS_ICON,
     can_edit,
     editors_only,

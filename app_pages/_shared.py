@@ -17,21 +17,9 @@ from pirl_core.workspace.folder import Workspace
 log = logging.getLogger("pirl_studio")
 
 
-def _use_app_navigation() -> None:
-    """When the first request to a fresh server is a page URL (/data), Streamlit runs
-    pages/data.py directly in its old folder-based multipage mode, without app.py's
-    st.navigation and sidebar. Switch that mode off and rerun through app.py."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def workspace() -> Workspace:
     """The workspace named by PIRL_HOME, opened fresh for this script run (cheap), once the visitor may see
     it: where sign-in is configured, anyone not signed in gets the sign-in form and nothing else."""
-    _use_app_navigation()
     try:
         ws = Workspace.open()
         ws.actor = _signed_in_user(ws)
@@ -154,9 +142,7 @@ class guarded:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
-
-        if exc is None or isinstance(exc, ScriptControlException):  # st.rerun / st.stop pass through
+        if not isinstance(exc, Exception):  # st.rerun / st.stop are BaseExceptions: they pass through
             return False
         if isinstance(exc, PirlError):
             st.error(plain(exc))

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from pages._shared import STATUS_ICON, can_edit, when, workspace
+from app_pages._shared import STATUS_ICON, can_edit, when, workspace
 from pirl_core import demo
 from pirl_core.access import audit
 from pirl_core.jobs.queue import ACTIVE
@@ -17,12 +17,12 @@ st.markdown(
 )
 st.caption(f"Workspace: `{ws.root}`")
 
-STEPS = [("pages/data.py", "1 · Bring in images", ":material/photo_library:"),
-         ("pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
-         ("pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
-         ("pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
-         ("pages/predict.py", "5 · Predict new images", ":material/image_search:"),
-         ("pages/export.py", "6 · Export a model", ":material/download:")]
+STEPS = [("app_pages/data.py", "1 · Bring in images", ":material/photo_library:"),
+         ("app_pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
+         ("app_pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
+         ("app_pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
+         ("app_pages/predict.py", "5 · Predict new images", ":material/image_search:"),
+         ("app_pages/export.py", "6 · Export a model", ":material/download:")]
 for row in (STEPS[:3], STEPS[3:]):  # two rows of three: every step's name whole
     for col, (page, label, icon) in zip(st.columns(3), row):
         with col:

@@ -3,7 +3,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
+from app_pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, when, workspace
 from pirl_core.data import image_cache
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import compare
