@@ -9,11 +9,6 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def bar(done: float, total: float, width: int = 28) -> str:
-    filled = int(width * done / max(total, 1))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
 def csv_safe(value):
     """A cell a spreadsheet will not run as a formula (OWASP CSV injection): text starting with = + - @,
     tab or carriage return gets a leading apostrophe. Numbers pass unchanged."""

@@ -20,6 +20,19 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+_MAIN = sys.modules["__main__"]
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored():
+    """AppTest runs a page as `__main__` and leaves it in sys.modules; a process started with multiprocessing's
+    spawn (mp.spawn, a spawn Pool) would re-run that page in the child and die. Every test starts and ends
+    with the interpreter's own `__main__`."""
+    sys.modules["__main__"] = _MAIN
+    yield
+    sys.modules["__main__"] = _MAIN
+
+
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     """An empty workspace in a temporary folder, also set as PIRL_HOME."""

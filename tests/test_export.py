@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import pytest
@@ -26,7 +27,13 @@ def finished(demo_dir, tmp_path_factory):
 
 def test_round_trip_predict_in_a_fresh_process_matches_the_workspace_model(finished, demo_dir, tmp_path):
     ws, job_id, _ = finished
-    info = export.export_finetune(ws, job_id, tmp_path / "bundle.zip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = export.export_finetune(ws, job_id, tmp_path / "bundle.zip")
+    # the exporters torch supports (the dynamo ONNX exporter), not the deprecated TorchScript-based one
+    deprecated = [str(w.message)[:120] for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))
+                  and "torch" in w.filename]
+    assert deprecated == []
     assert info["max_abs_prob_diff_onnx"] < 1e-4 and info["max_abs_prob_diff_torchscript"] < 1e-4
     files = sorted((demo_dir / "labeled").rglob("*.png"))[:6]
     env = {**os.environ, "PIRL_HOME": str(tmp_path / "other-workspace")}

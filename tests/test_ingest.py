@@ -239,6 +239,19 @@ def test_cli_ingest_prints_a_json_report_and_datasets_lists_it(ws, demo_dir, tmp
     assert listing[0]["skipped"] == 1
 
 
+def test_cli_progress_in_a_log_file_is_a_few_plain_lines(ws, demo_dir):
+    """stderr redirected to a file: no carriage-return bar per image, one line per interval and the last."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pirl_core.cli", "--workspace", str(ws.root), "ingest",
+                             str(demo_dir / "unlabeled"), "--name", "pool"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert 1 <= len(lines) <= 3 and lines[-1].startswith("100.0% 48/48 images"), lines
+
+
 def test_cache_writer_streams_rows_into_a_npy_and_cleans_up_when_abandoned(tmp_path):
     from pirl_core.data.image_cache import CacheWriter, open_cache
 

@@ -67,9 +67,7 @@ def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
     deadline = time.time() + 120
     while len(ws.store.metrics(job_id, ["loss"])) < 2 and time.time() < deadline:
         time.sleep(0.2)
-    t0 = time.perf_counter()
     first, second = _page().run(), _page().run()
-    render = (time.perf_counter() - t0) / 2
     for at in (first, second):
         assert not at.exception
         assert any(f"Run #{job_id}" in h.value and "running" in h.value for h in at.subheader)
@@ -80,7 +78,6 @@ def test_two_sessions_see_the_same_running_job_with_its_curve(ws, demo_dir):
     assert job["status"] == "cancelled"
     second.run()
     assert any("cancelled" in h.value for h in second.subheader)
-    assert render < 5  # generous; the figure for the note comes from bench, not this test
 
 
 def test_a_failed_run_shows_its_error_and_traceback(ws, demo_dir):

@@ -8,6 +8,7 @@ import pkgutil
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,27 @@ def test_cli_choices_come_from_the_registries():
     assert list(by_dest["backbone"]) == list(REGISTRY) and list(by_dest["pretext"]) == list(PRETEXTS)
     assert list({a.dest: a.choices for a in sub["finetune"]._actions}["init"]) == list(INITS)
 
+
+
+def _child_ok(path: str) -> None:
+    Path(path).write_text("ok")
+
+
+def test_a_page_run_by_apptest_is_left_as_main(ws):
+    from streamlit.testing.v1 import AppTest
+
+    assert not AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run().exception
+    assert getattr(sys.modules["__main__"], "__file__", "").endswith("home.py")  # what the next test meets
+
+
+def test_a_spawned_process_after_a_page_test_starts(tmp_path, monkeypatch):
+    """The test above leaves the page as __main__; the suite's fixture puts the interpreter's back. (A child
+    that re-ran the page would meet this unusable workspace and die.)"""
+    import multiprocessing
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("PIRL_HOME", str(tmp_path / "a-file"))
+    proc = multiprocessing.get_context("spawn").Process(target=_child_ok, args=(str(tmp_path / "out"),))
+    proc.start()
+    proc.join(120)
+    assert proc.exitcode == 0 and (tmp_path / "out").read_text() == "ok"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._output import note, print_json, progress_line
+from ._output import print_json, progress
 
 
 def add_parsers(sub) -> None:
@@ -46,10 +46,10 @@ def run_ingest(args, ws) -> int:
         files, pre_skipped = ingest.zip_source(path)
     else:
         files = ingest.folder_source(path, check_roots=False)
-    report = ingest.ingest(ws, files, args.name or path.stem, folder_labels=args.folder_labels,
-                           labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
-                           pre_skipped=pre_skipped, on_progress=lambda i, n, _: progress_line(i, n, f"{i}/{n}"))
-    note("")
+    with progress("image") as show:
+        report = ingest.ingest(ws, files, args.name or path.stem, folder_labels=args.folder_labels,
+                               labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
+                               pre_skipped=pre_skipped, on_progress=lambda i, n, _: show(i, n, f"{i}/{n} images"))
     print_json(report.to_dict())
     return 0
 

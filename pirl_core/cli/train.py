@@ -10,7 +10,7 @@ from ..engine.backbones import REGISTRY
 from ..engine.config import PRETEXTS, PretrainConfig
 from ..errors import PirlError
 from ..fmt import duration
-from ._output import note, print_json, progress_line
+from ._output import note, print_json, progress
 
 
 def add_parsers(sub) -> None:
@@ -106,24 +106,26 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     size = cache_size_for(config.image_size)
     note(f"Caching the images under {args.data} at {size} px ...")
-    cache, names, skipped = cache_folder(args.data, size, out / f"cache_{size}.npy",
-                                         on_progress=lambda i, n: progress_line(i, n, f"{i}/{n}"))
-    note("")
+    with progress("image") as show:
+        cache, names, skipped = cache_folder(args.data, size, out / f"cache_{size}.npy",
+                                             on_progress=lambda i, n: show(i, n, f"{i}/{n} images"))
     for s in skipped:
         note(f"skipped {s['name']}: {s['reason']}")
     config.validate(len(names))
 
     class Progress(Callbacks):
+        def __init__(self, show):
+            self.show = show
+
         def on_step(self, r):
             terms = ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.metrics.items() if k.startswith("loss_"))
-            progress_line(r.step, r.total_steps, f"epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
-                          f"loss {r.metrics['loss']:.3f} ({terms}) {r.images_per_s:.1f} img/s "
-                          f"ETA {duration(r.eta_s)}")
+            self.show(r.step, r.total_steps, f"epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
+                      f"loss {r.metrics['loss']:.3f} ({terms}) {r.images_per_s:.1f} img/s ETA {duration(r.eta_s)}")
 
     images = open_cache(cache)
     copies = duplicates.image_clusters(images) if config.exclude_copies else None
-    result = pretrain(config, images, names, out, Progress(), copies=copies)
-    note("")
+    with progress() as show:
+        result = pretrain(config, images, names, out, Progress(show), copies=copies)
     print_json({"checkpoint": result.checkpoint, "status": result.status, "steps": result.step,
                 "images_per_s": round(result.images_per_s, 2), "last": result.last_metrics,
                 "skipped": skipped, "config": config.to_dict()})
@@ -134,9 +136,9 @@ def follow(ws, job_id: int) -> int:
     """Follow a job until it ends, a progress line on stderr; the final state as JSON."""
     from ..jobs import queue
 
-    job = queue.wait(ws, job_id, on_update=lambda j: progress_line(j["progress"] or 0, 1,
-                                                                  f"{j['status']}: {j['message'] or ''}"))
-    note("")
+    with progress("job") as show:
+        job = queue.wait(ws, job_id, on_update=lambda j: show(j["progress"] or 0, 1,
+                                                              f"{j['status']}: {j['message'] or ''}"))
     print_json({"job": job_id, "status": job["status"], "message": job["message"], "result": job["result"]})
     return 0 if job["status"] == "succeeded" else 1
 

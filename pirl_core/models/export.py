@@ -20,7 +20,9 @@ import json
 import pickle
 import platform
 import time
+import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -146,6 +148,15 @@ logits = session.run(None, {{"image": x.numpy()}})[0]
 """ + "\n".join(f"- {item}" for item in card["limitations"]) + "\n"
 
 
+@contextmanager
+def _torchscript():
+    """TorchScript is what the bundle's users load (torch.jit.load, C++ libtorch); torch deprecates tracing and
+    saving it but offers no other way to write that format, so its deprecation warnings stop here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.")
+        yield
+
+
 def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -> dict:
     """Write the bundle zip for finetune job `job_id`; returns where, and the verification figures."""
     store = ws.store
@@ -167,14 +178,16 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     x = next(eval_batches(cache[sorted(test)], size, batch_size=len(test)))
     with torch.no_grad():
         reference = model(x)
-        scripted = torch.jit.trace(model, x[:1])
+        with _torchscript():
+            scripted = torch.jit.trace(model, x[:1])
         ts_diff = float((torch.softmax(scripted(x), 1) - torch.softmax(reference, 1)).abs().max())
-    onnx_bytes = io.BytesIO()
-    torch.onnx.export(model, (x[:1],), onnx_bytes, dynamo=False, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    # ONNX through torch.export (the dynamo exporter; the TorchScript-based one is deprecated), any batch size
+    program = torch.onnx.export(model, (x[:2],), dynamo=True, input_names=["image"], output_names=["logits"],
+                                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    onnx_bytes = program.model_proto.SerializeToString()
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(onnx_bytes.getvalue(), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     onnx_logits = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     onnx_diff = float((torch.softmax(onnx_logits, 1) - torch.softmax(reference, 1)).abs().max())
     tolerance = 1e-4  # in probability
@@ -186,9 +199,10 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
     members: dict[str, bytes] = {}
     buf = io.BytesIO()
-    torch.jit.save(scripted, buf)
+    with _torchscript():
+        torch.jit.save(scripted, buf)
     members["model.ts"] = buf.getvalue()
-    members["model.onnx"] = onnx_bytes.getvalue()
+    members["model.onnx"] = onnx_bytes
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
                 "image_size": size}, buf)
