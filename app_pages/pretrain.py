@@ -16,18 +16,14 @@ from app_pages._shared import (
 )
 from pirl_core.fmt import duration
 from pirl_core.jobs import queue
-from pirl_core.training import planning, pretraining
+from pirl_core.training import measured, planning, pretraining
 
 IMAGENET = "ImageNet weights (domain-adaptive PIRL)"
 STARTS = {
-    IMAGENET: "PIRL continues from ImageNet features and adapts them to your images: pays off in about 30 epochs "
-              "(on a 2-core CPU, 800 images: about 17 minutes; 15 epochs gave a quarter of the gain). Needs ImageNet "
-              "weights for the backbone (efficientnet_lite0 has them built in).",
-    "random weights": "PIRL learns everything from your images: it needs many steps. On a 2-core CPU, 30 minutes "
-                      "(resnet18 at 96 px, set under Advanced settings; about 800 images: 65-80 epochs) beat "
-                      "untrained features by about 0.08 AUC on a two-class task and 0.07 on a three-class one "
-                      "(four runs; one run varies from about 0.03 to 0.10); shorter runs gave less. Train for a "
-                      "time (below) and give it an hour or a night for more.",
+    IMAGENET: measured.cpu_default_sentence() + " Needs ImageNet weights for the backbone (efficientnet_lite0 has "
+                                                "them built in).",
+    "random weights": measured.random_start_sentence() + " Train for a time (below) and give it an hour or a "
+                                                         "night for more.",
 }
 PRETEXT_HELP = {
     "jigsaw": "the paper's choice: invariance to shuffling 3x3 patches; learns local structure and texture",

@@ -197,3 +197,20 @@ def test_a_spawned_process_after_a_page_test_starts(tmp_path, monkeypatch):
     proc.start()
     proc.join(120)
     assert proc.exitcode == 0 and (tmp_path / "out").read_text() == "ok"
+
+
+def test_the_figures_the_app_quotes_are_the_readme_table():
+    """The Pretrain page's sentences and the README's table of defaults come from training/measured.py."""
+    from pirl_core.training import measured
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Defaults, and what they are worth"):readme.index("## Command line")]
+    assert measured.COMMAND in table
+    d, r = measured.CPU_DEFAULT, measured.RANDOM_START
+    for task in ("binary", "3-class"):
+        assert f"{d['auc'][task]:.3f}" in table and f"{d['imagenet_auc'][task]:.3f}" in table
+        assert f"+{d['gain_over_imagenet'][task]:.3f}" in table and f"+{r['product_gain'][task]:.3f}" in table
+    assert f"{d['minutes']} min" in table
+    page = (ROOT / "app_pages/pretrain.py").read_text()
+    assert "measured.cpu_default_sentence()" in page and "measured.random_start_sentence()" in page
+    assert f"about {round(d['minutes'])} minutes" in measured.cpu_default_sentence()

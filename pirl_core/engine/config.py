@@ -22,7 +22,7 @@ BN_STATS = ("whole_images", "image_pass", "training")
 # From random weights on a CPU budget, the paper's smallest crop (0.08 of the image) is a 27 px region of a 96 px
 # image, upscaled: a positive pair a network that knows nothing yet cannot match. At equal minutes (resnet18,
 # 96 px, 9 min, BUSI, linear probe binary / 3-class) 0.08 gave 0.749 / 0.717, 0.3 gave 0.792 / 0.750, 0.5 gave
-# 0.794 / 0.743 (bench/linear_probe.py --start random --min-scale ...; README: Defaults).
+# 0.794 / 0.743 (bench/linear_probe.py --start random --min-scale ...; docs/results.md).
 RANDOM_START_MIN_CROP = 0.3
 # Epochs on a CPU. From ImageNet weights 15 epochs (180 steps of BUSI's 780 images) left the loss falling (4.83);
 # 30 epochs (3.78, 16.5 min on 2 cores) probed at 0.905 / 0.910 against 0.873 / 0.875 after 15 and 0.864 / 0.864
@@ -75,9 +75,8 @@ class PretrainConfig:
         """The product's defaults on this machine (the dataclass's own defaults are the plain, small ones).
 
         CPU: domain-adaptive PIRL: efficientnet_lite0 from its offline ImageNet weights, 128 px, CPU_EPOCHS
-        epochs. From random weights PIRL needs far longer (30 minutes, 65-80 epochs of resnet18 at 96 px,
-        gave +0.081 / +0.073 AUC over untrained features on BUSI, binary / 3-class, mean of four seeds
-        that ranged from +0.03 to +0.10) and larger smallest crops (RANDOM_START_MIN_CROP; README: Defaults).
+        epochs. From random weights PIRL needs far longer (30 minutes of resnet18 at 96 px; what that gained
+        on BUSI is in training/measured.py) and larger smallest crops (RANDOM_START_MIN_CROP; docs/results.md).
         128 px: ImageNet features of lite0 probe at 0.814 / 0.864 / 0.850 (binary) and 0.835 / 0.864 / 0.858
         (3-class) at 96 / 128 / 160 px on BUSI (bench/linear_probe.py --sizes); 128 costs 1.8x the pixels of 96,
         160 costs 2.8x for less. GPU: the paper's resnet50 at 224 px, batch 256, 200 epochs."""

@@ -1,0 +1,50 @@
+"""What the product's pretraining defaults were measured to be worth: the one place the app, the README's table
+and the docstrings take these figures from (tests/test_structure.py checks the README against them).
+
+Each figure is from BUSI (780 breast-ultrasound images, malignant vs rest and 3 classes) on a 2-core CPU, linear
+probe, duplicate-aware 5 x 5-fold; docs/results.md has the tables, the dates and the commands.
+"""
+
+from __future__ import annotations
+
+from ..engine.config import CPU_EPOCHS
+
+COMMAND = "python bench/compare_quality.py ../shared/data/busi256 --modes linear --random-minutes 30"
+
+# The CPU default, ImageNet+PIRL: efficientnet_lite0 from ImageNet, 128 px, 30 epochs (COMMAND, 2026-11).
+CPU_DEFAULT = {
+    "images": 780, "minutes": 16.7, "epochs": CPU_EPOCHS,
+    "auc": {"binary": 0.914, "3-class": 0.908},
+    "imagenet_auc": {"binary": 0.877, "3-class": 0.875},
+    "gain_over_imagenet": {"binary": 0.037, "3-class": 0.033},
+}
+
+# PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
+# (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
+RANDOM_START = {
+    "minutes": 30, "epochs": "65-80",
+    "mean_gain": {"binary": 0.081, "3-class": 0.073},
+    "seed_range": (0.03, 0.10),
+    "seeds": 4,
+    "product_gain": {"binary": 0.088, "3-class": 0.058},  # one run through the whole product (COMMAND)
+}
+
+
+def cpu_default_sentence() -> str:
+    """What the Pretrain page says about the default start."""
+    return (f"PIRL continues from ImageNet features and adapts them to your images: pays off in about "
+            f"{CPU_DEFAULT['epochs']} epochs (on a 2-core CPU, about {CPU_DEFAULT['images']} images: about "
+            f"{round(CPU_DEFAULT['minutes'])} minutes, +{CPU_DEFAULT['gain_over_imagenet']['binary']:.3f} AUC over "
+            f"ImageNet features alone on a two-class task; {CPU_DEFAULT['epochs'] // 2} epochs gave about a quarter "
+            "of the gain).")
+
+
+def random_start_sentence() -> str:
+    """What the Pretrain page says about a random start."""
+    low, high = RANDOM_START["seed_range"]
+    return (f"PIRL learns everything from your images: it needs many steps. On a 2-core CPU, "
+            f"{RANDOM_START['minutes']} minutes (resnet18 at 96 px, set under Advanced settings; about 800 images: "
+            f"{RANDOM_START['epochs']} epochs) beat untrained features by about "
+            f"{RANDOM_START['mean_gain']['binary']:.2f} AUC on a two-class task and "
+            f"{RANDOM_START['mean_gain']['3-class']:.2f} on a three-class one ({RANDOM_START['seeds']} runs; one run "
+            f"varies from about {low:.2f} to {high:.2f}); shorter runs gave less.")
