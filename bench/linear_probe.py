@@ -34,8 +34,9 @@ from pirl_core.engine.batchnorm import recompute_bn_stats
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.linear_probe import fit_linear_probe
 from pirl_core.engine.metrics import auc_score
-from pirl_core.engine.model import embed_dataset, load_pretrained
+from pirl_core.engine.model import embed_dataset
 from pirl_core.engine.pretrain import pretrain
+from pirl_core.engine.train_state import load_pretrained
 
 # Pretraining settings that can be swept: option -> (PretrainConfig field, type, help); each is a grid axis.
 AXES = {

@@ -7,7 +7,7 @@ import torch
 
 from pirl_core.data import image_cache, ingest
 from pirl_core.engine.config import PretrainConfig
-from pirl_core.engine.model import load_pretrained
+from pirl_core.engine.train_state import load_pretrained
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import compare
 from pirl_core.jobs import queue

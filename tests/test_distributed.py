@@ -211,7 +211,7 @@ def _training_processes(job_id: int) -> list[int]:
 
 
 def test_a_two_process_job_cancels_resumes_and_is_interrupted_when_a_process_dies(ws, pool):
-    from pirl_core.engine.model import load_pretrained
+    from pirl_core.engine.train_state import load_pretrained
     from pirl_core.jobs import queue
     from tests.test_jobs import loss_steps, wait_for
 

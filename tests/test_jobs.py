@@ -63,15 +63,17 @@ def test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats(ws, pool
 
 
 def test_cancel_stops_within_seconds_and_leaves_a_usable_checkpoint(ws, pool):
-    from pirl_core.engine.model import load_pretrained
+    from pirl_core.engine.train_state import load_pretrained
 
     job_id = queue.submit(ws, "pretrain", tiny(epochs=50), pool)
     wait_for(lambda: len(loss_steps(ws, job_id)) >= 2)
-    steps_at_cancel = len(loss_steps(ws, job_id))
+    t0 = time.time()
     assert queue.cancel(ws, job_id) == "cancelling"
     job = queue.wait(ws, job_id, poll_s=0.1, timeout_s=60)
-    # honoured at the next step boundary: counted in steps, which a busy machine slows but does not add
-    assert job["status"] == "cancelled" and len(loss_steps(ws, job_id)) <= steps_at_cancel + 2
+    # honoured at the first step after the next heartbeat (HEARTBEAT_S): seconds; the bound leaves room for a
+    # machine busy with other work, and the run stopped long before its 50 epochs
+    assert job["status"] == "cancelled" and time.time() - t0 < 30
+    assert len(loss_steps(ws, job_id)) < 50 * 6
     model, config, bank = load_pretrained(job["checkpoint"])
     assert bank.vectors.shape[0] == 48
 

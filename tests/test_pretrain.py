@@ -6,8 +6,8 @@ from pirl_core.data.image_cache import open_cache
 from pirl_core.data.ingest import cache_folder
 from pirl_core.engine import checkpoint
 from pirl_core.engine.config import PretrainConfig
-from pirl_core.engine.model import load_pretrained
 from pirl_core.engine.pretrain import Callbacks, pretrain
+from pirl_core.engine.train_state import load_pretrained
 from pirl_core.errors import PirlError
 
 
@@ -219,10 +219,10 @@ class FakeClock:
 
 
 def test_a_time_budget_becomes_whole_epochs_from_the_measured_step_time():
-    from pirl_core.engine.pretrain import _Budget
+    from pirl_core.engine.budget import TimeBudget
 
     clock = FakeClock()
-    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
+    budget = TimeBudget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
     for step_seconds in (9.0, 2.0, 2.0, 2.0, 2.0, 2.0):  # a slow first step (warm-up), then 2 s a step
         clock.now += step_seconds
         decided = budget.after_step()
@@ -233,10 +233,10 @@ def test_a_time_budget_becomes_whole_epochs_from_the_measured_step_time():
 
 
 def test_a_time_budget_is_replanned_at_epoch_ends_when_the_machine_slows_down_or_speeds_up():
-    from pirl_core.engine.pretrain import _Budget
+    from pirl_core.engine.budget import TimeBudget
 
     clock = FakeClock()
-    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
+    budget = TimeBudget(600.0, steps_per_epoch=10, max_steps=None, clock=clock)
     clock.now = 20.0  # the first epoch: 2 s a step
     assert budget.plan(10, epoch_end=True) == 300  # 580 s left / 2 s = 290 steps more
     clock.now = 80.0  # another job started: 6 s a step
@@ -250,10 +250,10 @@ def test_a_time_budget_is_replanned_at_epoch_ends_when_the_machine_slows_down_or
 
 
 def test_a_resumed_time_budget_counts_the_time_already_spent():
-    from pirl_core.engine.pretrain import _Budget
+    from pirl_core.engine.budget import TimeBudget
 
     clock = FakeClock()
-    budget = _Budget(600.0, steps_per_epoch=10, max_steps=None, step=50, spent=500.0, decided=True, clock=clock)
+    budget = TimeBudget(600.0, steps_per_epoch=10, max_steps=None, step=50, spent=500.0, decided=True, clock=clock)
     assert not budget.after_step()
     clock.now = 20.0  # 10 steps at 2 s: 80 s left = 40 steps more
     assert budget.plan(60, epoch_end=True) == 100

@@ -214,3 +214,14 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     page = (ROOT / "app_pages/pretrain.py").read_text()
     assert "measured.cpu_default_sentence()" in page and "measured.random_start_sentence()" in page
     assert f"about {round(d['minutes'])} minutes" in measured.cpu_default_sentence()
+
+
+def test_the_engine_reads_in_one_sitting():
+    """No engine module over 250 lines and no function over 60, so the loop reads like the paper's algorithm."""
+    for path in sorted((ROOT / "pirl_core/engine").glob("*.py")):
+        text = path.read_text()
+        assert text.count("\n") <= 250, f"{path.name}: {text.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}: {node.name} is {length} lines"

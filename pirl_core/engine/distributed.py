@@ -39,6 +39,9 @@ class World:
         return self.rank == 0
 
 
+ONE_PROCESS = World()
+
+
 def world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
@@ -86,6 +89,13 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
+
+
+def agreed(value: int | bool, world: World, device: torch.device) -> int:
+    """Process 0's decision (a stop, a checkpoint, a plan of the steps), in every process: their clocks differ a
+    little, and a checkpoint that only some processes make would pair their collectives wrongly (synchronised
+    BatchNorm). Every decision the training loop takes from a clock or a callback goes through here."""
+    return from_main(value, device) if world.size > 1 else int(value)
 
 
 def from_main(value: int | bool, device: torch.device) -> int:

@@ -121,6 +121,13 @@ def probe_classifier(backbone: Backbone, probe: LinearProbe) -> Classifier:
     return model.eval()
 
 
+def _validation(model: Classifier, x_val: np.ndarray, y_val: np.ndarray, size: int, device) -> tuple[float, float]:
+    """AUC and cross-entropy of the model on the validation part."""
+    val_probs = predict(model, x_val, size, device)
+    return auc_score(y_val, val_probs), float(F.cross_entropy(torch.log(torch.as_tensor(val_probs) + 1e-8).float(),
+                                                              torch.as_tensor(y_val, dtype=torch.long)))
+
+
 def finetune(backbone: Backbone, n_classes: int, train: tuple[np.ndarray, np.ndarray],
              val: tuple[np.ndarray, np.ndarray], config: FinetuneConfig,
              on_epoch: Callable[[int, dict], None] | None = None,
@@ -164,10 +171,7 @@ def finetune(backbone: Backbone, n_classes: int, train: tuple[np.ndarray, np.nda
             optimizer.step()
             losses.append(loss.item())
             step += 1
-        val_probs = predict(model, x_val, config.image_size, device)
-        val_auc = auc_score(y_val, val_probs)
-        val_loss = float(F.cross_entropy(torch.log(torch.as_tensor(val_probs) + 1e-8).float(),
-                                         torch.as_tensor(y_val, dtype=torch.long)))
+        val_auc, val_loss = _validation(model, x_val, y_val, config.image_size, device)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_auc": val_auc}
         history.append(record)
         if on_epoch:

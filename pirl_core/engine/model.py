@@ -1,19 +1,15 @@
-"""The PIRL network (backbone + image_head f + patch_head g), embedding a dataset, loading a run."""
+"""The PIRL network (backbone + image_head f + patch_head g) and embedding a dataset with it."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from .backbones import Backbone, build_backbone
-from .config import PretrainConfig
+from .backbones import Backbone
 from .heads import ImageHead, PatchHead
-from .memory_bank import MemoryBank
 from .views import eval_view, to_float
 
 
@@ -27,7 +23,7 @@ class PirlModel(nn.Module):
         self.patch_head = PatchHead(backbone.dim)
 
     def embed_images(self, x: torch.Tensor, backbone: nn.Module | None = None) -> torch.Tensor:
-        """`backbone`: the same network, compiled (engine/pretrain.py)."""
+        """`backbone`: the same network, compiled (engine/train_step.py)."""
         return self.image_head((self.backbone if backbone is None else backbone)(x))
 
     forward = embed_images
@@ -64,12 +60,3 @@ def embed_dataset(net: nn.Module, images: np.ndarray, image_size: int, device: t
     out = [net(x.to(device, memory_format=fmt)).float().cpu() for x in eval_batches(images, image_size, batch_size)]
     net.train(was_training)
     return torch.cat(out)
-
-
-def load_pretrained(checkpoint_path: str | Path) -> tuple[PirlModel, PretrainConfig, MemoryBank]:
-    """The model, config and memory bank of a finished (or stopped) run."""
-    state = ckpt.load(checkpoint_path)
-    config = PretrainConfig.from_dict(state["config"])
-    model = PirlModel(build_backbone(config.backbone))
-    model.load_state_dict(state["model"])
-    return model, config, MemoryBank.from_state_dict(state["bank"])

@@ -24,7 +24,8 @@ from ..engine.batchnorm import recompute_bn_stats
 from ..engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
 from ..engine.linear_probe import fit_linear_probe, validation_probs
 from ..engine.metrics import auc_score
-from ..engine.model import embed_dataset, load_pretrained
+from ..engine.model import embed_dataset
+from ..engine.train_state import load_pretrained
 from ..errors import PirlError
 from ..jobs import queue
 from ..jobs.queue import JobContext, job_kind

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..data.image_cache import cache_size_for, dataset_cache
 from ..data.preprocess import model_input
-from ..engine.model import PirlModel, embed_dataset, load_pretrained
+from ..engine.model import PirlModel, embed_dataset
+from ..engine.train_state import load_pretrained
 from ..errors import PirlError
 from ..search.vectors import near_duplicates, topk
 from ..workspace.folder import Workspace

@@ -36,7 +36,8 @@ from ..data.image_cache import cache_size_for, dataset_cache
 from ..engine import checkpoint
 from ..engine.backbones import build_backbone
 from ..engine.finetune import Classifier
-from ..engine.model import eval_batches, load_pretrained
+from ..engine.model import eval_batches
+from ..engine.train_state import load_pretrained
 from ..engine.views import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
