@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
-from pirl_core.data import image_cache, ingest
+from pirl_core.data import image_cache, ingest, sources
 
 ws = workspace()
 store = ws.store
@@ -82,7 +82,7 @@ if editors_only("Importing images"):
                 if not uploads:
                     st.error("Choose at least one image file first.")
                 else:
-                    run_ingest(ingest.upload_source([(u.name, u.getvalue()) for u in uploads]), name or "uploaded",
+                    run_ingest(sources.upload_source([(u.name, u.getvalue()) for u in uploads]), name or "uploaded",
                                label_choice, csv_file)
     with tab_zip:
         submitted, zip_upload, name, label_choice, csv_file = ingest_form(
@@ -93,10 +93,10 @@ if editors_only("Importing images"):
                 if zip_upload is None:
                     st.error("Choose a .zip file first.")
                 else:
-                    files, refused = ingest.zip_source(io.BytesIO(zip_upload.getvalue()))
+                    files, refused = sources.zip_source(io.BytesIO(zip_upload.getvalue()))
                     run_ingest(files, name or zip_upload.name.removesuffix(".zip"), label_choice, csv_file, refused)
     with tab_folder:
-        roots = ingest.allowed_roots()
+        roots = sources.allowed_roots()
         if not roots:
             st.info("Importing a folder on the server is off. To turn it on, set `PIRL_DATA_ROOTS` to the folders "
                     "it may read (separated by `:`) and restart the app. Until then, upload files or a zip, or "
@@ -111,7 +111,7 @@ if editors_only("Importing images"):
                     if not folder:
                         st.error("Type a folder path first.")
                     else:
-                        files = ingest.folder_source(folder)
+                        files = sources.folder_source(folder)
                         run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
 
 st.header("Datasets")

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.evaluation import compare
 from pirl_core.jobs import queue
 from pirl_core.training import pretraining
@@ -57,7 +57,7 @@ def main() -> None:
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace(Path(tmp) / "ws")
-        files = [f for f in ingest.folder_source(data, check_roots=False) if "/" in f.name]  # class sub-folders only
+        files = [f for f in sources.folder_source(data, check_roots=False) if "/" in f.name]  # class sub-folders only
         ingest.ingest(ws, files, "pool")
         tasks = args.tasks.split(",")
         for task in tasks:

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.workspace.folder import Workspace
 
 
 def run(label: str, folder: Path, tmp: Path) -> None:
     ws = Workspace(tmp / f"ws-{label}")
-    files = ingest.folder_source(folder, check_roots=False)
+    files = sources.folder_source(folder, check_roots=False)
     t = time.perf_counter()
     report = ingest.ingest(ws, files, label)
     seconds = time.perf_counter() - t
@@ -45,7 +45,7 @@ def bombs(tmp: Path) -> None:
                     for _ in range(size // len(block)):
                         f.write(block)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        files, refused = ingest.zip_source(path, max_bytes=1 << 40)
+        files, refused = sources.zip_source(path, max_bytes=1 << 40)
         ws = Workspace(tmp / f"ws-{label[:2]}")
         try:
             ingest.ingest(ws, files, "bomb", pre_skipped=refused)
@@ -58,7 +58,7 @@ def bombs(tmp: Path) -> None:
 
 def _import(args) -> int:
     root, folder, name = args
-    return ingest.ingest(Workspace(root), ingest.folder_source(folder, check_roots=False), name).imported
+    return ingest.ingest(Workspace(root), sources.folder_source(folder, check_roots=False), name).imported
 
 
 def concurrent(tmp: Path, n: int) -> None:

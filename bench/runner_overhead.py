@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pirl_core.data import demo_data, ingest
+from pirl_core.data import demo_data, ingest, sources
 from pirl_core.data.image_cache import cache_size_for, dataset_cache
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.pretrain import pretrain
@@ -31,7 +31,7 @@ def main() -> None:
         tmp = Path(tmp)
         demo_data.generate(tmp / "demo", n=2, unlabeled=args.images, size=128)
         ws = Workspace(tmp / "ws")
-        report = ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
+        report = ingest.ingest(ws, sources.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
         config = PretrainConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size)
         rows = ws.store.images(report.dataset_id)
         images = dataset_cache(ws, report.dataset_id, cache_size_for(args.image_size))

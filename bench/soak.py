@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from pirl_core.access import users
-from pirl_core.data import demo_data, ingest
+from pirl_core.data import demo_data, ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.jobs import queue
 from pirl_core.workspace.folder import Workspace
@@ -96,8 +96,8 @@ def main() -> None:
         tmp = Path(tmp)
         demo_data.generate(tmp / "demo", n=40, unlabeled=120, size=96)
         ws = Workspace.open(tmp / "ws")
-        pool = ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
-        ingest.ingest(ws, ingest.folder_source(tmp / "demo" / "labeled", check_roots=False), "lab", folder_labels=True)
+        pool = ingest.ingest(ws, sources.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
+        ingest.ingest(ws, sources.folder_source(tmp / "demo" / "labeled", check_roots=False), "lab", folder_labels=True)
         password = "soak password 1"
         for k in range(args.sessions):
             users.add_user(ws, f"user{k}", password, "editor" if k == 0 else "viewer")
@@ -129,7 +129,7 @@ def main() -> None:
         while time.time() - t0 < args.minutes * 60:
             n += 1
             try:
-                files = ingest.folder_source(tmp / "demo" / "unlabeled", check_roots=False)[: 5 + n % 20]
+                files = sources.folder_source(tmp / "demo" / "unlabeled", check_roots=False)[: 5 + n % 20]
                 report = ingest.ingest(Workspace(ws.root), files, f"soak-{n}")
                 imported[f"soak-{n}"] = report.imported
             except Exception as exc:  # noqa: BLE001

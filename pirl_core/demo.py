@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .data import demo_data, ingest
+from .data import demo_data, ingest, sources
 from .errors import PirlError
 from .evaluation import compare
 from .jobs import queue
@@ -34,7 +34,7 @@ def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print, pip
     for name, sub, labels in ((POOL, "unlabeled", False), (LABELED, "labeled", True)):
         if ws.store.dataset(name) is None:
             log(f"Ingesting {name} ...")
-            ingest.ingest(ws, ingest.folder_source(folder / sub, check_roots=False), name, folder_labels=labels)
+            ingest.ingest(ws, sources.folder_source(folder / sub, check_roots=False), name, folder_labels=labels)
     if pipeline and not ws.store.jobs():
         log("Queueing the demo pipeline: pretrain -> compare -> export (a few minutes) ...")
         start_pipeline(ws, **pretrain_settings)

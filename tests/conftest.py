@@ -145,15 +145,15 @@ def assert_no_exception(pg) -> None:
 def compared_workspace(root: Path, demo_dir: Path, **request):
     """A workspace with a pool, a labeled set, a finished resnet18 PIRL run and one finished
     scratch-vs-PIRL comparison. Returns (workspace, pretrain job id, comparison id, arms)."""
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
     from pirl_core.engine.config import PretrainConfig
     from pirl_core.evaluation import compare
     from pirl_core.jobs import queue
     from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(root)
-    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    pool = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
     run = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
                       start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)

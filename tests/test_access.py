@@ -5,7 +5,7 @@ from streamlit.testing.v1 import AppTest
 
 from pirl_core.access import audit, users
 from pirl_core.cli import main
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.errors import PirlError
 from tests.conftest import ROOT
 
@@ -64,7 +64,7 @@ def _data_page():
 
 
 def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, demo_dir):
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     users.add_user(ws, "alice", PASSWORD, "editor")
     at = _data_page().run()
     assert not at.exception
@@ -81,7 +81,7 @@ def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, dem
 
 
 def test_a_viewer_browses_but_is_not_offered_import(ws, demo_dir):
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     users.add_user(ws, "victor", PASSWORD, "viewer")
     at = _data_page()
     at.session_state["pirl_user"] = "victor"

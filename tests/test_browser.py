@@ -47,11 +47,11 @@ def _curve_points(page) -> int:
 def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, tmp_path, demo_dir):
     import time
 
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
     from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path / "ws")
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     server = app_server(ws.root)
     page.goto(server.url + "/pretrain")
     wait_for_app(page)
@@ -83,11 +83,11 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
 def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_export(app_server, page, tmp_path,
                                                                                         demo_dir):
     from pirl_core.access import users
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
     from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path / "ws")
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     users.add_user(ws, "victor", "viewer password", "viewer")
     server = app_server(ws.root)
     for path in ("", "/data", "/export"):  # every URL: the form, nothing of the workspace
@@ -120,13 +120,13 @@ EVIL = "![x](http://evil.example/t.png)"
 def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server, page, tmp_path, demo_dir):
     """A label and a dataset name written as Markdown images stay text; the browser fetches nothing from
     another host (the page icon and fonts included)."""
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
     from pirl_core.workspace.folder import Workspace
 
     files = sorted((demo_dir / "labeled").rglob("*.png"))[:12]
     csv = "filename,label\n" + "".join(f"{f.name},{EVIL if i % 2 else 'benign'}\n" for i, f in enumerate(files))
     ws = Workspace(tmp_path / "ws")
-    ingest.ingest(ws, ingest.upload_source([(f.name, f.read_bytes()) for f in files]), EVIL, labels_csv=csv)
+    ingest.ingest(ws, sources.upload_source([(f.name, f.read_bytes()) for f in files]), EVIL, labels_csv=csv)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     server = app_server(ws.root)

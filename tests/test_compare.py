@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pirl_core.data import image_cache, ingest
+from pirl_core.data import image_cache, ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.engine.train_state import load_pretrained
 from pirl_core.errors import PirlError
@@ -18,8 +18,8 @@ def setup(demo_dir, tmp_path_factory):
     from pirl_core.workspace.folder import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("compare") / "ws")
-    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    pool = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
     # efficientnet_lite0: its ImageNet weights install with the package, so every arm can run offline
     run = queue.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
                                                      batch_size=16).to_dict(), pool, start_worker=False)
@@ -126,7 +126,7 @@ def test_near_copies_in_a_labeled_set_share_their_split_and_conflicts_are_report
     Image.fromarray(img).save(data / "malignant" / "refiled.png")  # a near-copy (other bytes) under the other class
     img[1, :4] = 255 - img[1, :4]
     Image.fromarray(img).save(data / "benign" / "copy.png")  # and one in its own class
-    report = ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True)
+    report = ingest.ingest(ws, sources.folder_source(data, check_roots=False), "lab", folder_labels=True)
     assert sorted(sorted(n for n, _ in c["images"]) for c in report.label_conflicts) == sorted([
         sorted([f"benign/{original.name}", "benign/copy.png", "malignant/refiled.png"]),
         sorted([f"benign/{other.name}", "malignant/same-bytes.png"])])

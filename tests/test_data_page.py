@@ -1,7 +1,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from tests.conftest import ROOT
 
 
@@ -52,7 +52,7 @@ def test_filled_workspace_lists_datasets_and_skipped_files(ws, demo_dir, tmp_pat
     d = tmp_path / "pool"
     shutil.copytree(demo_dir / "unlabeled", d)
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    ingest.ingest(ws, ingest.folder_source(d, check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(d, check_roots=False), "pool")
     at = _page().run()
     assert not at.exception
     assert at.dataframe[0].value["name"].tolist() == ["pool"]
@@ -68,7 +68,7 @@ def test_conflicting_labels_among_copies_are_listed_in_the_browser(ws, demo_dir,
     data = tmp_path / "lab"
     shutil.copytree(demo_dir / "labeled", data)
     shutil.copy(sorted((data / "benign").glob("*.png"))[0], data / "malignant" / "refiled.png")
-    ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True)
+    ingest.ingest(ws, sources.folder_source(data, check_roots=False), "lab", folder_labels=True)
     server = app_server(ws.root)
     for _ in range(2):  # a visit, then a reload
         page.goto(server.url + "/data")

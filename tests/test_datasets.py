@@ -3,7 +3,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pirl_core.data import datasets, ingest
+from pirl_core.data import datasets, ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import compare
@@ -14,8 +14,8 @@ from tests.conftest import ROOT
 @pytest.fixture
 def filled(ws, demo_dir, monkeypatch):
     monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)  # jobs stay queued: nothing trains here
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
     run = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(),
                       ws.store.dataset("pool")["id"], start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)  # a tiny run, done in seconds

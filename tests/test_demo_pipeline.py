@@ -3,7 +3,7 @@
 from streamlit.testing.v1 import AppTest
 
 from pirl_core import demo
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.evaluation import compare
 from pirl_core.jobs import queue
 from tests.conftest import ROOT
@@ -11,8 +11,8 @@ from tests.conftest import ROOT
 
 def test_the_demo_pipeline_pretrains_compares_and_exports_in_order(ws, demo_dir, monkeypatch):
     monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)  # this test runs the worker itself
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), demo.POOL)
-    ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), demo.LABELED,
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), demo.POOL)
+    ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), demo.LABELED,
                   folder_labels=True)
     demo.start_pipeline(ws, backbone="resnet18", pretrained_imagenet=False, image_size=32, batch_size=16, epochs=1)
     assert [s["status"] for s in demo.pipeline_status(ws)] == ["queued", "waiting", "waiting"]

@@ -186,9 +186,9 @@ def test_impossible_process_counts_are_named(nproc, batch, problem):
 # -- the job runner: `pirl pretrain --nproc 2 --device cpu` ------------------------------------------------------
 @pytest.fixture
 def pool(ws, demo_dir):
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
 
-    return ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    return ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
 
 
 def _job_config(**kw) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirl_core.data import image_cache, ingest
+from pirl_core.data import image_cache, ingest, sources
 from pirl_core.data.image_io import decode
 from pirl_core.data.splits import assign_splits
 from pirl_core.errors import PirlError
@@ -69,7 +69,7 @@ EXPECTED_REASONS = {
 
 
 def test_each_bad_file_gets_its_own_reason_and_the_good_ones_are_imported(ws, bad_corpus):
-    report = ingest.ingest(ws, ingest.folder_source(bad_corpus, check_roots=False), "corpus")
+    report = ingest.ingest(ws, sources.folder_source(bad_corpus, check_roots=False), "corpus")
     reasons = {s["name"]: s["reason"] for s in report.skipped}
     assert set(reasons) == set(EXPECTED_REASONS)
     for name, word in EXPECTED_REASONS.items():
@@ -94,7 +94,7 @@ def test_dicom_monochrome1_is_inverted_and_16_bit_scaled(bad_corpus):
 
 
 def test_reingest_changes_nothing_and_a_name_clash_is_refused(ws, demo_dir):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
     first = ingest.ingest(ws, files, "pool")
     images_before = sorted(p.name for p in ws.images.rglob("*.png"))
     again = ingest.ingest(ws, files, "pool")
@@ -106,7 +106,7 @@ def test_reingest_changes_nothing_and_a_name_clash_is_refused(ws, demo_dir):
 
 
 def test_cancelled_ingest_leaves_nothing_behind(ws, demo_dir):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
     calls = []
     with pytest.raises(ingest.Cancelled):
         ingest.ingest(ws, files, "pool", should_stop=lambda: calls.append(1) or len(calls) > 10)
@@ -115,7 +115,7 @@ def test_cancelled_ingest_leaves_nothing_behind(ws, demo_dir):
 
 
 def test_crash_mid_ingest_leaves_no_half_dataset(ws, demo_dir, monkeypatch):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -133,7 +133,7 @@ def test_zip_unsafe_entries_refused_and_zip_bomb_rejected(ws, tmp_path):
         zf.writestr("../evil.png", _png(noise_seed=2))
         zf.writestr("/abs/evil2.png", _png(noise_seed=3))
         zf.writestr("__MACOSX/._a.png", b"junk")
-    files, refused = ingest.zip_source(z)
+    files, refused = sources.zip_source(z)
     assert [f.name for f in files] == ["scans/a.png"]
     reasons = {r["name"]: r["reason"] for r in refused}
     assert set(reasons) == {"../evil.png", "/abs/evil2.png", "__MACOSX/._a.png"}
@@ -147,23 +147,23 @@ def test_zip_unsafe_entries_refused_and_zip_bomb_rejected(ws, tmp_path):
         zf.writestr("big.png", b"\0" * 5_000_000)
     assert bomb.stat().st_size < 50_000
     with pytest.raises(PirlError, match="over the limit"):
-        ingest.zip_source(bomb, max_bytes=1_000_000)
+        sources.zip_source(bomb, max_bytes=1_000_000)
     with pytest.raises(PirlError, match="files, over the limit"):
-        ingest.zip_source(z, max_files=2)
+        sources.zip_source(z, max_files=2)
 
 
 def test_server_folders_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
     (tmp_path / "ok").mkdir()
     monkeypatch.setenv("PIRL_DATA_ROOTS", str(tmp_path / "ok"))
-    assert ingest.folder_source(tmp_path / "ok") == []
+    assert sources.folder_source(tmp_path / "ok") == []
     with pytest.raises(PirlError, match="outside the folders"):
-        ingest.folder_source("/etc")
+        sources.folder_source("/etc")
     with pytest.raises(PirlError, match="outside the folders"):
-        ingest.folder_source(tmp_path / "ok" / ".." / "..")
+        sources.folder_source(tmp_path / "ok" / ".." / "..")
 
 
 def test_folder_labels_give_a_stratified_fixed_split(ws, demo_dir):
-    report = ingest.ingest(ws, ingest.folder_source(demo_dir / "labeled", check_roots=False), "lab",
+    report = ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab",
                            folder_labels=True)
     assert report.labels == {"benign": 12, "malignant": 12}
     rows = ws.store.images(report.dataset_id)
@@ -174,7 +174,7 @@ def test_folder_labels_give_a_stratified_fixed_split(ws, demo_dir):
 
 
 def test_csv_labels_with_groups_keep_each_group_in_one_split(ws, demo_dir, tmp_path):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
     rng = np.random.default_rng(0)
     lines = ["filename,label,group"]
     for i, f in enumerate(files):
@@ -201,7 +201,7 @@ def test_stratification_holds_class_ratios():
 
 
 def test_label_problems_are_clear_errors(ws, demo_dir):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
     one_class = "filename,label\n" + "\n".join(f"{f.name},benign" for f in files)
     with pytest.raises(PirlError, match="at least 2 classes; found 1"):
         ingest.ingest(ws, files, "x", labels_csv=one_class)
@@ -214,7 +214,7 @@ def test_label_problems_are_clear_errors(ws, demo_dir):
 
 
 def test_attach_labels_to_an_ingested_dataset_then_the_split_is_fixed(ws, demo_dir):
-    files = ingest.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
     ingest.ingest(ws, files, "pool")
     csv_text = "filename,label\n" + "\n".join(f"{f.name},{'m' if i % 2 else 'b'}" for i, f in enumerate(files[:40]))
     report = ingest.attach_labels(ws, "pool", csv_text)
@@ -268,3 +268,31 @@ def test_cache_writer_streams_rows_into_a_npy_and_cleans_up_when_abandoned(tmp_p
             writer.append(rows[0])
             writer.append(rows[0].astype(np.float32))
     assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
+
+
+def test_each_stage_of_an_ingest_works_alone(ws, demo_dir):
+    """sources -> decoded images -> stored files -> labels and groups -> splits, each called on its own."""
+    from pirl_core.data import sources
+
+    files = sources.folder_source(demo_dir / "labeled", check_roots=False)
+    first = files[0].read()
+    files += sources.upload_source([("bad.png", b"not an image"), ("again.png", first)])
+    report = ingest.Report("stages")
+    decoded = list(ingest.decode_all(files, report))
+    assert len(decoded) == 24 and decoded[0].row.shape == (image_cache.CACHE_SIZE, image_cache.CACHE_SIZE, 3)
+    assert [s["name"] for s in report.skipped] == ["bad.png"]
+    assert report.duplicates == [{"name": "again.png", "same_as": files[0].name}]
+
+    stored = ingest.FileStore(ws)
+    rows = [stored.add(d) for d in decoded]
+    paths = [ws.root / r["path"] for r in rows]
+    assert all(p.exists() for p in paths)
+    stored.close()  # never committed: what it wrote is gone again
+    assert not any(p.exists() for p in paths)
+
+    names = [r["orig_name"] for r in rows]
+    labels, groups = ingest.labels_and_groups(names, True, None, report)
+    assert labels == [n.split("/")[0] for n in names] and groups == [None] * 24
+    signatures = np.stack([ingest.duplicates.signature(d.row) for d in decoded])
+    splits = ingest.split(labels, groups, signatures, names, 0, report)
+    assert set(splits) == {"train", "val", "test"} and report.labels == {"benign": 12, "malignant": 12}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.errors import PirlError
 from pirl_core.jobs import queue
@@ -13,7 +13,7 @@ from pirl_core.jobs import queue
 
 @pytest.fixture
 def pool(ws, demo_dir):
-    report = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    report = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     return report.dataset_id
 
 
@@ -121,7 +121,7 @@ def test_a_pretrain_job_keeps_near_copies_out_of_each_others_negatives(ws, demo_
     shutil.copytree(demo_dir / "unlabeled", folder)
     original = sorted(folder.iterdir())[0]
     Image.open(original).convert("RGB").save(folder / "re-exported.jpg", quality=90)  # the same scan, re-encoded
-    pool = ingest.ingest(ws, ingest.folder_source(folder, check_roots=False), "pool").dataset_id
+    pool = ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "pool").dataset_id
     job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)
     bank = checkpoint.load(ws.store.job(job_id)["result"]["checkpoint"])["bank"]

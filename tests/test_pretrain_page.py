@@ -2,7 +2,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.jobs import queue
 from tests.conftest import ROOT
@@ -20,7 +20,7 @@ def _small_random_start(at):
 
 
 def _pool(ws, demo_dir):
-    return ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    return ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
 
 
 def test_empty_workspace_points_to_the_data_page(ws):

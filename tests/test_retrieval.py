@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from streamlit.testing.v1 import AppTest
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.engine.config import PretrainConfig
 from pirl_core.evaluation import neighbours
 from pirl_core.jobs import queue
@@ -61,7 +61,7 @@ def run(demo_dir, tmp_path_factory):
     twin[0, 0] = 255 - twin[0, 0]  # other bytes, same picture: a planted near-duplicate
     Image.fromarray(twin).save(data / "benign" / "twin.png")
     ws = Workspace(root / "ws")
-    ds = ingest.ingest(ws, ingest.folder_source(data, check_roots=False), "lab", folder_labels=True).dataset_id
+    ds = ingest.ingest(ws, sources.folder_source(data, check_roots=False), "lab", folder_labels=True).dataset_id
     job = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
                       start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)

@@ -38,14 +38,14 @@ def run_demo_data(args, ws) -> int:
 
 
 def run_ingest(args, ws) -> int:
-    from ..data import ingest
+    from ..data import ingest, sources
 
     path = Path(args.path)
     pre_skipped: list[dict] = []
     if path.is_file() and path.suffix.lower() == ".zip":
-        files, pre_skipped = ingest.zip_source(path)
+        files, pre_skipped = sources.zip_source(path)
     else:
-        files = ingest.folder_source(path, check_roots=False)
+        files = sources.folder_source(path, check_roots=False)
     with progress("image") as show:
         report = ingest.ingest(ws, files, args.name or path.stem, folder_labels=args.folder_labels,
                                labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,

@@ -98,7 +98,8 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
     """PIRL on a plain folder in this process: decoded as ingest decodes (DICOM too), bad files listed."""
     from ..data import duplicates
     from ..data.image_cache import cache_size_for, open_cache
-    from ..data.ingest import cache_folder, folder_source
+    from ..data.ingest import cache_folder
+    from ..data.sources import folder_source
     from ..engine.pretrain import Callbacks, pretrain
 
     config.validate(len(folder_source(args.data, check_roots=False)))  # before minutes of decoding

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, sources
 from pirl_core.errors import PirlError
 from pirl_core.workspace.folder import Workspace
 
@@ -50,8 +50,8 @@ def test_without_roots_the_browser_cannot_import_a_server_folder_and_the_cli_can
     monkeypatch.delenv("PIRL_DATA_ROOTS", raising=False)
     root, scans = tree
     with pytest.raises(PirlError, match="is off. To turn it on, set PIRL_DATA_ROOTS"):
-        ingest.folder_source(scans)  # what the Data page calls
-    report = ingest.ingest(ws, ingest.folder_source(scans, check_roots=False), "cli")  # `pirl ingest`
+        sources.folder_source(scans)  # what the Data page calls
+    report = ingest.ingest(ws, sources.folder_source(scans, check_roots=False), "cli")  # `pirl ingest`
     assert report.imported == 3  # a, b, and the linked file: the machine's own user imports what they name
 
 
@@ -59,7 +59,7 @@ def test_with_roots_every_file_is_resolved_and_nothing_is_skipped_in_silence(ws,
     root, scans = tree
     monkeypatch.setenv("PIRL_DATA_ROOTS", str(root))
     for check_roots in (True, False):  # the browser and `pirl ingest` alike
-        report = ingest.ingest(ws, ingest.folder_source(scans, check_roots=check_roots), f"scans-{check_roots}")
+        report = ingest.ingest(ws, sources.folder_source(scans, check_roots=check_roots), f"scans-{check_roots}")
         skips = _skips(report)
         assert report.imported == 2  # a.png and b.png only
         assert "outside the folders" in skips["escape.png"]
@@ -73,7 +73,7 @@ def test_with_roots_every_file_is_resolved_and_nothing_is_skipped_in_silence(ws,
 def test_hidden_files_are_imported_when_asked(ws, tree, monkeypatch):
     root, scans = tree
     monkeypatch.setenv("PIRL_DATA_ROOTS", str(root))
-    report = ingest.ingest(ws, ingest.folder_source(scans, include_hidden=True), "all")
+    report = ingest.ingest(ws, sources.folder_source(scans, include_hidden=True), "all")
     assert report.imported == 4
 
 
@@ -83,14 +83,14 @@ def test_a_file_over_the_size_cap_is_skipped_before_it_is_read(ws, tmp_path, mon
     folder.mkdir()
     (folder / "small.png").write_bytes(_png(5))
     (folder / "huge.bin").write_bytes(b"\0" * 50_000)
-    report = ingest.ingest(ws, ingest.folder_source(folder, check_roots=False), "capped")
+    report = ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "capped")
     assert report.imported == 1 and "cap per file" in _skips(report)["huge.bin"]
 
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("small.png", _png(5))
         zf.writestr("bomb.png", b"\0" * 5_000_000)  # 5 MB from a few kB
-    files, refused = ingest.zip_source(bomb)
+    files, refused = sources.zip_source(bomb)
     assert [f.name for f in files] == ["small.png"]
     assert refused[0]["name"] == "bomb.png" and "cap per file" in refused[0]["reason"]
 
@@ -104,14 +104,14 @@ def test_a_zip_member_with_a_bad_checksum_is_a_named_skip_not_an_aborted_import(
     at = data.find(_png(2)) + 100
     data[at] ^= 0xFF  # flip a byte inside bad.png: its CRC no longer matches
     z.write_bytes(bytes(data))
-    files, refused = ingest.zip_source(z)
+    files, refused = sources.zip_source(z)
     report = ingest.ingest(ws, files, "damaged", pre_skipped=refused)
     assert report.imported == 1 and "BadZipFile" in _skips(report)["bad.png"]
 
 
 def _import(args):
     root, folder, name = args
-    report = ingest.ingest(Workspace(root), ingest.folder_source(folder, check_roots=False), name)
+    report = ingest.ingest(Workspace(root), sources.folder_source(folder, check_roots=False), name)
     return report.imported
 
 
@@ -138,7 +138,7 @@ def test_browser_sessions_deriving_one_cache_at_once_do_not_collide(ws, demo_dir
 
     from pirl_core.data.image_cache import cache_path, dataset_cache
 
-    report = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    report = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
     results, errors = [], []
     for _ in range(5):
         cache_path(ws, report.dataset_id, 64).unlink(missing_ok=True)
@@ -167,6 +167,6 @@ def test_odd_zip_member_names_are_named_skips(ws, tmp_path):
         zf.writestr("good.png", _png(1))
         zf.writestr(".", _png(2))
         zf.writestr("x" * 300 + ".png", _png(3))  # longer than most file systems allow: never written by name
-    files, refused = ingest.zip_source(z)
+    files, refused = sources.zip_source(z)
     report = ingest.ingest(ws, files, "odd", pre_skipped=refused)
     assert report.imported == 2 and _skips(report)["."].startswith("no file name")

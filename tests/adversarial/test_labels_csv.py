@@ -3,7 +3,7 @@ the files, found before any image is decoded; spreadsheet encodings are read."""
 
 import pytest
 
-from pirl_core.data import ingest
+from pirl_core.data import ingest, labels, sources
 from pirl_core.errors import PirlError
 
 
@@ -14,14 +14,14 @@ def _sources(names):
         decoded.append(name)
         raise AssertionError("no image may be read before the CSV is checked")
 
-    return [ingest.SourceFile(n, lambda n=n: read(n)) for n in names], decoded
+    return [sources.SourceFile(n, lambda n=n: read(n)) for n in names], decoded
 
 
 def test_full_relative_paths_tell_apart_files_with_one_name():
-    labels, _, unknown = ingest._match_labels(
+    found, _, unknown = labels.match_labels(
         ["site1/1.png", "site2/1.png", "site2/2.png"],
-        ingest.read_labels_csv("filename,label\nsite1/1.png,benign\n./site2/1.png,malignant\nsite2\\2.png,benign\n"))
-    assert labels == ["benign", "malignant", "benign"] and unknown == []
+        labels.read_labels_csv("filename,label\nsite1/1.png,benign\n./site2/1.png,malignant\nsite2\\2.png,benign\n"))
+    assert found == ["benign", "malignant", "benign"] and unknown == []
 
 
 def test_a_bare_name_that_matches_several_files_is_an_error_naming_them(ws):
@@ -33,12 +33,12 @@ def test_a_bare_name_that_matches_several_files_is_an_error_naming_them(ws):
 
 def test_conflicting_rows_for_one_file_are_an_error_not_last_wins():
     with pytest.raises(PirlError, match=r"two different labels or groups: a.png \(benign / malignant\)"):
-        ingest.read_labels_csv("filename,label\na.png,benign\nb.png,benign\na.png,malignant\n")
-    assert ingest.read_labels_csv("filename,label\na.png,benign\na.png,benign\n") == {"a.png": ("benign", None)}
+        labels.read_labels_csv("filename,label\na.png,benign\nb.png,benign\na.png,malignant\n")
+    assert labels.read_labels_csv("filename,label\na.png,benign\na.png,benign\n") == {"a.png": ("benign", None)}
 
 
 def test_a_spreadsheet_csv_in_windows_1252_is_read():
-    table = ingest.read_labels_csv("filename,label\nl\u00e9sion.png,b\u00e9nin\n".encode("cp1252"))
+    table = labels.read_labels_csv("filename,label\nl\u00e9sion.png,b\u00e9nin\n".encode("cp1252"))
     assert table == {"l\u00e9sion.png": ("b\u00e9nin", None)}
 
 

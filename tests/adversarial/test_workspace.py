@@ -30,9 +30,9 @@ def test_a_file_where_the_workspace_should_be_is_one_sentence(tmp_path, capsys):
 
 
 def test_a_resume_whose_checkpoint_was_deleted_says_so(ws, demo_dir):
-    from pirl_core.data import ingest
+    from pirl_core.data import ingest, sources
 
-    pool = ingest.ingest(ws, ingest.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    pool = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
     job_id = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(), pool,
                          start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)

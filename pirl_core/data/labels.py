@@ -1,0 +1,112 @@
+"""Labels and groups for an import: a filename,label[,group] CSV or class sub-folders, matched to the images.
+
+A stage of an ingest (and of attaching labels later): the CSV is read and checked before any image is decoded,
+so a problem (an ambiguous row, a class of one image) surfaces before minutes of work.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path, PurePosixPath
+
+from ..errors import PirlError
+
+
+def read_labels_csv(data: bytes | str | Path) -> dict[str, tuple[str, str | None]]:
+    """filename -> (label, group) from a CSV with columns filename,label[,group]. UTF-8 (or Windows-1252 as
+    spreadsheets save it); two rows that give one file different labels are an error naming them."""
+    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and Path(data).is_file()):
+        data = Path(data).read_bytes()
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                raise PirlError("The labels CSV is not text in UTF-8 or Windows-1252; save it as CSV UTF-8.") from None
+    else:
+        text = data
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip().lower() for c in reader.fieldnames or []]
+    if "filename" not in cols or "label" not in cols:
+        raise PirlError(f"The labels CSV needs the columns filename,label (optionally group); it has "
+                        f"{', '.join(cols) or 'none'}.")
+    out: dict[str, tuple[str, str | None]] = {}
+    conflicts = []
+    for row in reader:
+        row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        name = _csv_path(row["filename"])
+        if name and row["label"]:
+            entry = (row["label"], row.get("group") or None)
+            if name in out and out[name] != entry:
+                conflicts.append(f"{name} ({out[name][0]} / {entry[0]})")
+            out[name] = entry
+    if conflicts:
+        raise PirlError(f"The labels CSV gives {len(conflicts)} file(s) two different labels or groups: "
+                        + ", ".join(conflicts[:5]) + (" ..." if len(conflicts) > 5 else "") + ". Keep one row each.")
+    if not out:
+        raise PirlError("The labels CSV has no rows with both a filename and a label.")
+    return out
+
+
+def _csv_path(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).as_posix().removeprefix("./") if name else ""
+
+
+def match_labels(names: list[str], table: dict[str, tuple[str, str | None]]) -> tuple[list, list, list[str]]:
+    """Match CSV rows to images by their full relative path; a bare file name only where it names one image
+    (a name that matches several is an error naming them). Returns labels, groups, unknown rows."""
+    by_path = {n: i for i, n in enumerate(names)}
+    by_base: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        by_base.setdefault(PurePosixPath(n).name, []).append(i)
+    labels, groups = [None] * len(names), [None] * len(names)
+    unknown, ambiguous = [], []
+    for fname, (label, group) in table.items():
+        if fname in by_path:
+            hits = [by_path[fname]]
+        else:
+            hits = by_base.get(fname, []) if "/" not in fname else []
+            if len(hits) > 1:
+                ambiguous.append(f"{fname} ({', '.join(names[i] for i in hits[:3])})")
+                continue
+        if not hits:
+            unknown.append(fname)
+        for i in hits:
+            labels[i], groups[i] = label, group
+    if ambiguous:
+        raise PirlError(f"{len(ambiguous)} file name(s) in the labels CSV match several images: "
+                        + "; ".join(ambiguous[:5]) + ". Give the path inside the folder (e.g. benign/1.png).")
+    return labels, groups, unknown
+
+
+def check_labels(labels: list[str | None]) -> tuple[dict[str, int], list[str]]:
+    """The class counts and the warnings the user should know; a PirlError for a set that cannot be split."""
+    counts: dict[str, int] = {}
+    for lab in labels:
+        if lab is not None:
+            counts[lab] = counts.get(lab, 0) + 1
+    warnings = []
+    missing = sum(1 for lab in labels if lab is None)
+    if missing:
+        warnings.append(f"{missing} image(s) have no label; they are kept for pretraining but not used "
+                        f"for finetuning or evaluation.")
+    if len(counts) < 2:
+        raise PirlError(f"A labeled set needs at least 2 classes; found {len(counts)} "
+                        f"({', '.join(counts) or 'none'}).")
+    small = {c: n for c, n in counts.items() if n < 3}
+    if small:
+        raise PirlError("Each class needs at least 3 images (one each for train, validation and test): "
+                        + ", ".join(f"{c} has {n}" for c, n in small.items()) + ".")
+    few = {c: n for c, n in counts.items() if n < 20}
+    if few:
+        warnings.append("Few images in " + ", ".join(f"{c} ({n})" for c, n in few.items())
+                        + ": test AUCs will have wide confidence intervals.")
+    return dict(sorted(counts.items())), warnings
+
+
+def folder_label(name: str) -> str | None:
+    parts = PurePosixPath(name).parts
+    return parts[-2] if len(parts) > 1 else None
