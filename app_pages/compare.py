@@ -30,15 +30,14 @@ if not labeled or not runs:
 
 def run_label(job_id: int) -> str:
     job = store.job(job_id)
-    c = job["config"]
-    start = "ImageNet start" if c.get("pretrained_imagenet") else "random start"
-    pretext = c.get("pretext", "jigsaw")
-    return f"#{job_id} · {c['backbone']} {c['image_size']} px · {pretext} · {start} · {job['status']}"
+    c = queue.config_of(job)
+    start = "ImageNet start" if c.pretrained_imagenet else "random start"
+    return f"#{job_id} · {c.backbone} {c.image_size} px · {c.pretext} · {start} · {job['status']}"
 
 
 imagenet_problem = st.cache_data(ttl=600, show_spinner="Checking for ImageNet weights ...")(compare.imagenet_problem)
 first_run = store.job((st.session_state.get("cmp-runs") or [runs[0]["id"]])[0])
-backbone = first_run["config"]["backbone"]
+backbone = queue.config_of(first_run).backbone
 problem = imagenet_problem(backbone)
 runnable = [i for i in compare.INITS if not (problem and i.startswith("imagenet"))]  # what can run here
 
@@ -69,7 +68,7 @@ with st.form("compare"):
 if problem:
     st.caption(f":material/info: ImageNet starts are unticked: this machine has no ImageNet weights for {backbone} "
                "(efficientnet_lite0 has them built in).", help=plain(problem))
-has_imagenet_run = any(r["config"].get("pretrained_imagenet") and r["config"]["backbone"] == backbone for r in runs)
+has_imagenet_run = any(queue.config_of(r).pretrained_imagenet and queue.config_of(r).backbone == backbone for r in runs)
 if not has_imagenet_run and not problem and can_edit():
     st.caption("ImageNet+PIRL (PIRL continued from ImageNet weights) beat ImageNet transfer in dermatology "
                "(Azizi et al., ICCV 2021). No such run exists for this backbone yet.")
@@ -258,7 +257,7 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
 
     mistakes = errors_at(y, probs, t)
     ids = preds[arm]["image_ids"]
-    dataset_id = comp["config"]["labeled_dataset_id"]
+    dataset_id = compare.comparison_config(comp).labeled_dataset_id
     rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
     model = _model(str(ws.root), job_id)
     st.caption("Heatmaps (red: where the model looked when it made the call) come from the exported model, "

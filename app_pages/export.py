@@ -5,6 +5,7 @@ import streamlit as st
 
 from app_pages._shared import editors_only, guarded, when, workspace
 from pirl_core.evaluation import compare
+from pirl_core.jobs import queue
 from pirl_core.models import export
 from pirl_core.training import pretraining
 
@@ -19,23 +20,23 @@ st.caption("Take a finetuned model away as one zip: TorchScript, ONNX, plain wei
 
 def _trained_on(job: dict) -> str:
     """Which model a bundle packages: one fold's model, or the fixed split's, with its training images."""
-    runs = job["result"].get("runs") or []
+    runs = queue.result_of(job).runs
     if not runs:
         return "–"
     top = max(r["fraction"] for r in runs)
     first = next(r for r in runs if r["fraction"] == top)  # the packaged model: the first with all its labels
-    where = f"fold {first['fold'] + 1} of {job['config']['folds']}" if first["fold"] is not None else "fixed split"
+    where = f"fold {first['fold'] + 1} of {queue.config_of(job).folds}" if first["fold"] is not None else "fixed split"
     return f"{where}, {first['n_train']} images"
 
 
 scores = compare.scores_by_job(ws)
-done = [j for j in store.jobs(kind="finetune", statuses=["succeeded"]) if j["result"].get("model")]
+done = [j for j in store.jobs(kind="finetune", statuses=["succeeded"]) if queue.result_of(j).model]
 if not done:
     st.info("No finished finetune yet: run a comparison on the Compare page.")
 else:
     st.dataframe(pd.DataFrame([{
-        "job": j["id"], "initialisation": j["config"]["label"], "mode": j["config"]["finetune"]["mode"],
-        "dataset": j["config"]["labeled"],
+        "job": j["id"], "initialisation": queue.config_of(j).label, "mode": queue.config_of(j).finetune.mode,
+        "dataset": queue.config_of(j).labeled,
         "trained on": _trained_on(j),
         "test AUC (95% CI)": (f"{scores[j['id']]['auc']:.3f} ({scores[j['id']]['ci_low']:.3f}–"
                               f"{scores[j['id']]['ci_high']:.3f})") if j["id"] in scores else "–",

@@ -117,15 +117,15 @@ st.header("Runs")
 @st.fragment(run_every=3)
 def runs_table() -> None:
     """Every run with its live status and progress."""
-    st.dataframe(pd.DataFrame([{
-        "run": r["id"], "status": r["status"],
-        "dataset": names.get(r["dataset_id"], "?"), "pretext": r["config"].get("pretext", "jigsaw"),
-        "backbone": r["config"].get("backbone"),
-        "ImageNet start": bool(r["config"].get("pretrained_imagenet")), "size": r["config"].get("image_size"),
-        "epochs": r["result"].get("epochs") or r["config"].get("epochs"),
-        "progress": f"{100 * (r['progress'] or 0):.0f}%",
-        "final loss": f"{r['result']['last']['loss']:.3f}" if r["result"].get("last") else "—",
-        "started": when(r["started_at"])} for r in pretraining.runs(ws)]), hide_index=True)
+    rows = []
+    for r in pretraining.runs(ws):
+        c, out = queue.config_of(r), queue.result_of(r)
+        rows.append({"run": r["id"], "status": r["status"], "dataset": names.get(r["dataset_id"], "?"),
+                     "pretext": c.pretext, "backbone": c.backbone, "ImageNet start": c.pretrained_imagenet,
+                     "size": c.image_size, "epochs": out.epochs or c.epochs,
+                     "progress": f"{100 * (r['progress'] or 0):.0f}%",
+                     "final loss": f"{out.last['loss']:.3f}" if out.last else "—", "started": when(r["started_at"])})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 runs_table()

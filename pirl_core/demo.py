@@ -8,6 +8,7 @@ runs once they are done and exports the best initialisation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .data import demo_data, ingest, sources
@@ -15,6 +16,7 @@ from .errors import PirlError
 from .evaluation import compare
 from .jobs import queue
 from .jobs.queue import JobContext, job_kind
+from .jobs.records import Record
 from .models import export
 from .training import pretraining
 from .workspace.folder import Workspace
@@ -43,8 +45,8 @@ def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print, pip
 def start_pipeline(ws: Workspace, **pretrain_settings) -> int:
     """Queue a short PIRL run on the demo pool, then the comparison and the export. Returns the run's id."""
     config = pretraining.default_config(**{"epochs": 3, **pretrain_settings})
-    run = queue.submit(ws, "pretrain", config.to_dict(), ws.store.dataset(POOL)["id"], start_worker=False)
-    queue.submit(ws, "demo_compare", {"pretrain_job": run}, ws.store.dataset(LABELED)["id"])
+    run = queue.submit(ws, "pretrain", config, ws.store.dataset(POOL)["id"], start_worker=False)
+    queue.submit(ws, "demo_compare", DemoCompare(run), ws.store.dataset(LABELED)["id"])
     return run
 
 
@@ -54,8 +56,8 @@ def pipeline_status(ws: Workspace) -> list[dict] | None:
     if "demo_compare" not in chain:
         return None
     starter = chain["demo_compare"]
-    run = ws.store.job(starter["config"]["pretrain_job"])
-    arms = [ws.store.job(i)["status"] for i in starter["result"].get("finetune_jobs", [])]
+    run = ws.store.job(queue.config_of(starter).pretrain_job)
+    arms = [ws.store.job(i)["status"] for i in queue.result_of(starter).finetune_jobs]
     if starter["status"] != "succeeded" or not arms:
         comparing = "waiting" if starter["status"] == "queued" else starter["status"]
     else:
@@ -66,23 +68,55 @@ def pipeline_status(ws: Workspace) -> list[dict] | None:
              else "waiting"}]
 
 
-@job_kind("demo_compare")
-def demo_compare_job(ctx: JobContext) -> dict:
-    run = ctx.config["pretrain_job"]
+@dataclass
+class DemoCompare(Record):
+    pretrain_job: int
+
+
+@dataclass
+class DemoCompareOutcome(Record):
+    comparison: int | None = None
+    finetune_jobs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class DemoExport(Record):
+    comparison: int
+
+
+@dataclass
+class DemoExportOutcome(Record):
+    """What export_finetune reports about the bundle it wrote."""
+
+    path: str | None = None
+    kind: str | None = None
+    init: str | None = None
+    label: str | None = None
+    size_bytes: int | None = None
+    public_key: str | None = None
+    test_images: int | None = None
+    max_abs_prob_diff_torchscript: float | None = None
+    max_abs_prob_diff_onnx: float | None = None
+    test_metrics: dict | None = None
+
+
+@job_kind("demo_compare", config=DemoCompare, result=DemoCompareOutcome)
+def demo_compare_job(ctx: JobContext) -> DemoCompareOutcome:
+    run = ctx.config.pretrain_job
     if (ctx.ws.store.job(run) or {}).get("status") != "succeeded":
         raise PirlError(f"The demo pretraining run #{run} did not finish; the demo comparison cannot start.")
     inits = [i for i in compare.INITS if not (i.startswith("imagenet") and compare.imagenet_problem(
-        ctx.ws.store.job(run)["config"]["backbone"]))]
+        queue.config_of(ctx.ws.store.job(run)).backbone))]
     cid = compare.start(ctx.ws, compare.CompareRequest(labeled=LABELED, pretrain_jobs=[run], inits=inits,
                                                        mode="linear", folds=3, fractions=[0.25, 1.0]))
     arms = compare.comparison(ctx.ws, cid)["arms"]
-    queue.submit(ctx.ws, "demo_export", {"comparison": cid}, start_worker=False)  # runs after the arms
-    return {"comparison": cid, "finetune_jobs": [a["job_id"] for a in arms]}
+    queue.submit(ctx.ws, "demo_export", DemoExport(cid), start_worker=False)  # runs after the arms
+    return DemoCompareOutcome(cid, [a["job_id"] for a in arms])
 
 
-@job_kind("demo_export")
+@job_kind("demo_export", config=DemoExport, result=DemoExportOutcome)
 def demo_export_job(ctx: JobContext) -> dict:
-    summary = compare.summarize(ctx.ws, ctx.config["comparison"])
-    arms = {a["label"]: a["job_id"] for a in compare.comparison(ctx.ws, ctx.config["comparison"])["arms"]}
+    summary = compare.summarize(ctx.ws, ctx.config.comparison)
+    arms = {a["label"]: a["job_id"] for a in compare.comparison(ctx.ws, ctx.config.comparison)["arms"]}
     best = max(summary["table"], key=lambda e: e["auc"])
     return export.export_finetune(ctx.ws, arms[best["arm"]])

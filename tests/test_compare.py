@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 
@@ -82,11 +83,13 @@ def test_no_test_image_reaches_training_or_model_selection(setup, monkeypatch):
 
 def test_pirl_arm_loads_the_pretrained_backbone(setup):
     ws, run, _ = setup
-    backbone = compare._backbone_for({"init": "pirl", "pretrain_job": run}, "efficientnet_lite0", ws)
+    arm = compare.FinetuneJob(labeled_dataset_id=1, labeled="lab", backbone="efficientnet_lite0", image_size=32,
+                              folds=0, fractions=[1.0], seed=0, finetune={}, init="pirl", pretrain_job=run)
+    backbone = compare._backbone_for(arm, ws)
     model, _, _ = load_pretrained(ws.store.job(run)["checkpoint"])
     for (name, a), (_, b) in zip(backbone.state_dict().items(), model.backbone.state_dict().items()):
         assert torch.equal(a, b), name
-    scratch = compare._backbone_for({"init": "scratch"}, "efficientnet_lite0", ws)
+    scratch = compare._backbone_for(dataclasses.replace(arm, init="scratch", pretrain_job=None), ws)
     assert not torch.equal(scratch.trunk._conv_stem.weight, backbone.trunk._conv_stem.weight)
 
 

@@ -129,3 +129,44 @@ def test_a_pretrain_job_keeps_near_copies_out_of_each_others_negatives(ws, demo_
     cluster = {names[i]: c for i, c in zip(bank["ids"], bank["copies"])}
     assert cluster[original.name] == cluster["re-exported.jpg"]
     assert len(set(cluster.values())) == len(cluster) - 1  # every other image is its own
+
+
+# Job rows exactly as the release before typed records (2026-12-01) wrote them: plain dicts, no schema.
+OLD_PRETRAIN_CONFIG = {**PretrainConfig(image_size=32, batch_size=8, epochs=2).to_dict()}
+OLD_PRETRAIN_RESULT = {"step": 12, "total_steps": 12, "epoch": 2, "epochs": 2, "images_per_s": 41.5, "eta_s": 0.0,
+                       "checkpoint": "/gone/last.pt", "steps": 12, "last": {"loss": 3.21, "lr": 0.0},
+                       "n_images": 48, "processes": 1}
+OLD_FINETUNE_CONFIG = {"labeled_dataset_id": 2, "labeled": "lab", "backbone": "efficientnet_lite0", "image_size": 32,
+                       "folds": 3, "repeats": 1, "fractions": [0.25, 1.0], "seed": 0, "bn_dataset_id": 1,
+                       "finetune": {"mode": "linear", "image_size": 32, "epochs": None, "batch_size": 32, "lr": None,
+                                    "weight_decay": 0.0001, "patience": None, "seed": 0, "device": "auto"},
+                       "label": "ImageNet+PIRL #1", "init": "imagenet+pirl", "pretrain_job": 1, "pretext": "jigsaw"}
+
+
+def test_a_workspace_from_the_release_before_typed_records_opens_and_shows_its_runs(ws, pool):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    run = ws.store.add_job("pretrain", OLD_PRETRAIN_CONFIG, pool)
+    ws.store.update_job(run, status="succeeded", result=OLD_PRETRAIN_RESULT)
+    arm = ws.store.add_job("finetune", OLD_FINETUNE_CONFIG, pool)
+    assert queue.config_of(ws.store.job(run)).image_size == 32
+    assert queue.result_of(ws.store.job(run)).last["loss"] == 3.21
+    assert queue.config_of(ws.store.job(arm)).finetune.mode == "linear"  # typed all the way down
+    at = AppTest.from_file(str(ROOT / "app_pages/pretrain.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["run"]) == [run] and list(table["final loss"]) == ["3.210"]
+
+
+def test_job_records_carry_their_schema_and_refuse_what_they_do_not_know(ws, pool):
+    job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
+    assert ws.store.job(job_id)["config"]["schema"] == 1
+    with pytest.raises(PirlError, match="learning_rte"):
+        queue.submit(ws, "pretrain", {**tiny(), "learning_rte": 0.1}, pool, start_worker=False)
+    with pytest.raises(PirlError, match="Unknown FinetuneJob field.*folds_"):
+        queue.submit(ws, "finetune", {**OLD_FINETUNE_CONFIG, "folds_": 3}, pool, start_worker=False)
+    newer = ws.store.add_job("finetune", {**OLD_FINETUNE_CONFIG, "schema": 99}, pool)
+    with pytest.raises(PirlError, match="newer PIRL Studio"):
+        queue.config_of(ws.store.job(newer))

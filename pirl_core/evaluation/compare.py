@@ -27,8 +27,9 @@ from ..engine.metrics import auc_score
 from ..engine.model import embed_dataset
 from ..engine.train_state import load_pretrained
 from ..errors import PirlError
-from ..jobs import queue
+from ..jobs import queue, records
 from ..jobs.queue import JobContext, job_kind
+from ..jobs.records import Record
 from ..workspace.folder import Workspace
 from .statistics import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
 
@@ -47,6 +48,63 @@ class CompareRequest:
     seed: int = 0
     epochs: int | None = None
     repeats: int | None = None  # None: 5 x k-fold for a linear probe on under 2,000 images, else 1
+
+
+@dataclass
+class ComparisonConfig(Record):
+    """What every arm of a comparison shares: the labeled set, splits or folds, label fractions, training."""
+
+    labeled_dataset_id: int
+    labeled: str
+    backbone: str
+    image_size: int
+    folds: int  # 0: the dataset's fixed split
+    fractions: list[float]
+    seed: int
+    finetune: FinetuneConfig
+    repeats: int = 1
+    bn_dataset_id: int | None = None  # the pool whose whole images give a scratch arm its BatchNorm statistics
+    duplicate_aware: bool = True  # near-copies share a fold (off only in benchmarks of what that changes)
+
+    def __post_init__(self):
+        if isinstance(self.finetune, dict):
+            self.finetune = FinetuneConfig.from_dict(self.finetune)
+
+    def validate(self) -> None:
+        if not self.fractions or not all(0 < f <= 1 for f in self.fractions):
+            raise PirlError("Label fractions must be in (0, 1].")
+
+    @property
+    def full_fraction(self) -> float:
+        """The label fraction the headline figures are at: all the labels, or the largest fraction asked."""
+        return 1.0 if 1.0 in self.fractions else max(self.fractions)
+
+
+@dataclass
+class FinetuneJob(ComparisonConfig):
+    """One arm's finetune job: the comparison's settings and the arm's starting weights."""
+
+    label: str = ""  # the arm's name on the page ("ImageNet+PIRL #3")
+    init: str = "scratch"  # one of INITS
+    pretrain_job: int | None = None
+    pretext: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init not in INITS:
+            raise PirlError(f"Unknown initialisation {self.init!r}; choose from {', '.join(INITS)}.")
+        if self.init in ("pirl", "imagenet+pirl") and self.pretrain_job is None:
+            raise PirlError(f"The {self.init} arm needs a pretrain run.")
+
+
+@dataclass
+class FinetuneOutcome(Record):
+    """A finetune job's result: its classes, one entry per (repeat, fold, fraction) with the test predictions,
+    and the model file a bundle is exported from."""
+
+    classes: list[str] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)  # repeat, fold, fraction, n_train, image_ids, y, probs, ...
+    model: str | None = None
 
 
 def default_folds(n_labeled: int) -> int:
@@ -85,7 +143,7 @@ def start(ws: Workspace, req: CompareRequest) -> int:
     unknown = set(req.inits) - set(INITS)
     if unknown:
         raise PirlError(f"Unknown initialisations {sorted(unknown)}; choose from {', '.join(INITS)}.")
-    if not all(0 < f <= 1 for f in req.fractions):
+    if not req.fractions or not all(0 < f <= 1 for f in req.fractions):
         raise PirlError("Label fractions must be in (0, 1].")
     runs = []
     for job_id in req.pretrain_jobs:
@@ -95,8 +153,9 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         runs.append(job)
     if not runs:
         raise PirlError("Choose a finished pretrain run.")
-    backbone, image_size = runs[0]["config"]["backbone"], runs[0]["config"]["image_size"]
-    if any((r["config"]["backbone"], r["config"]["image_size"]) != (backbone, image_size) for r in runs):
+    run_configs = {r["id"]: queue.config_of(r) for r in runs}
+    backbone, image_size = run_configs[runs[0]["id"]].backbone, run_configs[runs[0]["id"]].image_size
+    if any((c.backbone, c.image_size) != (backbone, image_size) for c in run_configs.values()):
         raise PirlError("All compared pretrain runs must share backbone and image size.")
     n_labeled = sum(counts.values())
     folds = default_folds(n_labeled) if req.folds is None else req.folds
@@ -115,12 +174,12 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         else:
             arms.append({"label": "ImageNet", "init": "imagenet"})
     for run in runs:
-        from_imagenet = bool(run["config"].get("pretrained_imagenet"))
+        from_imagenet = run_configs[run["id"]].pretrained_imagenet
         init = "imagenet+pirl" if from_imagenet else "pirl"
         if init in req.inits:
-            pretext = run["config"].get("pretext", "jigsaw")
+            pretext = run_configs[run["id"]].pretext
             name = f"{'ImageNet+PIRL' if from_imagenet else 'PIRL'} #{run['id']}"
-            if len({r["config"].get("pretext", "jigsaw") for r in runs}) > 1:
+            if len({c.pretext for c in run_configs.values()}) > 1:
                 name += f" ({pretext})"
             arms.append({"label": name, "init": init, "pretrain_job": run["id"], "pretext": pretext})
     if "imagenet+pirl" in req.inits and not any(a["init"] == "imagenet+pirl" for a in arms):
@@ -130,18 +189,25 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         raise PirlError("Nothing to compare: " + " ".join(notes))
 
     repeats = req.repeats or default_repeats(req.mode, folds, n_labeled)
-    config = {"labeled_dataset_id": dataset["id"], "labeled": req.labeled, "backbone": backbone,
-              "image_size": image_size, "folds": folds, "repeats": repeats if folds else 1,
-              "fractions": sorted(set(req.fractions)), "seed": req.seed, "bn_dataset_id": runs[0]["dataset_id"],
-              "finetune": FinetuneConfig(mode=req.mode, image_size=image_size,
-                                                           epochs=req.epochs, seed=req.seed).to_dict()}
+    config = ComparisonConfig(labeled_dataset_id=dataset["id"], labeled=req.labeled, backbone=backbone,
+                              image_size=image_size, folds=folds, repeats=repeats if folds else 1,
+                              fractions=sorted(set(req.fractions)), seed=req.seed, bn_dataset_id=runs[0]["dataset_id"],
+                              finetune=FinetuneConfig(mode=req.mode, image_size=image_size, epochs=req.epochs,
+                                                      seed=req.seed))
     for arm in arms:
-        arm["job_id"] = queue.submit(ws, "finetune", {**config, **arm}, dataset["id"], start_worker=False)
-    comparison = {"kind": "comparison", "created": time.time(), "config": config, "request": asdict(req),
+        job = FinetuneJob(**vars(config), **arm)
+        arm["job_id"] = queue.submit(ws, "finetune", job, dataset["id"], start_worker=False)
+    comparison = {"kind": "comparison", "created": time.time(), "config": records.dump(config),
+                  "request": asdict(req),
                   "arms": arms, "notes": notes, "classes": sorted(counts)}
     comparison_id = store.add_evaluation(None, comparison)
     queue.ensure_worker(ws)
     return comparison_id
+
+
+def comparison_config(comparison_record: dict) -> ComparisonConfig:
+    """A comparison record's shared settings, typed."""
+    return records.load(ComparisonConfig, comparison_record["config"])
 
 
 def comparisons(ws: Workspace) -> list[dict]:
@@ -184,24 +250,24 @@ def decision_threshold(ws: Workspace, job_id: int) -> dict | None:
     training part, never on test images: the Youden index (the best sensitivity + specificity) on the
     out-of-inner-fold predictions of the linear probe, or on the validation split of a full finetune."""
     job = ws.store.job(job_id)
-    runs = (job or {}).get("result", {}).get("runs") or []
+    runs = queue.result_of(job).runs if job else []
     exported = next((r for r in runs if r["fraction"] == max(x["fraction"] for x in runs)), None)
     if exported is None or exported.get("val_threshold") is None:
         return None
     part = ("out-of-fold predictions of an inner cross-validation on its training images"
-            if job["config"]["finetune"]["mode"] == "linear" else "predictions on its validation split")
+            if queue.config_of(job).finetune.mode == "linear" else "predictions on its validation split")
     return {"value": exported["val_threshold"],
             "how": f"chosen on {part}, never on test images: the threshold with the best sensitivity + "
                    "specificity (Youden index)"}
 
 
 # -- the finetune job --------------------------------------------------------------------------
-def _backbone_for(arm: dict, backbone: str, ws: Workspace):
-    if arm["init"] == "scratch":
-        return build_backbone(backbone)
-    if arm["init"] == "imagenet":
-        return build_backbone(backbone, pretrained=True)
-    job = ws.store.job(arm["pretrain_job"])
+def _backbone_for(arm: FinetuneJob, ws: Workspace):
+    if arm.init == "scratch":
+        return build_backbone(arm.backbone)
+    if arm.init == "imagenet":
+        return build_backbone(arm.backbone, pretrained=True)
+    job = ws.store.job(arm.pretrain_job)
     model, _, _ = load_pretrained(job["checkpoint"])
     return model.backbone
 
@@ -234,40 +300,40 @@ def data_splits(rows: list[dict], groups: list[str | None], folds: int, seed: in
     return out
 
 
-def _bn_reference(ws: Workspace, cfg: dict, backbone) -> None:
+def _bn_reference(ws: Workspace, cfg: FinetuneJob, backbone) -> None:
     """The scratch arm gets BatchNorm statistics of whole images of the unlabeled pool: a random network probed
     through running statistics it never estimated sees every image alike (a chance-level AUC). The ImageNet arm
     keeps ImageNet's: re-estimating them on the pool lowered its probe AUC on BUSI (0.814 -> 0.780 binary,
     0.835 -> 0.813 3-class; bench/linear_probe.py --no-pretrain)."""
-    if cfg["init"] == "scratch" and cfg.get("bn_dataset_id") is not None:
-        pool = dataset_cache(ws, cfg["bn_dataset_id"], cache_size_for(cfg["image_size"]))
-        recompute_bn_stats(backbone, pool, cfg["image_size"], seed=cfg["seed"])
+    if cfg.init == "scratch" and cfg.bn_dataset_id is not None:
+        pool = dataset_cache(ws, cfg.bn_dataset_id, cache_size_for(cfg.image_size))
+        recompute_bn_stats(backbone, pool, cfg.image_size, seed=cfg.seed)
 
 
-@job_kind("finetune")
-def finetune_job(ctx: JobContext) -> dict:
+@job_kind("finetune", config=FinetuneJob, result=FinetuneOutcome)
+def finetune_job(ctx: JobContext) -> FinetuneOutcome:
     ws, cfg = ctx.ws, ctx.config
     store = ws.store
-    dataset_id = cfg["labeled_dataset_id"]
+    dataset_id = cfg.labeled_dataset_id
     all_rows = store.images(dataset_id)
     position = {r["id"]: i for i, r in enumerate(all_rows)}
     rows = [r for r in all_rows if r["label"] is not None]
     classes = sorted({r["label"] for r in rows})
     y = np.array([classes.index(r["label"]) for r in rows])
-    images = dataset_cache(ws, dataset_id, cache_size_for(cfg["image_size"]))
+    images = dataset_cache(ws, dataset_id, cache_size_for(cfg.image_size))
     at = np.array([position[r["id"]] for r in rows])
-    ft = FinetuneConfig.from_dict(cfg["finetune"])
-    groups = split_groups(ws, dataset_id, rows) if cfg.get("duplicate_aware", True) else [r["group_id"] for r in rows]
+    ft = cfg.finetune
+    groups = split_groups(ws, dataset_id, rows) if cfg.duplicate_aware else [r["group_id"] for r in rows]
     group_codes = np.unique([g if g is not None else f"\0{i}" for i, g in enumerate(groups)], return_inverse=True)[1]
-    splits = data_splits(rows, groups, cfg["folds"], cfg["seed"], cfg.get("repeats", 1))
-    plan = [(s, f) for s in splits for f in cfg["fractions"]]
+    splits = data_splits(rows, groups, cfg.folds, cfg.seed, cfg.repeats)
+    plan = [(s, f) for s in splits for f in cfg.fractions]
     results, step = [], 0
     linear = ft.mode == "linear"
     if linear:  # frozen features: computed once, shared by every fold and repeat
-        ctx.progress(0.0, f"{cfg['label']}: features of {len(rows)} images")
-        backbone = _backbone_for(cfg, cfg["backbone"], ws)
+        ctx.progress(0.0, f"{cfg.label}: features of {len(rows)} images")
+        backbone = _backbone_for(cfg, ws)
         _bn_reference(ws, cfg, backbone)
-        features = embed_dataset(backbone, images[at], cfg["image_size"]).numpy()  # `at` is in cache order
+        features = embed_dataset(backbone, images[at], cfg.image_size).numpy()  # `at` is in cache order
 
     def subset(idx):
         idx = np.sort(np.asarray(idx, dtype=int))
@@ -277,19 +343,19 @@ def finetune_job(ctx: JobContext) -> dict:
         if ctx.should_stop():
             break
         train_idx = np.asarray(split["train"])
-        train_idx = train_idx[nested_subset([rows[i]["label"] for i in train_idx], fraction, cfg["seed"])]
+        train_idx = train_idx[nested_subset([rows[i]["label"] for i in train_idx], fraction, cfg.seed)]
         val_idx = np.asarray(split["val"], dtype=int)
         test_idx = np.sort(np.asarray(split["test"], dtype=int))
-        where = (f"fold {split['fold'] + 1}/{cfg['folds']}" + (f", repeat {split['repeat'] + 1}"
-                 if cfg.get("repeats", 1) > 1 else "")) if split["fold"] is not None else "fixed split"
-        ctx.progress(n / len(plan), f"{cfg['label']}: {where}, {fraction:.0%} of the training labels")
+        where = (f"fold {split['fold'] + 1}/{cfg.folds}" + (f", repeat {split['repeat'] + 1}"
+                 if cfg.repeats > 1 else "")) if split["fold"] is not None else "fixed split"
+        ctx.progress(n / len(plan), f"{cfg.label}: {where}, {fraction:.0%} of the training labels")
         if linear:  # the validation part joins training: the inner cross-validation picks the regularisation
             fit_idx = np.sort(np.concatenate([train_idx, val_idx[nested_subset([rows[i]["label"] for i in val_idx],
-                                                                              fraction, cfg["seed"])]]))
-            probe = fit_linear_probe(features[fit_idx], y[fit_idx], len(classes), group_codes[fit_idx], cfg["seed"])
+                                                                              fraction, cfg.seed)]]))
+            probe = fit_linear_probe(features[fit_idx], y[fit_idx], len(classes), group_codes[fit_idx], cfg.seed)
             probs = probe.predict_proba(features[test_idx])
             val_y = y[fit_idx]
-            val_probs = validation_probs(features[fit_idx], val_y, probe, group_codes[fit_idx], cfg["seed"])
+            val_probs = validation_probs(features[fit_idx], val_y, probe, group_codes[fit_idx], cfg.seed)
             model = probe_classifier(backbone, probe)
             step += 1
             ctx.metrics(step, n + 1, {"val_auc": max(probe.cv_auc.values(), default=float("nan"))})
@@ -301,18 +367,18 @@ def finetune_job(ctx: JobContext) -> dict:
                 step += 1
                 ctx.metrics(step, epoch, {k: v for k, v in record.items() if k != "epoch" and v == v})
 
-            model, history = finetune(_backbone_for(cfg, cfg["backbone"], ws), len(classes), subset(train_idx),
+            model, history = finetune(_backbone_for(cfg, ws), len(classes), subset(train_idx),
                                       subset(val_idx), ft, on_epoch, ctx.should_stop,
-                                      pretrained=cfg["init"] != "scratch")
-            probs = predict(model, images[at[test_idx]], cfg["image_size"])  # the test part, seen only now
+                                      pretrained=cfg.init != "scratch")
+            probs = predict(model, images[at[test_idx]], cfg.image_size)  # the test part, seen only now
             val_images, val_y = subset(val_idx)
-            val_probs = predict(model, val_images, cfg["image_size"])
+            val_probs = predict(model, val_images, cfg.image_size)
             n_train = len(train_idx)
-        if fraction == max(cfg["fractions"]) and not (ctx.folder / "model.pt").exists():
+        if fraction == max(cfg.fractions) and not (ctx.folder / "model.pt").exists():
             # The exported model: the first (fold's) model trained on all its training labels.
             checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "classifier",
-                                    "state_dict": model.state_dict(), "classes": classes, "backbone": cfg["backbone"],
-                                    "image_size": cfg["image_size"], "fold": split["fold"], "n_train": int(n_train),
+                                    "state_dict": model.state_dict(), "classes": classes, "backbone": cfg.backbone,
+                                    "image_size": cfg.image_size, "fold": split["fold"], "n_train": int(n_train),
                                     "test_image_ids": [rows[i]["id"] for i in test_idx]}, ctx.folder / "model.pt")
         results.append({"repeat": split["repeat"], "fold": split["fold"], "fraction": fraction,
                         "n_train": int(n_train), "image_ids": [rows[i]["id"] for i in test_idx],
@@ -321,7 +387,7 @@ def finetune_job(ctx: JobContext) -> dict:
                         "val_threshold": _validation_threshold(val_y, val_probs),
                         "best_val_auc": max((h["val_auc"] for h in history if h["val_auc"] == h["val_auc"]),
                                             default=None), "epochs_run": len(history)})
-    return {"classes": classes, "runs": results, "model": str(ctx.folder / "model.pt")}
+    return FinetuneOutcome(classes, results, str(ctx.folder / "model.pt"))
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -356,9 +422,10 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
     for arm in comp["arms"]:
         job = store.job(arm["job_id"])
         arms.append({**arm, "status": job["status"], "progress": job["progress"], "message": job["message"],
-                     "runs": job["result"].get("runs", []) if job["status"] == "succeeded" else []})
+                     "runs": queue.result_of(job).runs if job["status"] == "succeeded" else []})
         done &= job["status"] in queue.FINISHED
-    full = 1.0 if 1.0 in comp["config"]["fractions"] else max(comp["config"]["fractions"])
+    config = comparison_config(comp)
+    full = config.full_fraction
     table, predictions = [], {}
     for arm in arms:
         if not arm["runs"]:
@@ -371,7 +438,7 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         entry = {"arm": arm["label"], "init": arm["init"], **ci, "fold_aucs": fold_aucs,
                  "fold_sd": float(np.std(fold_aucs)) if len(fold_aucs) > 1 else None,
                  "roc": {c: roc_points(y, probs, c) for c in range(probs.shape[1])},
-                 **_efficiency(arm["runs"], comp["config"]["fractions"], max(50, n_boot // 4))}
+                 **_efficiency(arm["runs"], config.fractions, max(50, n_boot // 4))}
         table.append(entry)
     for entry in table:  # PIRL arms against each baseline, on the same images
         if entry["init"] not in ("pirl", "imagenet+pirl"):

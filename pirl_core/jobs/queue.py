@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,7 @@ from ..access import audit
 from ..errors import Interrupted, PirlError
 from ..workspace.folder import Workspace
 from ..workspace.store import ACTIVE_STATES, JOB_STATES
+from . import records
 
 HEARTBEAT_S = 2.0
 STALE_AFTER_S = 20.0
@@ -41,18 +43,65 @@ FINISHED = tuple(s for s in JOB_STATES if s not in ACTIVE_STATES)  # succeeded, 
 RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
+@dataclass(frozen=True)
+class Kind:
+    """A job kind: its function and the types of its config and result (jobs/records.py)."""
+
+    name: str
+    run: Callable[[JobContext], object]
+    config: type
+    result: type
+
+
+# kind name -> Kind. Job kinds register here with @job_kind; the worker entry point (jobs/worker.py) imports
+# jobs/kinds.py, which registers them all.
+KINDS: dict[str, Kind] = {}
+
+
+def job_kind(name: str, *, config: type, result: type):
+    """Register a job function with the types of its config and result, declared beside it."""
+    def register(fn):
+        KINDS[name] = Kind(name, fn, config, result)
+        return fn
+
+    return register
+
+
+def kind_of(name: str) -> Kind:
+    if name not in KINDS:
+        raise PirlError(f"Unknown job kind {name!r} (known here: {', '.join(KINDS) or 'none'}).")
+    return KINDS[name]
+
+
+def config_of(job: dict):
+    """A job row's config, typed (the kind's config type), migrated from the schema it was written at."""
+    return records.load(kind_of(job["kind"]).config, job["config"])
+
+
+def result_of(job: dict):
+    """A job row's result so far, typed; every field is empty until the job reports it."""
+    return records.load(kind_of(job["kind"]).result, job["result"])
+
+
+def _merged_result(job: dict, update: dict | object) -> dict:
+    """The stored result with `update` (fields, or a result record) merged in, checked against the kind's type."""
+    fields = update.to_dict() if hasattr(update, "to_dict") else dict(update)
+    current = records.load(kind_of(job["kind"]).result, job["result"]).to_dict()
+    return records.dump(records.load(kind_of(job["kind"]).result, {**current, **fields}))
+
+
 @dataclass
 class JobContext:
-    """What a job kind gets: its workspace, row and folder, and ways to report back."""
+    """What a job kind gets: its workspace, row, typed config and folder, and ways to report back."""
 
     ws: Workspace
     job: dict
     folder: Path
     _cancel: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def config(self) -> dict:
-        return self.job["config"]
+    @cached_property
+    def config(self):
+        return config_of(self.job)
 
     def should_stop(self) -> bool:
         return self._cancel.is_set()
@@ -63,22 +112,8 @@ class JobContext:
     def progress(self, fraction: float, message: str, **result) -> None:
         fields = {"progress": max(0.0, min(1.0, fraction)), "message": message}
         if result:
-            fields["result"] = {**self.job["result"], **result}
-            self.job["result"] = fields["result"]
+            fields["result"] = self.job["result"] = _merged_result(self.job, result)
         self.ws.store.update_job(self.job["id"], **fields)
-
-
-# kind -> function(ctx) -> result dict. Job kinds register here with @job_kind; the worker entry point
-# (jobs/worker.py) imports jobs/kinds.py, which registers them all.
-KINDS: dict[str, Callable[[JobContext], dict]] = {}
-
-
-def job_kind(name: str):
-    def register(fn):
-        KINDS[name] = fn
-        return fn
-
-    return register
 
 
 def job_folder(ws: Workspace, job_id: int) -> Path:
@@ -86,8 +121,11 @@ def job_folder(ws: Workspace, job_id: int) -> Path:
 
 
 # -- the queue (pages and CLI) ---------------------------------------------------------------
-def submit(ws: Workspace, kind: str, config: dict, dataset_id: int | None = None, start_worker: bool = True) -> int:
-    job_id = ws.store.add_job(kind, config, dataset_id)
+def submit(ws: Workspace, kind: str, config, dataset_id: int | None = None, start_worker: bool = True) -> int:
+    """Queue a job; `config` is the kind's config type (or its fields), parsed and checked here, once."""
+    config_type = kind_of(kind).config
+    record = config if isinstance(config, config_type) else records.load(config_type, config)
+    job_id = ws.store.add_job(kind, records.dump(record), dataset_id)
     audit.record(ws, f"queue {kind}", f"job #{job_id}", f"dataset #{dataset_id}" if dataset_id else "")
     if start_worker:
         ensure_worker(ws)
@@ -245,10 +283,7 @@ def run_job(ws: Workspace, job: dict) -> None:
     thread = threading.Thread(target=heartbeat, daemon=True)
     thread.start()
     try:
-        if job["kind"] not in KINDS:
-            raise PirlError(f"This worker does not know job kind {job['kind']!r} (known: {', '.join(KINDS)}).")
-        result = KINDS[job["kind"]](ctx)
-        result = {**ctx.job["result"], **result}
+        result = _merged_result(ctx.job, kind_of(job["kind"]).run(ctx))
         if ctx.should_stop():
             store.update_job(job["id"], status="cancelled", finished_at=time.time(), result=result,
                              message="cancelled: resume to continue from its checkpoint")

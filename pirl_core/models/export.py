@@ -41,6 +41,7 @@ from ..engine.train_state import load_pretrained
 from ..engine.views import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
+from ..jobs import queue
 from ..workspace.atomic import atomic_path
 from ..workspace.folder import Workspace
 from . import signing
@@ -58,9 +59,9 @@ def load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
 
 
 def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) -> dict:
-    cfg = job["config"]
+    cfg = queue.config_of(job)
     store = ws.store
-    rows = [r for r in store.images(cfg["labeled_dataset_id"]) if r["label"] is not None]
+    rows = [r for r in store.images(cfg.labeled_dataset_id) if r["label"] is not None]
     per_split: dict[str, dict[str, int]] = {}
     for r in rows:
         per_split.setdefault(r["split"] or "none", {}).setdefault(r["label"], 0)
@@ -69,8 +70,8 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
     if comparison_row:
         summary = comparison_row["result"].get("summary") or {}
         metrics = next(({k: e[k] for k in ("auc", "ci_low", "ci_high", "n", "level", "fold_aucs")}
-                        for e in summary.get("table", []) if e["arm"] == cfg["label"]), None)
-    pretrain = store.job(cfg["pretrain_job"]) if cfg.get("pretrain_job") else None
+                        for e in summary.get("table", []) if e["arm"] == cfg.label), None)
+    pretrain = store.job(cfg.pretrain_job) if cfg.pretrain_job is not None else None
     return {
         "format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": {"type": "image classification", "classes": state["classes"],
@@ -80,14 +81,14 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
                           "resize": preprocess.describe(state["image_size"]),
                           "dicom": "modality LUT, then VOI LUT / window; MONOCHROME1 inverted; "
                                    "min-max to 8 bits; multi-frame: first frame"},
-        "model": {"backbone": state["backbone"], "initialisation": cfg["init"], "mode": cfg["finetune"]["mode"],
-                  "pretrain_run": cfg.get("pretrain_job"),
-                  "pretrain_config": {k: v for k, v in pretrain["config"].items() if k != "weights_path"}
-                  if pretrain else None,
-                  "finetune_config": cfg["finetune"],
-                  "trained_on": f"fold {state['fold'] + 1} of {cfg['folds']}" if state["fold"] is not None
+        "model": {"backbone": state["backbone"], "initialisation": cfg.init, "mode": cfg.finetune.mode,
+                  "pretrain_run": cfg.pretrain_job,
+                  "pretrain_config": {k: v for k, v in queue.config_of(pretrain).to_dict().items()
+                                      if k != "weights_path"} if pretrain else None,
+                  "finetune_config": cfg.finetune.to_dict(),
+                  "trained_on": f"fold {state['fold'] + 1} of {cfg.folds}" if state["fold"] is not None
                   else "the fixed training split", "n_train": state["n_train"]},
-        "training_data": {"dataset_content_hash": store.dataset(cfg["labeled_dataset_id"])["content_hash"],
+        "training_data": {"dataset_content_hash": store.dataset(cfg.labeled_dataset_id)["content_hash"],
                           "counts_per_split_and_class": per_split},
         "test_metrics": metrics,
         "decision_threshold": decision_threshold(ws, job["id"]),
@@ -164,7 +165,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     job = store.job(job_id)
     if job is None or job["kind"] != "finetune" or job["status"] != "succeeded":
         raise PirlError(f"Job {job_id} is not a finished finetune job.")
-    model_file = job["result"].get("model")
+    model_file = queue.result_of(job).model
     if not model_file or not Path(model_file).exists():
         raise PirlError(f"Finetune job {job_id} kept no model file; run the comparison again.")
     model, state = load_classifier(model_file)
@@ -173,8 +174,9 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     card = _card(ws, job, state, comparison)
 
     size = state["image_size"]
-    rows = {r["id"]: i for i, r in enumerate(store.images(job["config"]["labeled_dataset_id"]))}
-    cache = dataset_cache(ws, job["config"]["labeled_dataset_id"], cache_size_for(size))
+    labeled_dataset_id = queue.config_of(job).labeled_dataset_id
+    rows = {r["id"]: i for i, r in enumerate(store.images(labeled_dataset_id))}
+    cache = dataset_cache(ws, labeled_dataset_id, cache_size_for(size))
     test = [rows[i] for i in state["test_image_ids"] if i in rows][:64]
     x = next(eval_batches(cache[sorted(test)], size, batch_size=len(test)))
     with torch.no_grad():
@@ -220,7 +222,8 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
             zf.writestr(name, data)
         zf.writestr("manifest.json", manifest_bytes)
         zf.writestr(SIGNATURE, signing.sign(ws, manifest_bytes))
-    info = {"kind": "finetune", "init": job["config"]["init"], "label": job["config"]["label"],
+    cfg = queue.config_of(job)
+    info = {"kind": "finetune", "init": cfg.init, "label": cfg.label,
             "size_bytes": out.stat().st_size, "public_key": str(signing.public_key_path(ws)),
             **card["verification"], "test_metrics": card["test_metrics"]}
     store.add_export(job_id, str(out), info)

@@ -16,6 +16,7 @@ from ..engine.gradcam import gradcam
 from ..engine.model import eval_batches
 from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
+from ..jobs import queue
 from ..workspace.folder import Workspace
 from .export import decide, load_classifier, open_bundle
 
@@ -44,10 +45,10 @@ def sources(ws: Workspace) -> list[dict]:
     """Models to predict with, newest first: exported bundles, then finetuned models of the workspace."""
     out = [{"key": f"bundle:{e['path']}", "label": f"exported bundle {Path(e['path']).name}"}
            for e in ws.store.exports() if e["info"].get("kind") == "finetune" and Path(e["path"]).exists()]
-    out += [{"key": f"job:{j['id']}", "label": f"{j['config']['label']} finetuned on {j['config']['labeled']} "
-                                               f"(job #{j['id']})"}
-            for j in ws.store.jobs(kind="finetune", statuses=["succeeded"])
-            if j["result"].get("model") and Path(j["result"]["model"]).exists()]
+    for j in ws.store.jobs(kind="finetune", statuses=["succeeded"]):
+        cfg, model = queue.config_of(j), queue.result_of(j).model
+        if model and Path(model).exists():
+            out.append({"key": f"job:{j['id']}", "label": f"{cfg.label} finetuned on {cfg.labeled} (job #{j['id']})"})
     return out
 
 
@@ -62,10 +63,10 @@ def load(ws: Workspace, key: str) -> Model:
                      f"({card['model']['n_train']} images)", card.get("decision_threshold"))
     if kind == "job":
         job = ws.store.job(int(ref))
-        if job is None or job["kind"] != "finetune" or not job["result"].get("model"):
+        if job is None or job["kind"] != "finetune" or not queue.result_of(job).model:
             raise PirlError(f"No finetuned model for job {ref}.")
-        classifier, state = load_classifier(job["result"]["model"])
-        trained = (f"fold {state['fold'] + 1} of {job['config']['folds']}" if state["fold"] is not None
+        classifier, state = load_classifier(queue.result_of(job).model)
+        trained = (f"fold {state['fold'] + 1} of {queue.config_of(job).folds}" if state["fold"] is not None
                    else "the fixed training split")
         return Model(classifier, state["classes"], state["image_size"],
                      f"{state['backbone']}, {job['config']['label']} start, trained on {trained} "

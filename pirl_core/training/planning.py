@@ -8,6 +8,7 @@ import torch
 
 from ..engine.config import PretrainConfig
 from ..engine.optim import resolve_device
+from ..jobs import queue
 from ..workspace.store import Store
 
 # PIRL pretraining images/s through the product on this project's 2-core CPU (the run's own `images_per_s`, the
@@ -35,11 +36,12 @@ def machine() -> str:
 
 def estimate_seconds(store: Store, config: PretrainConfig, n_images: int) -> tuple[float, str]:
     """(seconds, where the rate comes from) for `config` on `n_images`."""
-    past = [j for j in store.jobs(kind="pretrain", statuses=["succeeded", "cancelled", "running"])
-            if j["config"].get("backbone") == config.backbone and j["config"].get("image_size") == config.image_size
-            and j["result"].get("images_per_s")]
+    past = [(j, queue.result_of(j).images_per_s)
+            for j in store.jobs(kind="pretrain", statuses=["succeeded", "cancelled", "running"])
+            if (queue.config_of(j).backbone, queue.config_of(j).image_size) == (config.backbone, config.image_size)]
+    past = [(j, rate) for j, rate in past if rate]
     if past:
-        rate, source = past[0]["result"]["images_per_s"], f"measured in run #{past[0]['id']}"
+        rate, source = past[0][1], f"measured in run #{past[0][0]['id']}"
     elif resolve_device(config.device).type == "cuda":
         rate, source = GPU_RATE_224 * (224 / config.image_size) ** 2, "rough GPU estimate"
     else:

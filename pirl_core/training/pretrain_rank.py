@@ -15,7 +15,6 @@ import os
 import sys
 
 from ..engine import distributed
-from ..engine.config import PretrainConfig
 from ..engine.pretrain import Callbacks
 from ..errors import PirlError
 from ..jobs import queue
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     job = ws.store.job(args.job)
     if job is None or job["kind"] != "pretrain":
         raise SystemExit(f"No pretrain job {args.job} in {args.workspace}.")
-    world = distributed.join(PretrainConfig.from_dict(job["config"]).device)
+    world = distributed.join(queue.config_of(job).device)
     try:
         if world.main and job["status"] == "queued":  # launched by hand on a cluster: this process runs the job
             claimed = ws.store.claim_job(job["id"], os.getpid())

@@ -3,11 +3,13 @@ job kind the worker runs for it. Pages and the CLI both start runs here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +25,7 @@ from ..errors import Interrupted, PirlError
 from ..fmt import duration
 from ..jobs import queue
 from ..jobs.queue import JobContext, job_kind
+from ..jobs.records import Record
 from ..workspace.folder import Workspace
 
 BACKBONES = tuple(REGISTRY)
@@ -50,7 +53,7 @@ def start(ws: Workspace, dataset: str | int, config: PretrainConfig) -> int:
     if config.nnodes == 1 and config.nproc > 1 and resolve_device(config.device).type == "cuda" and config.nproc > gpus:
         raise PirlError(f"{config.nproc} GPU processes asked for, {gpus} GPUs here: use --nproc {gpus} "
                         "(or --device cpu for CPU processes).")
-    job_id = queue.submit(ws, "pretrain", config.to_dict(), row["id"], start_worker=config.nnodes == 1)
+    job_id = queue.submit(ws, "pretrain", config, row["id"], start_worker=config.nnodes == 1)
     if config.nnodes > 1:
         ws.store.update_job(job_id, message=f"waiting for its cluster launch on {config.nnodes} machines "
                                             "(README: Scaling); workers leave it alone")
@@ -70,7 +73,7 @@ def start_like(ws: Workspace, job_id: int, **changes) -> int:
     job = ws.store.job(job_id)
     if job is None or job["kind"] != "pretrain":
         raise PirlError(f"No pretrain run #{job_id}.")
-    return start(ws, job["dataset_id"], PretrainConfig.from_dict({**job["config"], **changes}))
+    return start(ws, job["dataset_id"], dataclasses.replace(queue.config_of(job), **changes))
 
 
 def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
@@ -80,7 +83,7 @@ def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
 
 def chance_loss(job: dict, n_images: int) -> float:
     """The InfoNCE loss of a network that has learned nothing: ln(K + 1) for K negatives per image."""
-    return math.log(PretrainConfig.from_dict(job["config"]).negatives_for(n_images) + 1)
+    return math.log(queue.config_of(job).negatives_for(n_images) + 1)
 
 
 def learning_verdict(loss: float, chance: float) -> str:
@@ -135,9 +138,26 @@ class ProcessCallbacks(_JobCallbacks):
         return self._stop
 
 
-@job_kind("pretrain")
+@dataclass
+class PretrainOutcome(Record):
+    """A pretrain job's result: progress fields while it runs, the final figures once it ends."""
+
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    checkpoint: str | None = None  # the last checkpoint (the job row's `checkpoint` follows it while running)
+    steps: int | None = None  # steps done when it ended
+    last: dict[str, float] | None = None  # the last step's loss terms and learning rate
+    n_images: int | None = None
+    processes: int | None = None
+
+
+@job_kind("pretrain", config=PretrainConfig, result=PretrainOutcome)
 def pretrain_job(ctx: JobContext) -> dict:
-    config = PretrainConfig.from_dict(ctx.config)
+    config = ctx.config
     if distributed.world().size == 1 and config.nproc > 1:
         return _run_processes(ctx, config)
     return train(ctx, _JobCallbacks(ctx))
@@ -149,7 +169,7 @@ def train(ctx: JobContext, callbacks: Callbacks) -> dict:
     dataset_id = ctx.job["dataset_id"]
     if dataset_id is None or store.dataset(dataset_id) is None:
         raise PirlError("The dataset of this run no longer exists.")
-    config = PretrainConfig.from_dict(ctx.config)
+    config = ctx.config
     rows = store.images(dataset_id)
     config.validate(len(rows))
     recorded = ctx.job.get("checkpoint")
