@@ -31,9 +31,13 @@ run: install
 test: install system
 	$(BIN)/python -m pytest -q
 
-# The README's screenshots, from the whole-flow browser test on demo data.
+# The README's screenshots, from a real run: BUSI (or SCREENSHOT_DATA, class sub-folders) pretrained at this machine's
+# defaults, compared and exported (about 25 minutes on a 2-core CPU the first time; the workspace is kept).
+SCREENSHOT_DATA ?= ../shared/data/busi256
+SCREENSHOT_WS ?= $(CURDIR)/pirl-screenshots
 screenshots: install system
-	PIRL_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q tests/test_whole_flow.py
+	$(BIN)/python bench/screenshot_workspace.py $(SCREENSHOT_DATA) $(SCREENSHOT_WS)
+	$(BIN)/python bench/screenshots.py $(SCREENSHOT_WS) $(SCREENSHOT_DATA) docs/screenshots
 
 lint: install
 	$(BIN)/ruff check pirl_core app_pages app.py tests bench
