@@ -54,12 +54,20 @@ with st.form("compare"):
                                            "finetune": "Full finetune (slower)"}[m])
     inits = c2.multiselect("Initialisations", list(compare.INITS), default=runnable, key="cmp-inits")
     n_labeled = by_name[dataset]["labeled"]
+    counts = store.class_counts(by_name[dataset]["id"])
     auto = compare.default_folds(n_labeled)
     folds = c1.number_input(f"Cross-validation folds (0 = fixed train/val/test split; suggested {auto})", 0, 10,
                             auto, key="cmp-folds")
-    fractions = c2.multiselect("Label fractions (label-efficiency curve)", [0.1, 0.25, 0.5, 1.0],
-                               default=[0.1, 0.25, 0.5, 1.0], key="cmp-fractions",
-                               format_func=lambda f: f"{f:.0%}")
+    fractions = c2.multiselect("Label fractions (label-efficiency curve)", list(compare.SMALL_SET_FRACTIONS),
+                               default=compare.default_fractions(counts), key="cmp-fractions",
+                               format_func=lambda f: f"{f:.0%}",
+                               help="Each fraction trains every start again on that share of the training labels "
+                                    "(the same images for every start). The low end is where labels are scarce.")
+    fits = compare.fits_per_arm(auto, compare.default_repeats("linear", auto, n_labeled),
+                                len(compare.default_fractions(counts)))
+    st.caption(f"Cost: each start fits one model per fold, repeat and label fraction: with the suggested settings "
+               f"{fits} linear probes per start (seconds each on a CPU); full finetuning is limited to "
+               f"{compare.MAX_FINETUNES_PER_ARM} networks per start.")
     epochs = c1.number_input("Full finetune: epochs (0 = default 20)", 0, 1000, 0, key="cmp-epochs",
                              help="The linear probe has no epochs: a regularised logistic regression is fitted "
                                   "exactly, its strength chosen by cross-validation on the training images.")
@@ -149,6 +157,8 @@ def show(comparison_id: int) -> None:
         show_as = {"better": st.success, "worse": st.warning, "unclear": st.info}
         for v in summary.get("verdicts", []):
             show_as[v["outcome"]](v["text"], icon=":material/balance:")
+    for reading in summary.get("labels_saved", []) if summary["complete"] else []:
+        st.info(reading["sentence"], icon=":material/savings:")
     for e in table:
         if e.get("chance"):
             st.warning(f"{e['arm']}: AUC {e['auc']:.3f}, 95% CI {e['ci_low']:.3f} to {e['ci_high']:.3f} holds 0.5: "
@@ -199,15 +209,57 @@ def show(comparison_id: int) -> None:
         eff.update_layout(title="Label efficiency: test AUC (95% CI) against the share of training labels used",
                           xaxis_title="% of training labels", yaxis_title="test AUC", height=360)
         st.plotly_chart(eff, key=f"eff-{comparison_id}")
+        for reading in summary.get("labels_saved", []):
+            st.markdown(f"**{plain(reading['arm'])} against {plain(reading['baseline'])}, fraction by fraction**")
+            st.dataframe(pd.DataFrame(_saved_rows(reading)), hide_index=True)
+        if summary.get("labels_saved"):
+            st.caption("Difference: the paired AUC difference on the same test images, with its 95% interval. "
+                       "Labels to match: how many training labels the baseline needs for the same AUC, read off its "
+                       "curve between the measured points, with a 95% bootstrap interval.")
+    saved_of = {r["arm"]: r for r in summary.get("labels_saved", [])}
     csv = pd.DataFrame([{"initialisation": csv_safe(e["arm"]), "auc": e["auc"], "ci_low": e["ci_low"],
                          "ci_high": e["ci_high"],
                          "n_test": e["n"], **{f"auc_at_{f}": e["efficiency"][str(f)] for f in fractions},
-                         **{f"p_vs_{o}": t["p_value"] for o, t in (e.get("vs") or {}).items()}} for e in table])
+                         **{f"p_vs_{csv_safe(o)}": t["p_value"] for o, t in (e.get("vs") or {}).items()},
+                         **_saved_columns(saved_of.get(e["arm"]))} for e in table])
     st.download_button("Download results (CSV)", csv.to_csv(index=False), f"comparison-{comparison_id}.csv",
                        "text/csv", key=f"csv-{comparison_id}")
     if summary["complete"]:
         st.caption(" · ".join(f"{a['label']}: {STATUS_ICON.get(a['status'], '')} {a['status']}"
                               for a in summary["arms"]))
+
+
+def _saved_rows(reading: dict) -> list[dict]:
+    """One row per label fraction: the labels used, the AUC, the paired difference, the labels the baseline needs."""
+    rows = []
+    for point in reading["points"]:
+        test = reading["tests"][str(point["fraction"])]
+        needs, low, high = (point[k] for k in ("baseline_labels", "low", "high"))
+
+        def count(n):
+            return f"more than all {reading['all_labels']:.0f}" if n is None else f"{n:.0f}"
+
+        rows.append({"share of labels": f"{point['fraction']:.0%}", "labels": round(point["labels"]),
+                     f"AUC of {reading['arm']}": round(point["auc"], 3),
+                     "difference [95% CI]":
+                         f"{test['difference']:+.3f} [{test['ci_low']:+.3f}, {test['ci_high']:+.3f}]",
+                     "verdict": {"better": "better", "worse": "worse", "unclear": "no difference shown"}[
+                         test["outcome"]],
+                     f"labels {reading['baseline']} needs": f"{count(needs)} ({count(low)} to {count(high)})"})
+    return rows
+
+
+def _saved_columns(reading: dict | None) -> dict:
+    """The labels-saved reading as CSV columns (empty for a baseline)."""
+    if reading is None:
+        return {}
+    out = {"labels_saved_baseline": csv_safe(reading["baseline"])}
+    for point in reading["points"]:
+        f = point["fraction"]
+        out |= {f"labels_at_{f}": point["labels"], f"diff_vs_baseline_at_{f}": reading["tests"][str(f)]["difference"],
+                f"baseline_labels_for_same_auc_at_{f}": point["baseline_labels"],
+                f"baseline_labels_low_at_{f}": point["low"], f"baseline_labels_high_at_{f}": point["high"]}
+    return out
 
 
 def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str], comparison_id: int) -> None:

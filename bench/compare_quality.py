@@ -90,7 +90,7 @@ def main() -> None:
                 cid = compare.start(ws, compare.CompareRequest(
                     labeled=task, pretrain_jobs=[run], mode=mode, inits=inits,
                     folds=None if mode == "linear" else args.finetune_folds,
-                    fractions=[0.1, 0.25, 0.5, 1.0] if mode == "linear" else [1.0],
+                    fractions=None if mode == "linear" else [1.0],  # the product's default fractions
                     epochs=args.finetune_epochs if mode == "finetune" else None))
                 for arm in compare.comparison(ws, cid)["arms"]:
                     queue.wait(ws, arm["job_id"], poll_s=5)

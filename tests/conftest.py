@@ -158,7 +158,7 @@ def compared_workspace(root: Path, demo_dir: Path, **request):
                       start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch", "pirl"],
-                                                   **request))
+                                                   **{"fractions": [1.0], **request}))
     arms = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"]
     for arm in arms:
         assert queue.wait(ws, arm["job_id"], timeout_s=300)["status"] == "succeeded"

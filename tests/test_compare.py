@@ -50,8 +50,17 @@ def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypa
     assert summary["verdicts"][0]["text"].startswith(f"PIRL #{run} vs scratch: AUC ")
     assert any(v["text"].startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in summary["verdicts"])
     assert {v["outcome"] for v in summary["verdicts"]} <= {"better", "worse", "unclear"}
+    # labels saved: each PIRL arm against the best baseline, at every fraction, on the same images
+    saved = {r["arm"]: r for r in summary["labels_saved"]}
+    assert set(saved) == {f"PIRL #{run}", f"ImageNet+PIRL #{inet}"}
+    best = max((e for e in summary["table"] if e["init"] in compare.BASELINES), key=lambda e: e["auc"])["arm"]
+    reading = saved[f"PIRL #{run}"]
+    assert reading["baseline"] == best and set(reading["tests"]) == {"0.5", "1.0"}
+    assert [p["fraction"] for p in reading["points"]] == [0.5, 1.0]
+    assert reading["points"][0]["labels"] < reading["points"][1]["labels"]  # half the training labels, in folds
+    assert reading["sentence"].startswith(f"With {reading['points'][0]['labels']:.0f} labels, PIRL #{run} reaches ")
     stored = ws.store.evaluations()[0]["result"]
-    assert stored["summary"]["complete"] and json.dumps(stored)  # cached in the workspace
+    assert stored["summary"]["complete"] and json.dumps(stored, allow_nan=False)  # cached in the workspace
 
 
 def test_no_test_image_reaches_training_or_model_selection(setup, monkeypatch):
@@ -142,7 +151,8 @@ def test_near_copies_in_a_labeled_set_share_their_split_and_conflicts_are_report
 def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
     ws, run, _ = setup
     monkeypatch.setattr(compare, "imagenet_problem", lambda b, download=False: "place the file X in folder Y")
-    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=0, epochs=1))
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=0, epochs=1,
+                                                   fractions=[1.0]))
     comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
     assert [a["label"] for a in comp["arms"]] == ["scratch", f"PIRL #{run}"]
     assert any("place the file X in folder Y" in n for n in comp["notes"])
@@ -153,7 +163,7 @@ def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
 def test_full_finetune_mode_runs_a_pirl_arm(setup):
     ws, run, _ = setup
     cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["pirl"],
-                                                   mode="finetune", folds=0, epochs=1))
+                                                   mode="finetune", folds=0, epochs=1, fractions=[1.0]))
     arm = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]["arms"][0]
     job = queue.wait(ws, arm["job_id"], timeout_s=300)
     assert job["status"] == "succeeded", job["error"]

@@ -38,6 +38,10 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     assert "95% CI" in table.columns and "vs scratch" in table.columns
     verdicts = [e.value for e in (*at.success, *at.info, *at.warning) if e.value.startswith(f"PIRL #{run} vs scratch")]
     assert len(verdicts) == 1 and "95% CI" in verdicts[0] and "the interval" in verdicts[0]  # the verdict on top
+    saved = [e.value for e in at.info if e.value.startswith("With ") and f"PIRL #{run} reaches" in e.value]
+    assert len(saved) == 1 and "scratch" in saved[0]  # labels saved, in one sentence
+    by_fraction = [d.value for d in at.dataframe if "labels scratch needs" in d.value.columns]
+    assert len(by_fraction) == 1 and by_fraction[0]["share of labels"].tolist() == ["50%", "100%"]
     assert len(at.get("plotly_chart")) >= 2  # ROC and label efficiency
     assert [m.label for m in at.metric][:2] == ["Sensitivity", "Specificity"]
     summary = compare.summarize(ws, cid)

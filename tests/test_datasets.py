@@ -19,7 +19,8 @@ def filled(ws, demo_dir, monkeypatch):
     run = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=16).to_dict(),
                       ws.store.dataset("pool")["id"], start_worker=False)
     queue.run_worker(ws, idle_exit_s=0)  # a tiny run, done in seconds
-    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch"], folds=0))
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch"], folds=0,
+                                                   fractions=[1.0]))
     return ws, run, cid
 
 

@@ -103,3 +103,41 @@ def test_calibration_of_calibrated_and_overconfident_probabilities():
     sharp = np.where(p > 0.5, 0.99, 0.01)  # overconfident: says 0.99 where 3 in 4 happen
     c = calibration(y, np.stack([1 - sharp, sharp], 1), bins=2)
     assert c["predicted"][1] == pytest.approx(0.99) and c["observed"][1] == pytest.approx(0.75, abs=0.02)
+
+
+def test_labels_saved_reads_the_baseline_curve_horizontally():
+    from pirl_core.evaluation.labels_saved import BEYOND, labels_saved, labels_to_reach, sentence
+
+    curve = [(50, 0.60), (100, 0.70), (200, 0.80)]
+    assert labels_to_reach(curve, 0.75) == 150  # between measured points: interpolated
+    assert labels_to_reach(curve, 0.55) == 50  # reached at the first point: no extrapolation below it
+    assert labels_to_reach(curve, 0.85) == BEYOND
+    # an arm whose 10% model separates the classes as well as the baseline's 100% model
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    noisy = {0.1: 2.0, 0.5: 1.0, 1.0: 0.5}  # the baseline's noise at each fraction: less with more labels
+
+    def probs(noise):
+        score = y + rng.normal(0, noise, len(y))
+        p1 = 1 / (1 + np.exp(-score))
+        return np.stack([1 - p1, p1], 1)
+
+    baseline = {f: probs(n) for f, n in noisy.items()}
+    arm = {0.1: baseline[1.0], 1.0: probs(0.2)}
+    points = labels_saved(y, arm, baseline, {0.1: 20, 1.0: 200}, {0.1: 20, 0.5: 100, 1.0: 200}, n_boot=50)
+    assert points[0]["baseline_labels"] == pytest.approx(200, rel=0.05)
+    assert points[0]["low"] <= points[0]["baseline_labels"] <= points[0]["high"]
+    assert points[1]["baseline_labels"] == BEYOND  # better than the baseline with all its labels
+    text = sentence("ImageNet+PIRL", "ImageNet", points[0], 200)
+    assert text.startswith("With 20 labels, ImageNet+PIRL reaches the AUC that ImageNet reaches with about 200")
+    assert "labels saved" in text
+    assert "does not reach even with all 200 labels" in sentence("ImageNet+PIRL", "ImageNet", points[1], 200)
+
+
+def test_default_label_fractions_are_finer_at_the_low_end_and_never_below_a_few_labels_a_class():
+    from pirl_core.evaluation.compare import default_fractions
+
+    assert default_fractions({"benign": 437, "malignant": 210, "normal": 133}) == [0.05, 0.1, 0.25, 0.5, 1.0]
+    assert default_fractions({"a": 40, "b": 30}) == [0.25, 0.5, 1.0]  # 5% or 10% of 30 is one or two images
+    assert default_fractions({"a": 12, "b": 12}) == [1.0]
+    assert default_fractions({"a": 3000, "b": 2000}) == [0.1, 0.25, 0.5, 1.0]

@@ -15,7 +15,10 @@ def _labeled_set_options(p, fractions: str) -> None:
     p.add_argument("--mode", choices=["linear", "finetune"], default="linear")
     p.add_argument("--folds", type=int, default=None, help="k-fold CV (default 5 under 2,000 labeled "
                                                             "images; 0 = the fixed split)")
-    p.add_argument("--label-fractions", default=fractions)
+    p.add_argument("--label-fractions", default=fractions,
+                   help="comma-separated shares of the training labels for the label-efficiency curve (default: "
+                        "0.05,0.1,0.25,0.5,1 under 2,000 labeled images, else 0.1,0.25,0.5,1; those that leave a "
+                        "class fewer than 5 training labels are left out)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wait", action="store_true", help="follow the jobs and print the result table")
@@ -24,7 +27,7 @@ def _labeled_set_options(p, fractions: str) -> None:
 def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="scratch vs ImageNet vs PIRL vs ImageNet+PIRL on a labeled set "
                                        "(ROC AUC with CIs)")
-    _labeled_set_options(p, "0.1,0.25,0.5,1")
+    _labeled_set_options(p, None)
     p.add_argument("--inits", default=",".join(INITS), help=f"comma-separated, from {', '.join(INITS)}")
     p.set_defaults(run=run_compare)
 
@@ -66,7 +69,7 @@ def _compare(args, ws, inits: list[str]) -> int:
         if not done:
             raise PirlError("No pretrain run with a checkpoint: run pirl pretrain --dataset ... first.")
         pretrain = [done[0]["id"]]
-    fractions = [float(f) for f in args.label_fractions.split(",")]
+    fractions = [float(f) for f in args.label_fractions.split(",")] if args.label_fractions else None
     cid = compare.start(ws, compare.CompareRequest(labeled=args.labeled, pretrain_jobs=pretrain, mode=args.mode,
                                                    inits=inits, folds=args.folds, fractions=fractions,
                                                    seed=args.seed, epochs=args.epochs))
@@ -87,12 +90,21 @@ def _compare(args, ws, inits: list[str]) -> int:
         note(f"{e['arm']:22s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}")
     for v in summary.get("verdicts", []):
         note(v["text"])
+    for reading in summary.get("labels_saved", []):
+        note(f"\n{reading['arm']} vs {reading['baseline']}, label fraction by label fraction:")
+        note(f"{'labels':>7s} {'AUC':>6s}  {'difference [95% CI]':24s} {reading['baseline'] + ' needs':>20s}")
+        for point in reading["points"]:
+            test = reading["tests"][str(point["fraction"])]
+            needs = "more than all" if point["baseline_labels"] is None else f"about {point['baseline_labels']:.0f}"
+            note(f"{point['labels']:7.0f} {point['auc']:6.3f}  {test['difference']:+.3f} "
+                 f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}] {needs:>20s}")
+        note(reading["sentence"])
     print_json({"comparison": cid, "results": {e["arm"]: {
         "auc": e["auc"], "ci": [e["ci_low"], e["ci_high"]], "fold_aucs": e["fold_aucs"],
         "label_efficiency": e["efficiency"],
         "vs": {o: {"difference": t["difference"], "ci": [t["ci_low"], t["ci_high"]], "p": t["p_value"]}
                for o, t in (e.get("vs") or {}).items()}}
-        for e in summary["table"]}})
+        for e in summary["table"]}, "labels_saved": summary.get("labels_saved", [])})
     return 0 if summary["complete"] else 1
 
 

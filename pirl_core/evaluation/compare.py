@@ -31,6 +31,7 @@ from ..jobs import queue, records
 from ..jobs.queue import JobContext, job_kind
 from ..jobs.records import Record
 from ..workspace.folder import Workspace
+from . import labels_saved
 from .statistics import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
 
 INITS = ("scratch", "imagenet", "pirl", "imagenet+pirl")
@@ -44,7 +45,7 @@ class CompareRequest:
     mode: str = "linear"
     inits: list[str] = field(default_factory=lambda: list(INITS))
     folds: int | None = None  # None: 5 under 2,000 labeled images, else the fixed split; 0: fixed split
-    fractions: list[float] = field(default_factory=lambda: [1.0])
+    fractions: list[float] | None = None  # None: default_fractions(the number of labeled images)
     seed: int = 0
     epochs: int | None = None
     repeats: int | None = None  # None: 5 x k-fold for a linear probe on under 2,000 images, else 1
@@ -107,6 +108,27 @@ class FinetuneOutcome(Record):
     model: str | None = None
 
 
+# The label-efficiency curve: finer at the low end on small sets, where a few hundred labels are the whole budget.
+SMALL_SET_FRACTIONS = (0.05, 0.1, 0.25, 0.5, 1.0)
+LARGE_SET_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+MIN_LABELS_PER_CLASS = 5  # a fraction that leaves fewer training labels in a class measures noise
+MAX_FINETUNES_PER_ARM = 40  # full finetuning trains one network per fold, repeat and fraction: bounded here
+
+
+def default_fractions(counts: dict[str, int]) -> list[float]:
+    """The label fractions a comparison measures by default: every fraction that leaves at least
+    MIN_LABELS_PER_CLASS training labels in the smallest class (about 80% of a class trains in 5-fold CV)."""
+    n = sum(counts.values())
+    smallest = min(counts.values()) if counts else 0
+    return [f for f in (SMALL_SET_FRACTIONS if n < 2000 else LARGE_SET_FRACTIONS)
+            if f == 1.0 or f * 0.8 * smallest >= MIN_LABELS_PER_CLASS]
+
+
+def fits_per_arm(folds: int, repeats: int, fractions: int) -> int:
+    """How many probes or networks each start trains: one per fold (or the fixed split), repeat and fraction."""
+    return max(1, folds) * (repeats if folds else 1) * fractions
+
+
 def default_folds(n_labeled: int) -> int:
     return 5 if n_labeled < 2000 else 0
 
@@ -143,7 +165,8 @@ def start(ws: Workspace, req: CompareRequest) -> int:
     unknown = set(req.inits) - set(INITS)
     if unknown:
         raise PirlError(f"Unknown initialisations {sorted(unknown)}; choose from {', '.join(INITS)}.")
-    if not req.fractions or not all(0 < f <= 1 for f in req.fractions):
+    fractions = default_fractions(counts) if req.fractions is None else req.fractions
+    if not fractions or not all(0 < f <= 1 for f in fractions):
         raise PirlError("Label fractions must be in (0, 1].")
     runs = []
     for job_id in req.pretrain_jobs:
@@ -189,9 +212,14 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         raise PirlError("Nothing to compare: " + " ".join(notes))
 
     repeats = req.repeats or default_repeats(req.mode, folds, n_labeled)
+    trainings = fits_per_arm(folds, repeats, len(set(fractions)))
+    if req.mode == "finetune" and trainings > MAX_FINETUNES_PER_ARM:
+        raise PirlError(f"Full finetuning with {len(set(fractions))} label fractions and {max(1, folds)} folds trains "
+                        f"{trainings} networks per start, over the limit of {MAX_FINETUNES_PER_ARM}: choose fewer "
+                        "fractions or folds, or the linear probe.")
     config = ComparisonConfig(labeled_dataset_id=dataset["id"], labeled=req.labeled, backbone=backbone,
                               image_size=image_size, folds=folds, repeats=repeats if folds else 1,
-                              fractions=sorted(set(req.fractions)), seed=req.seed, bn_dataset_id=runs[0]["dataset_id"],
+                              fractions=sorted(set(fractions)), seed=req.seed, bn_dataset_id=runs[0]["dataset_id"],
                               finetune=FinetuneConfig(mode=req.mode, image_size=image_size, epochs=req.epochs,
                                                       seed=req.seed))
     for arm in arms:
@@ -412,6 +440,34 @@ def _efficiency(runs: list[dict], fractions: list[float], n_boot: int) -> dict:
             "efficiency_ci": {f: [c["ci_low"], c["ci_high"]] for f, c in cis.items()}}
 
 
+def _labels_used(runs: list[dict], fraction: float) -> float:
+    """The mean number of training labels a model at `fraction` was fitted on (over folds and repeats)."""
+    return float(np.mean([r["n_train"] for r in runs if r["fraction"] == fraction]))
+
+
+def _by_fraction(arm: dict, baseline: dict, fractions: list[float], n_boot: int) -> dict:
+    """The paired test of `arm` against `baseline` at every label fraction, and the labels-saved reading of the
+    curves (labels_saved.py), on the same test images."""
+    pooled = {name: {f: _pooled(a["runs"], f) for f in fractions} for name, a in (("a", arm), ("b", baseline))}
+    if any(not np.array_equal(pooled["a"][f][0], pooled["b"][f][0]) for f in fractions):
+        return {}
+    y = pooled["a"][fractions[0]][1]
+    tests = {str(f): paired_bootstrap_p(y, pooled["a"][f][2], pooled["b"][f][2], n_boot=n_boot) for f in fractions}
+    for test in tests.values():
+        test["outcome"] = outcome(test)
+    points = labels_saved.labels_saved(
+        y, {f: pooled["a"][f][2] for f in fractions}, {f: pooled["b"][f][2] for f in fractions},
+        {f: _labels_used(arm["runs"], f) for f in fractions}, {f: _labels_used(baseline["runs"], f) for f in fractions},
+        n_boot=max(100, n_boot // 5))
+    all_labels = _labels_used(baseline["runs"], max(fractions))
+    sentence = labels_saved.sentence(arm["label"], baseline["label"], points[0], all_labels)
+    for point in points:  # stored as JSON: "more than all of them" is null there
+        point.update({k: None if point[k] == labels_saved.BEYOND else point[k]
+                      for k in ("baseline_labels", "low", "high")})
+    return {"arm": arm["label"], "baseline": baseline["label"], "tests": tests, "points": points,
+            "all_labels": all_labels, "sentence": sentence}
+
+
 def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
     """Everything the Compare page shows, from the arms' stored predictions. Cached when complete."""
     comp = comparison(ws, comparison_id)
@@ -457,8 +513,19 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         for other in sorted(entry.get("vs", {}), key=lambda o: o != first):
             test = entry["vs"][other]
             verdicts.append({"text": verdict(entry["arm"], other, test, 2 * n_boot), "outcome": outcome(test)})
+    by_label = {a["label"]: a for a in arms if a["runs"]}
+    saved = []
+    if len(config.fractions) > 1:  # PIRL arms against the best baseline at full labels, fraction by fraction
+        baselines = [e for e in table if e["init"] in BASELINES]
+        for entry in (e for e in table if e["init"] in ("pirl", "imagenet+pirl") and baselines):
+            best = max(baselines, key=lambda e: e["auc"])
+            reading = _by_fraction(by_label[entry["arm"]], by_label[best["arm"]], config.fractions,
+                                   max(200, n_boot // 2))
+            if reading:
+                saved.append(reading)
     summary = {"arms": [{k: a[k] for k in ("label", "init", "job_id", "status", "progress", "message")}
                         for a in arms], "table": table, "verdicts": verdicts, "complete": done,
+               "labels_saved": saved,
                "classes": comp["classes"],
                "predictions": {k: {"image_ids": v[0].tolist(), "y": v[1].tolist(), "probs": v[2].tolist()}
                                for k, v in predictions.items()}}

@@ -66,11 +66,13 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
     for r in rows:
         per_split.setdefault(r["split"] or "none", {}).setdefault(r["label"], 0)
         per_split[r["split"] or "none"][r["label"]] += 1
-    metrics = None
+    metrics, saved = None, None
     if comparison_row:
         summary = comparison_row["result"].get("summary") or {}
         metrics = next(({k: e[k] for k in ("auc", "ci_low", "ci_high", "n", "level", "fold_aucs")}
                         for e in summary.get("table", []) if e["arm"] == cfg.label), None)
+        saved = next(({"against": r["baseline"], "sentence": r["sentence"], "points": r["points"]}
+                      for r in summary.get("labels_saved", []) if r["arm"] == cfg.label), None)
     pretrain = store.job(cfg.pretrain_job) if cfg.pretrain_job is not None else None
     return {
         "format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -91,6 +93,7 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
         "training_data": {"dataset_content_hash": store.dataset(cfg.labeled_dataset_id)["content_hash"],
                           "counts_per_split_and_class": per_split},
         "test_metrics": metrics,
+        "labels_saved": saved,
         "decision_threshold": decision_threshold(ws, job["id"]),
         "intended_use": "Research use only. Not a medical device; not for diagnosis or treatment decisions.",
         "limitations": ["Trained on one dataset from one source; performance elsewhere is unknown until measured.",
@@ -112,6 +115,7 @@ def _card_markdown(card: dict) -> str:
     t = card.get("decision_threshold")
     decision = (f"'{card['task']['classes'][1]}' when its probability is at least {t['value']:.2f} ({t['how']})"
                 if t else "the most probable class")
+    saved = card["labels_saved"]["sentence"] if card.get("labels_saved") else "not measured (one label fraction)"
     return f"""# Model card: {', '.join(card['task']['classes'])} classifier
 
 **Intended use:** {card['intended_use']}
@@ -122,6 +126,7 @@ def _card_markdown(card: dict) -> str:
 | Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
+| Labels saved | {saved} |
 | Decision | {decision} |
 | Input | {pre['input_size']} x {pre['input_size']} px colour (RGB), each channel normalised: minus mean \
 {_numbers(pre['mean'])}, divided by standard deviation {_numbers(pre['std'])} (the ImageNet values) |
