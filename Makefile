@@ -7,7 +7,7 @@ PORT ?= 8501
 PIRL_HOME ?= $(CURDIR)/pirl-workspace
 export PIRL_HOME
 
-.PHONY: install run test system lint screenshots clean
+.PHONY: install run test test-fast system lint screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ run: install
 
 test: install system
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: no browser, no training beyond a few steps (a few minutes). `make test` is what CI runs.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 # The README's screenshots, from a real run: BUSI (or SCREENSHOT_DATA, class sub-folders) pretrained at this machine's
 # defaults, compared and exported (about 25 minutes on a 2-core CPU the first time; the workspace is kept).

@@ -20,6 +20,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+# Modules whose tests train past a few steps or start many processes: `make test-fast` (-m "not slow and not
+# browser") leaves them to `make test`. Chosen from `pytest --durations=0` on this 2-core machine.
+SLOW_MODULES = {"test_distributed", "test_demo_pipeline", "test_compare", "test_compare_page", "test_export",
+                "test_predict"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 _MAIN = sys.modules["__main__"]
 
 

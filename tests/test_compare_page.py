@@ -96,7 +96,7 @@ def test_compare_in_the_browser_runs_and_shows_roc_and_table(filled, app_server,
     page.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("queued: one job per initialisation").wait_for(timeout=30_000)
     # the new comparison finishes in the background and its results appear without a reload
-    page.get_by_text("Download results (CSV)").wait_for(timeout=240_000)
+    page.get_by_text("Download results (CSV)").wait_for(timeout=600_000)  # a busy machine: minutes
     page.locator(".js-plotly-plot").first.wait_for()
     page.locator(".js-plotly-plot .legendtext", has_text="(AUC").first.wait_for(timeout=30_000)  # ROC legend
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the AUC table (a canvas grid)
