@@ -75,8 +75,14 @@ def main() -> None:
         best = max(summary["table"], key=lambda e: e["auc"])
         job_id = next(a["job_id"] for a in comparison["result"]["arms"] if a["label"] == best["arm"])
         print("exported", export.export_finetune(ws, job_id)["path"])
+    for e in summary["table"]:
+        curve = sorted((float(f), a) for f, a in e["efficiency"].items())
+        print(f"{e['arm']}: AUC {e['auc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]; at "
+              + " / ".join(f"{f:.0%} {a:.3f}" for f, a in curve))
     for v in summary["verdicts"]:
         print(v["text"])
+    for reading in summary.get("labels_saved", []):
+        print(reading["sentence"])
 
 
 if __name__ == "__main__":
