@@ -21,14 +21,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 # Modules whose tests train past a few steps or start many processes: `make test-fast` (-m "not slow and not
-# browser") leaves them to `make test`. Chosen from `pytest --durations=0` on this 2-core machine.
+# browser") leaves them to `make test`. Chosen from `pytest --durations=40` on this 2-core machine.
 SLOW_MODULES = {"test_distributed", "test_demo_pipeline", "test_compare", "test_compare_page", "test_export",
                 "test_predict"}
+SLOW_TESTS = {"test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats",
+              "test_eight_concurrent_imports_into_one_workspace_all_land",
+              "test_the_compile_option_trains_like_the_plain_network_and_keeps_the_checkpoint_format",
+              "test_ci_covers_the_true_auc_at_about_its_nominal_rate"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.originalname in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
 
