@@ -86,8 +86,7 @@ def result_of(job: dict):
 def _merged_result(job: dict, update: dict | object) -> dict:
     """The stored result with `update` (fields, or a result record) merged in, checked against the kind's type."""
     fields = update.to_dict() if hasattr(update, "to_dict") else dict(update)
-    current = records.load(kind_of(job["kind"]).result, job["result"]).to_dict()
-    return records.dump(records.load(kind_of(job["kind"]).result, {**current, **fields}))
+    return records.dump(records.load(kind_of(job["kind"]).result, {**job["result"], **fields}))
 
 
 @dataclass
