@@ -153,6 +153,12 @@ def wait_for_app(pg, timeout: float = 30_000) -> None:
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
+def uploader(pg, label: str):
+    """The file input of the uploader labelled `label`: a page can hold several uploaders (tabs render
+    them all), and which one is first in the page while the script still runs is not fixed."""
+    return pg.get_by_test_id("stFileUploader").filter(has_text=label).locator('input[type="file"]')
+
+
 def assert_no_exception(pg) -> None:
     exc = pg.locator('[data-testid="stException"]')
     assert exc.count() == 0, exc.first.inner_text()

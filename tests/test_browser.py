@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import assert_no_exception, wait_for_app
+from tests.conftest import assert_no_exception, uploader, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +24,7 @@ def test_upload_images_on_the_data_page(app_server, page, tmp_path, demo_dir):
     page.goto(server.url + "/data")
     wait_for_app(page)
     files = sorted((demo_dir / "unlabeled").glob("*.png"))[:12]
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files([str(f) for f in files])
+    uploader(page, "Images (PNG").set_input_files([str(f) for f in files])
     page.get_by_text(files[0].name).first.wait_for(timeout=30_000)
     page.get_by_label("Dataset name").first.fill("browser-upload")
     page.get_by_role("button", name="Import").first.click()
@@ -156,7 +156,7 @@ def test_upload_a_folder_with_class_sub_folders_from_the_browser(app_server, pag
     wait_for_app(page)
     page.get_by_text("a folder", exact=True).click()
     page.get_by_text("A folder of images").wait_for()
-    page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').first.set_input_files(str(folder))
+    uploader(page, "A folder of images").set_input_files(str(folder))
     page.get_by_text("_00000.png").first.wait_for(timeout=30_000)  # the file chips (names shortened)
     page.get_by_label("Dataset name").first.fill("derm-set")
     page.get_by_role("radiogroup", name="Labels").first.get_by_text("Class sub-folders").click()

@@ -9,7 +9,7 @@ from torch import nn
 from pirl_core.engine.gradcam import gradcam, last_spatial_layer
 from pirl_core.evaluation import compare
 from pirl_core.models import export, predict
-from tests.conftest import ROOT, assert_no_exception, compared_workspace, wait_for_app
+from tests.conftest import ROOT, assert_no_exception, compared_workspace, uploader, wait_for_app
 
 
 class BrightSpot(nn.Module):
@@ -136,7 +136,7 @@ def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finis
     (folder / "broken.png").write_bytes(b"not an image")
     page.get_by_text("a folder").click()
     page.get_by_text("A folder of images").wait_for()
-    page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').set_input_files(str(folder))
+    uploader(page, "A folder of images").set_input_files(str(folder))
     page.get_by_text("Where the model looked").wait_for(timeout=60_000)
     wait_for_app(page)
     page.get_by_text("1 file(s) could not be read").wait_for()

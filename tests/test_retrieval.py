@@ -10,7 +10,7 @@ from pirl_core.engine.config import PretrainConfig
 from pirl_core.evaluation import neighbours
 from pirl_core.jobs import queue
 from pirl_core.search import vectors
-from tests.conftest import ROOT, assert_no_exception, wait_for_app
+from tests.conftest import ROOT, assert_no_exception, uploader, wait_for_app
 
 
 def test_known_vectors_give_known_neighbours_across_blocks():
@@ -130,7 +130,7 @@ def test_explore_in_the_browser_pick_and_upload(run, app_server, page, tmp_path,
     page.get_by_text("Cosine similarity").wait_for(timeout=60_000)
     page.get_by_text("Upload an image").click()
     target = ws.store.images(ws.store.job(job)["dataset_id"])[7]
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+    uploader(page, "An image (PNG").set_input_files(
         str(demo_dir / "labeled" / target["orig_name"]))
     wait_for_app(page)
     page.get_by_text("Cosine similarity").wait_for(timeout=60_000)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_no_exception, compared_workspace, wait_for_app
+from tests.conftest import assert_no_exception, compared_workspace, uploader, wait_for_app
 
 pytestmark = pytest.mark.browser
 
@@ -37,7 +37,7 @@ def test_the_whole_flow_in_the_browser(app_server, page, tmp_path, demo_dir):
 
     visit("Data", "Add images", "2-data")
     files = sorted((demo_dir / "unlabeled").glob("*.png"))[:8]
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files([str(f) for f in files])
+    uploader(page, "Images (PNG").set_input_files([str(f) for f in files])
     page.get_by_text(files[0].name).first.wait_for(timeout=30_000)
     page.get_by_label("Dataset name").first.fill("more-scans")
     page.get_by_role("button", name="Import").first.click()
@@ -60,7 +60,7 @@ def test_the_whole_flow_in_the_browser(app_server, page, tmp_path, demo_dir):
         shutil.copy(f, folder / f.name)
     page.get_by_text("a folder").click()
     page.get_by_text("A folder of images").wait_for()
-    page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').set_input_files(str(folder))
+    uploader(page, "A folder of images").set_input_files(str(folder))
     page.get_by_text("4 image(s):").wait_for(timeout=60_000)
     page.locator('[data-testid="stImage"] img').nth(3).wait_for(timeout=30_000)
     visit(None, "Where the model looked", "6-predict")
