@@ -13,9 +13,9 @@ import sys
 from .. import __version__
 from ..errors import PirlError
 from ..workspace.folder import Workspace
-from . import access, app, data, evaluate, models, train
+from . import access, app, data, evaluate, label, models, train
 
-GROUPS = (app, data, train, evaluate, models, access)
+GROUPS = (app, data, train, evaluate, label, models, access)
 
 
 def build_parser() -> argparse.ArgumentParser:

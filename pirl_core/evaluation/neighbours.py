@@ -3,7 +3,8 @@
 Two spaces:
 * bank: the memory bank, one 128-d PIRL vector per training image (moving averages of f(v)
   over training, so they lag the final weights a little);
-* features: backbone features of every image computed now with the run's final weights.
+* features: backbone features of every image with the run's final weights, computed once per run and
+  dataset and kept beside the checkpoint (the Label page and `pirl suggest` read them in a second).
 
 The search itself is `search.vectors`; this module loads a run's vectors and names the hits.
 """
@@ -23,6 +24,7 @@ from ..engine.model import PirlModel, embed_dataset
 from ..engine.train_state import load_pretrained
 from ..errors import PirlError
 from ..search.vectors import near_duplicates, topk
+from ..workspace.atomic import atomic_path
 from ..workspace.folder import Workspace
 
 
@@ -64,14 +66,28 @@ def load_space(ws: Workspace, job_id: int, space: str = "bank", dataset_id: int 
                 raise PirlError("The dataset changed since this run; its memory bank no longer matches.")
             vectors = bank.vectors
         elif space == "features":
-            images = dataset_cache(ws, dataset_id, cache_size_for(config.image_size))
-            features = embed_dataset(model.backbone, images, config.image_size)
-            vectors = F.normalize(features, dim=1)
+            vectors = _kept_features(ws, path, model, config.image_size, dataset_id, image_ids)
         else:
             raise PirlError(f"Unknown space {space!r}: use 'bank' or 'features'.")
         _cache.clear()  # one run at a time stays in memory
         _cache[key] = Space(job_id, space, dataset_id, image_ids, vectors, model, config.image_size, key)
         return _cache[key]
+
+
+def _kept_features(ws: Workspace, checkpoint: Path, model: PirlModel, image_size: int, dataset_id: int,
+                   image_ids: list[int]) -> torch.Tensor:
+    """The dataset's L2-normalised backbone features under this checkpoint, from the file kept beside it when
+    that file is newer than the checkpoint and covers the same images; computed (and kept) otherwise."""
+    kept = checkpoint.with_name(f"features-dataset{dataset_id}.pt")
+    if kept.exists() and kept.stat().st_mtime >= checkpoint.stat().st_mtime:
+        saved = torch.load(kept, weights_only=True)
+        if saved["image_ids"].tolist() == image_ids:
+            return saved["vectors"]
+    images = dataset_cache(ws, dataset_id, cache_size_for(image_size))
+    vectors = F.normalize(embed_dataset(model.backbone, images, image_size), dim=1)
+    with atomic_path(kept) as tmp:
+        torch.save({"image_ids": torch.tensor(image_ids), "vectors": vectors}, tmp)
+    return vectors
 
 
 @torch.no_grad()

@@ -6,4 +6,5 @@ a job kind, so there is no queue -> kinds -> queue import loop.
 
 from .. import demo  # noqa: F401  (demo_*)
 from ..evaluation import compare  # noqa: F401  (finetune)
+from ..labeling import simulate  # noqa: F401  (label_simulation)
 from ..training import pretraining  # noqa: F401  (pretrain)

@@ -136,7 +136,35 @@ def _v4(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """The labeling loop: suggested batches, and every label an annotator gave (NULL: skipped, not sure)."""
+    db.executescript(
+        """
+        CREATE TABLE label_batches (
+            id INTEGER PRIMARY KEY,
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            job_id INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+            strategy TEXT NOT NULL,
+            classes TEXT NOT NULL,
+            items TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE annotations (
+            id INTEGER PRIMARY KEY,
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            batch_id INTEGER REFERENCES label_batches(id) ON DELETE SET NULL,
+            label TEXT,
+            annotator TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX annotations_dataset ON annotations(dataset_id, image_id);
+        """
+    )
+
+
+MIGRATIONS = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -414,6 +442,35 @@ class Store:
 
     def delete_user(self, name: str) -> bool:
         return self.db.execute("DELETE FROM users WHERE name = ?", [name]).rowcount > 0
+
+    # -- labeling --------------------------------------------------------------------------
+    def add_label_batch(self, dataset_id: int, job_id: int | None, strategy: str, classes: list[str],
+                        items: list[dict], created_by: str) -> int:
+        return self.db["label_batches"].insert(
+            {"dataset_id": dataset_id, "job_id": job_id, "strategy": strategy, "classes": json.dumps(classes),
+             "items": json.dumps(items), "created_by": created_by, "created_at": time.time()}).last_pk
+
+    def label_batches(self, dataset_id: int) -> list[dict]:
+        """The dataset's batches, newest first."""
+        rows = self.db.execute_returning_dicts(
+            "SELECT * FROM label_batches WHERE dataset_id = ? ORDER BY id DESC", [dataset_id])
+        for row in rows:
+            row["classes"], row["items"] = json.loads(row["classes"]), json.loads(row["items"])
+        return rows
+
+    def add_annotation(self, dataset_id: int, image_id: int, label: str | None, annotator: str,
+                       batch_id: int | None = None) -> int:
+        return self.db["annotations"].insert(
+            {"dataset_id": dataset_id, "image_id": image_id, "batch_id": batch_id, "label": label,
+             "annotator": annotator, "created_at": time.time()}).last_pk
+
+    def delete_annotation(self, annotation_id: int) -> None:
+        self.db.execute("DELETE FROM annotations WHERE id = ?", [annotation_id])
+
+    def annotations(self, dataset_id: int) -> list[dict]:
+        """Every label given in the dataset, oldest first."""
+        return self.db.execute_returning_dicts(
+            "SELECT * FROM annotations WHERE dataset_id = ? ORDER BY id", [dataset_id])
 
     def add_audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
         self.db.execute("INSERT INTO audit (time, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",

@@ -1,0 +1,208 @@
+"""What to label next: the strategies on vectors where the right answer is known, labels saved as they are
+given (who, when, conflicts, undo, resume), the labeled set they form, and the CLI round trip."""
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pirl_core.cli import main
+from pirl_core.data import ingest, sources
+from pirl_core.engine.config import PretrainConfig
+from pirl_core.errors import PirlError
+from pirl_core.jobs import queue
+from pirl_core.labeling import annotations, labeled_sets, simulate, strategies, suggestions
+from pirl_core.workspace.folder import Workspace
+
+
+def _two_clusters_and_copies(seed=0):
+    """60 images around one point, 60 around another, and 12 near-identical copies of one image of the first."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(60, 16)) * 0.3
+    a[:, 0] += 3
+    b = rng.normal(size=(60, 16)) * 0.3
+    b[:, 1] += 3
+    copies = np.repeat(a[:1], 12, 0) + rng.normal(size=(12, 16)) * 1e-3
+    cluster_of = list(range(132))
+    for i in [0, *range(120, 132)]:
+        cluster_of[i] = 0  # the original and its copies: one near-copy cluster
+    return np.concatenate([a, b, copies]), cluster_of
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_cold_start_covers_both_clusters_and_takes_one_copy_at_most(n):
+    x, cluster_of = _two_clusters_and_copies()
+    rule, chosen = strategies.suggest(strategies.selection_space(x), np.full(len(x), -1), n, 2, "auto",
+                                      cluster_of=cluster_of)
+    idx = [s.index for s in chosen]
+    assert rule == "typical" and len(set(idx)) == n
+    in_a = sum(i < 60 or i >= 120 for i in idx)
+    assert in_a == n // 2 and n - in_a == n // 2  # both clusters, in proportion
+    assert sum(cluster_of[i] == 0 for i in idx) <= 1  # the dense copies would win on typicality alone
+    assert all(s.reason and s.score >= 0 for s in chosen)
+
+
+def test_a_cluster_with_a_labeled_member_is_not_suggested_again():
+    x, cluster_of = _two_clusters_and_copies()
+    y = np.full(len(x), -1)
+    y[125] = 0  # one copy labeled: the original and the other copies are covered
+    _, chosen = strategies.suggest(strategies.selection_space(x), y, 40, 2, "random", cluster_of=cluster_of)
+    assert not {s.index for s in chosen} & {0, *range(120, 132)}
+
+
+def test_warm_start_asks_where_the_probe_is_unsure():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8))
+    truth = (x[:, 0] > 0).astype(int)
+    y = np.full(400, -1)
+    labeled = rng.choice(400, 40, replace=False)
+    y[labeled] = truth[labeled]
+    space = strategies.selection_space(x)
+    rule, chosen = strategies.suggest(space, y, 10, 2, "auto")
+    assert rule == "uncertain"
+    margin = np.abs(x[:, 0])
+    picked = [s.index for s in chosen]
+    assert np.median(margin[picked]) < np.median(margin[y < 0]) / 2  # near the boundary, not anywhere
+    assert len(set(picked)) == 10 and not set(picked) & set(labeled)
+    rule, _ = strategies.suggest(space, np.where(truth == 1, -1, y), 10, 2, "uncertain")
+    assert rule == "typical"  # one class has no label yet: there is no probe to be unsure
+
+
+def test_an_unknown_strategy_and_an_exhausted_pool_say_so():
+    x, _ = _two_clusters_and_copies()
+    with pytest.raises(PirlError, match="Unknown strategy"):
+        strategies.suggest(strategies.selection_space(x), np.full(len(x), -1), 2, 2, "clever")
+    with pytest.raises(PirlError, match="nothing left to suggest"):
+        strategies.suggest(strategies.selection_space(x), np.zeros(len(x), int), 2, 2, "random")
+
+
+def test_the_simulation_scores_chance_until_both_classes_are_found():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 120 + [1] * 12)
+    x = rng.normal(size=(132, 8))
+    x[:, 0] += 3 * y
+    curves = simulate.simulate(x, y, [None] * 132, list(range(132)), names=("random", "auto"), budgets=(2, 40),
+                               batch=10, seeds=2)
+    assert curves.n_pool + curves.n_test == 132 and len(curves.strategies["auto"]) == 2
+    assert all(len(c) == 2 for c in curves.strategies["random"])
+    assert curves.mean("auto")[-1] > 0.8  # 40 labels find the rare class and separate it
+    reading = simulate.half_the_labels(curves, "auto")
+    assert reading == []  # 40 / 2 is not a budget here
+
+
+@pytest.fixture(scope="module")
+def pool(demo_dir, tmp_path_factory):
+    """The demo's 24 labeled images imported as an unlabeled pool (their folders are the oracle), a planted
+    near-copy, and a finished tiny pretrain run on it."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("labeling")
+    data = root / "scans"
+    shutil.copytree(demo_dir / "labeled", data)
+    original = sorted((data / "benign").glob("*.png"))[0]
+    twin = np.array(Image.open(original))
+    twin[0, 0] = 255 - twin[0, 0]
+    Image.fromarray(twin).save(data / "benign" / "twin.png")
+    ws = Workspace(root / "ws", actor="ana")
+    ds = ingest.ingest(ws, sources.folder_source(data, check_roots=False), "scans").dataset_id
+    job = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1, batch_size=8).to_dict(), ds,
+                      start_worker=False)
+    queue.run_worker(ws, idle_exit_s=0)
+    return ws, ds, job
+
+
+def _truth(ws, dataset_id):
+    return {im["id"]: im["orig_name"].split("/")[0] for im in ws.store.images(dataset_id)}
+
+
+def test_labels_are_saved_as_given_and_a_batch_resumes_after_a_restart(pool, tmp_path):
+    ws, ds, job = pool
+    ws = Workspace(shutil.copytree(ws.root, tmp_path / "ws"), actor="ana")
+    batch = suggestions.suggest(ws, ds, job, 6, ["benign", "malignant"])
+    assert len(batch.items) == 6 and batch.strategy == "typical"
+    names = {im["id"]: im["orig_name"] for im in ws.store.images(ds)}
+    assert sum(names[i["image_id"]].endswith(("twin.png",)) or names[i["image_id"]] == "benign/benign_00000.png"
+               for i in batch.items) <= 1
+    truth = _truth(ws, ds)
+    first, second, third = (item["image_id"] for item in batch.items[:3])
+    annotations.record(ws, ds, first, truth[first], batch.classes, batch.id)
+    annotations.record(ws, ds, second, None, batch.classes, batch.id)  # not sure
+    again = Workspace(ws.root, actor="ana")  # a refresh, or a restarted server
+    resumed = suggestions.batch(again, ds)
+    assert resumed.id == batch.id and suggestions.next_item(again, resumed)["image_id"] == third
+    assert annotations.undo(again, ds, batch.id)["image_id"] == second
+    assert suggestions.next_item(again, resumed)["image_id"] == second
+    state = annotations.state(again, ds)
+    assert state.labels == {first: truth[first]} and state.annotators == ["ana"] and state.given == 1
+    actions = [e["action"] for e in again.store.audit()]
+    assert "label" in actions and "undo label" in actions and "suggest" in actions
+    # the second batch never repeats a labeled image
+    nxt = suggestions.suggest(again, ds, job, 6, batch.classes)
+    assert first not in {i["image_id"] for i in nxt.items}
+
+
+def test_two_annotators_who_disagree_are_both_kept_and_the_conflict_is_listed(pool, tmp_path):
+    ws, ds, job = pool
+    root = shutil.copytree(ws.root, tmp_path / "ws")
+    ana, ben = Workspace(root, actor="ana"), Workspace(root, actor="ben")
+    batch = suggestions.suggest(ana, ds, job, 4, ["benign", "malignant"])
+    image = batch.items[0]["image_id"]
+    annotations.record(ana, ds, image, "benign", batch.classes, batch.id)
+    assert suggestions.next_item(ben, suggestions.batch(ben, ds))["image_id"] == image  # ben has his own place
+    annotations.record(ben, ds, image, "malignant", batch.classes, batch.id)
+    state = annotations.state(ana, ds)
+    assert state.conflicts == {image: {"ana": "benign", "ben": "malignant"}} and image not in state.labels
+    assert [a["label"] for a in ana.store.annotations(ds)] == ["benign", "malignant"]
+
+
+def test_bad_labels_are_refused_with_the_reason(pool, tmp_path):
+    ws, ds, job = pool
+    ws = Workspace(shutil.copytree(ws.root, tmp_path / "ws"), actor="ana")
+    with pytest.raises(PirlError, match="at least two classes"):
+        suggestions.suggest(ws, ds, job, 4, [" ", ""])
+    with pytest.raises(PirlError, match="no longer in"):
+        annotations.record(ws, ds, 10_000, "benign", ["benign", "malignant"])
+    with pytest.raises(PirlError, match="not one of"):
+        annotations.record(ws, ds, ws.store.images(ds)[0]["id"], "other", ["benign", "malignant"])
+    markup = annotations.check_classes(["<b>benign</b>", "[x](http://e.org)", "<b>benign</b>"])
+    assert markup == ["<b>benign</b>", "[x](http://e.org)"]  # kept as typed, once; the page shows it as text
+    assert ws.store.annotations(ds) == []
+
+
+def test_cli_suggest_label_and_compare_round_trip(pool, tmp_path, capsys):
+    ws, ds, job = pool
+    root = shutil.copytree(ws.root, tmp_path / "ws")
+    truth = {im["orig_name"]: im["orig_name"].split("/")[0] for im in Workspace(root).store.images(ds)}
+    labeled = set()
+    for _ in range(3):  # three batches of 8 label the 25 images but the planted copy
+        assert main(["-w", str(root), "suggest", "--dataset", "scans", "--pretrain", str(job), "--n", "8",
+                     "--classes", "benign,malignant"]) == 0
+        rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        assert len(rows) >= 1 and set(rows[0]) == {"filename", "reason", "score"}
+        assert not {r["filename"] for r in rows} & labeled
+        answered = tmp_path / "answered.csv"
+        with open(answered, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["filename", "label"])
+            writer.writerows([(r["filename"], truth[r["filename"]]) for r in rows])
+        assert main(["-w", str(root), "label", "--dataset", "scans", "--csv", str(answered)]) == 0
+        assert json.loads(capsys.readouterr().out)["saved"] == len(rows)
+        labeled |= {r["filename"] for r in rows}
+    assert main(["-w", str(root), "labeled-set", "--dataset", "scans", "--compare", str(job),
+                 "--inits", "scratch,pirl"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dataset"] == f"scans · {len(labeled)} labels" and sum(report["labels"].values()) == len(labeled)
+    ws2 = Workspace(root)
+    built = ws2.store.dataset(report["dataset"])
+    assert built["info"]["from_labels"]["annotators"] == 1 and built["info"]["from_labels"]["strategies"]
+    assert all(im["split"] for im in ws2.store.images(built["id"]))  # split like any imported labeled set
+    from pirl_core.evaluation import compare
+
+    for arm in compare.comparison(ws2, report["comparison"])["arms"]:
+        assert queue.wait(ws2, arm["job_id"], timeout_s=300)["status"] == "succeeded"
+    points = labeled_sets.curve(ws2, ds)
+    assert {p["labels"] for p in points} == {len(labeled)} and all(p["ci_low"] <= p["auc"] <= p["ci_high"]
+                                                                  for p in points)
