@@ -16,6 +16,7 @@ PAGES = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:"),
     st.Page("app_pages/pretrain.py", title="Pretrain", icon=":material/model_training:"),
+    st.Page("app_pages/label.py", title="Label", icon=":material/label:"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/monitoring:"),
     st.Page("app_pages/explore.py", title="Explore", icon=":material/travel_explore:"),
     st.Page("app_pages/predict.py", title="Predict", icon=":material/image_search:"),

@@ -55,7 +55,7 @@ def _signed_in_user(ws: Workspace) -> str:
     return name
 
 
-PAGE_PATHS = ("data", "pretrain", "compare", "explore", "predict", "export")  # app.py's pages, Home aside
+PAGE_PATHS = ("data", "pretrain", "label", "compare", "explore", "predict", "export")  # app.py's pages, Home aside
 
 
 def _only(sign_in) -> None:

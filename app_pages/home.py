@@ -19,12 +19,13 @@ st.caption(f"Workspace: `{ws.root}`")
 
 STEPS = [("app_pages/data.py", "1 · Bring in images", ":material/photo_library:"),
          ("app_pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),
-         ("app_pages/compare.py", "3 · Compare initialisations", ":material/monitoring:"),
-         ("app_pages/explore.py", "4 · Explore neighbours", ":material/travel_explore:"),
-         ("app_pages/predict.py", "5 · Predict new images", ":material/image_search:"),
-         ("app_pages/export.py", "6 · Export a model", ":material/download:")]
-for row in (STEPS[:3], STEPS[3:]):  # two rows of three: every step's name whole
-    for col, (page, label, icon) in zip(st.columns(3), row):
+         ("app_pages/label.py", "3 · Label what counts", ":material/label:"),
+         ("app_pages/compare.py", "4 · Compare initialisations", ":material/monitoring:"),
+         ("app_pages/explore.py", "5 · Explore neighbours", ":material/travel_explore:"),
+         ("app_pages/predict.py", "6 · Predict new images", ":material/image_search:"),
+         ("app_pages/export.py", "7 · Export a model", ":material/download:")]
+for row in (STEPS[:4], STEPS[4:]):  # two rows: every step's name whole
+    for col, (page, label, icon) in zip(st.columns(4), row):
         with col:
             try:
                 st.page_link(page, label=label, icon=icon)

@@ -70,6 +70,7 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
     assert "{" not in md.split("## Use it")[0] and "[" not in md.split("## Use it")[0]  # no Python reprs
     assert "classes, in output order: benign, malignant" in md and "PIRL Studio " in md
     assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
+    assert card["training_data"]["labels"] == {"source": "imported with the images (class folders or a labels CSV)"}
 
 
 def test_without_a_threshold_the_card_says_the_most_probable_class_decides(finished, tmp_path, monkeypatch):

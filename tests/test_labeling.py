@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -201,8 +202,51 @@ def test_cli_suggest_label_and_compare_round_trip(pool, tmp_path, capsys):
     assert all(im["split"] for im in ws2.store.images(built["id"]))  # split like any imported labeled set
     from pirl_core.evaluation import compare
 
-    for arm in compare.comparison(ws2, report["comparison"])["arms"]:
+    arms = compare.comparison(ws2, report["comparison"])["arms"]
+    for arm in arms:
         assert queue.wait(ws2, arm["job_id"], timeout_s=300)["status"] == "succeeded"
     points = labeled_sets.curve(ws2, ds)
     assert {p["labels"] for p in points} == {len(labeled)} and all(p["ci_low"] <= p["auc"] <= p["ci_high"]
                                                                   for p in points)
+    from pirl_core.models import export
+
+    bundle = export.export_finetune(ws2, next(a["job_id"] for a in arms if a["init"] == "pirl"))
+    with zipfile.ZipFile(bundle["path"]) as zf:  # the model card says where its labels came from
+        origin = json.loads(zf.read("model_card.json"))["training_data"]["labels"]
+        assert f"{len(labeled)} labels by 1 annotator(s)" in zf.read("model_card.md").decode()
+    assert origin["labels"] == len(labeled) and origin["annotators"] == 1 and origin["chosen_by"]
+
+
+@pytest.mark.browser
+def test_label_a_batch_with_the_keyboard_reload_mid_batch_and_find_every_label(pool, app_server, page, tmp_path):
+    from tests.conftest import assert_no_exception, wait_for_app
+
+    ws, ds, job = pool
+    root = shutil.copytree(ws.root, tmp_path / "ws")
+    local = Workspace(root)  # the app without sign-in labels as the user running it
+    batch = suggestions.suggest(local, ds, job, 4, ["benign", "<b>malignant</b>"])
+    server = app_server(root)
+    page.goto(server.url + "/label")
+    wait_for_app(page)
+    page.get_by_text("0 of 4 answered").wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="2 · <b>malignant</b>").count() == 1  # typed markup shows as text
+
+    def press(key, answered):
+        page.keyboard.press(key)
+        page.get_by_text(f"{answered} of 4 answered").wait_for(timeout=30_000)
+        wait_for_app(page)
+
+    press("1", 1)
+    press("2", 2)
+    page.reload()  # a refresh mid-batch resumes where it was
+    wait_for_app(page)
+    page.get_by_text("2 of 4 answered").wait_for(timeout=30_000)
+    press("s", 3)
+    press("u", 2)
+    press("1", 3)
+    page.keyboard.press("2")
+    page.get_by_text("This batch is done").wait_for(timeout=30_000)
+    assert_no_exception(page)
+    given = [(a["image_id"], a["label"]) for a in Workspace(root).store.annotations(ds)]
+    order = [item["image_id"] for item in batch.items]
+    assert given == list(zip(order, ["benign", "<b>malignant</b>", "benign", "<b>malignant</b>"]))

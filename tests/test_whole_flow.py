@@ -31,7 +31,7 @@ def test_the_whole_flow_in_the_browser(app_server, page, tmp_path, demo_dir):
 
     page.goto(server.url)
     visit(None, "Datasets", "1-home")
-    step = page.get_by_text("6 · Export a model")  # the step names whole
+    step = page.get_by_text("7 · Export a model")  # the step names whole
     step.first.wait_for(timeout=30_000)  # a first visit can run the script twice: wait, don't race the rerun
     assert step.count() == 1
 

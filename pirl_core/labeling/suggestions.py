@@ -15,8 +15,10 @@ import numpy as np
 from ..access import audit
 from ..data import duplicates
 from ..data.image_cache import dataset_cache
+from ..data.image_io import decode
 from ..errors import PirlError
 from ..evaluation.neighbours import Space, load_space
+from ..search.vectors import topk
 from ..workspace.folder import Workspace
 from . import annotations, strategies
 
@@ -100,3 +102,27 @@ def next_item(ws: Workspace, b: Batch) -> dict | None:
     """The first image of the batch `ws.actor` has not answered; None when the batch is done."""
     done = answered(ws, b)
     return next((item for item in b.items if item["image_id"] not in done), None)
+
+
+def picture(ws: Workspace, image: dict, max_side: int = 640):
+    """The image as stored (not the training cache's square), at most `max_side` pixels a side, for labeling."""
+    im = decode((ws.root / image["path"]).read_bytes(), image["orig_name"]).image
+    im.thumbnail((max_side, max_side))
+    return im
+
+
+def labeled_neighbours(ws: Workspace, b: Batch, image_id: int, k: int = 4) -> list[dict]:
+    """The `k` agreed-labeled images of the pool most like `image_id` in the batch's run: context for the
+    annotator ("these were called benign"). Each: the image row, its label, the cosine similarity."""
+    labels = annotations.state(ws, b.dataset_id).labels
+    if not labels or b.job_id is None:
+        return []
+    space = load_space(ws, b.job_id, "features", b.dataset_id)
+    rows = ws.store.images(b.dataset_id)
+    labeled = [p for p, image in enumerate(space.image_ids) if image in labels and image != image_id]
+    if not labeled:
+        return []
+    query = space.vectors[space.image_ids.index(image_id)][None]
+    sims, hits = topk(space.vectors[labeled], query, min(k, len(labeled)))
+    return [{"image": rows[labeled[h]], "label": labels[space.image_ids[labeled[h]]], "similarity": float(s)}
+            for s, h in zip(sims[0].tolist(), hits[0].tolist())]

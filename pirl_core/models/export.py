@@ -58,6 +58,17 @@ def load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
     return model.eval(), state
 
 
+def _label_origin(dataset: dict) -> dict:
+    """How the labels came to be: given on the Label page (how many, by how many annotators, chosen how), or
+    imported with the images."""
+    origin = dataset["info"].get("from_labels")
+    if origin is None:
+        return {"source": "imported with the images (class folders or a labels CSV)"}
+    return {"source": f"given in PIRL Studio's labeling loop on {origin['pool']}", "labels": origin["labels"],
+            "annotators": origin["annotators"], "chosen_by": origin["strategies"],
+            "disagreements_left_out": origin["conflicts_left_out"]}
+
+
 def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) -> dict:
     cfg = queue.config_of(job)
     store = ws.store
@@ -91,7 +102,8 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
                   "trained_on": f"fold {state['fold'] + 1} of {cfg.folds}" if state["fold"] is not None
                   else "the fixed training split", "n_train": state["n_train"]},
         "training_data": {"dataset_content_hash": store.dataset(cfg.labeled_dataset_id)["content_hash"],
-                          "counts_per_split_and_class": per_split},
+                          "counts_per_split_and_class": per_split,
+                          "labels": _label_origin(store.dataset(cfg.labeled_dataset_id))},
         "test_metrics": metrics,
         "labels_saved": saved,
         "decision_threshold": decision_threshold(ws, job["id"]),
@@ -116,6 +128,10 @@ def _card_markdown(card: dict) -> str:
     decision = (f"'{card['task']['classes'][1]}' when its probability is at least {t['value']:.2f} ({t['how']})"
                 if t else "the most probable class")
     saved = card["labels_saved"]["sentence"] if card.get("labels_saved") else "not measured (one label fraction)"
+    origin = card["training_data"]["labels"]
+    labels = origin["source"] + (f": {origin['labels']} labels by {origin['annotators']} annotator(s), chosen by "
+                                 f"{', '.join(origin['chosen_by']) or 'hand'}; {origin['disagreements_left_out']} "
+                                 "disagreement(s) left out" if "labels" in origin else "")
     return f"""# Model card: {', '.join(card['task']['classes'])} classifier
 
 **Intended use:** {card['intended_use']}
@@ -126,6 +142,7 @@ def _card_markdown(card: dict) -> str:
 | Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
+| Labels | {labels} |
 | Labels saved | {saved} |
 | Decision | {decision} |
 | Input | {pre['input_size']} x {pre['input_size']} px colour (RGB), each channel normalised: minus mean \
