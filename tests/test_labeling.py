@@ -250,3 +250,34 @@ def test_label_a_batch_with_the_keyboard_reload_mid_batch_and_find_every_label(p
     given = [(a["image_id"], a["label"]) for a in Workspace(root).store.annotations(ds)]
     order = [item["image_id"] for item in batch.items]
     assert given == list(zip(order, ["benign", "<b>malignant</b>", "benign", "<b>malignant</b>"]))
+
+
+def test_the_label_page_for_a_viewer_shows_progress_and_disagreements_but_no_label_buttons(pool, tmp_path,
+                                                                                         monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pirl_core.access import users
+    from tests.conftest import ROOT
+
+    ws, ds, job = pool
+    root = shutil.copytree(ws.root, tmp_path / "ws")
+    monkeypatch.setenv("PIRL_HOME", str(root))
+    ana, ben = Workspace(root, actor="ana"), Workspace(root, actor="ben")
+    batch = suggestions.suggest(ana, ds, job, 4, ["benign", "malignant"])
+    image = batch.items[0]["image_id"]
+    annotations.record(ana, ds, image, "benign", batch.classes, batch.id)
+    annotations.record(ben, ds, image, "malignant", batch.classes, batch.id)
+    users.add_user(ana, "ana", "a long enough password", "editor")
+    users.add_user(ana, "victor", "a long enough password", "viewer")
+    pages = {}
+    for who in ("ana", "victor"):
+        at = AppTest.from_file(str(ROOT / "app_pages/label.py"), default_timeout=60)
+        at.session_state["pirl_user"] = who
+        pages[who] = at.run()
+        assert not at.exception
+        assert [m.value for m in at.metric] == ["0", "2", "1"]  # agreed, annotators, disagreements
+        table = at.dataframe[0].value
+        assert list(table.columns) == ["image", "label by ana", "label by ben"]
+    assert [b.label for b in pages["ana"].button if "·" in b.label] == ["1 · benign", "2 · malignant"]
+    assert not [b for b in pages["victor"].button if b.label.startswith("1 ·")]
+    assert any("Viewers see the progress" in i.value for i in pages["victor"].info)
