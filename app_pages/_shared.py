@@ -6,7 +6,10 @@ import datetime as dt
 import html
 import logging
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Iterator
 
 import streamlit as st
 
@@ -17,9 +20,16 @@ from pirl_core.workspace.folder import Workspace
 log = logging.getLogger("pirl_studio")
 
 
+_THIS_RUN: ContextVar[Workspace | None] = ContextVar("pirl_workspace_of_this_run", default=None)
+
+
 def workspace() -> Workspace:
-    """The workspace named by PIRL_HOME, opened fresh for this script run (cheap), once the visitor may see
-    it: where sign-in is configured, anyone not signed in gets the sign-in form and nothing else."""
+    """The workspace named by PIRL_HOME, opened once per script run (by app.py, `workspace_for_this_run`; a page
+    run alone, as AppTest runs it, opens its own), once the visitor may see it: where sign-in is configured,
+    anyone not signed in gets the sign-in form and nothing else."""
+    opened = _THIS_RUN.get()
+    if opened is not None:
+        return opened
     try:
         ws = Workspace.open()
         ws.actor = _signed_in_user(ws)
@@ -27,6 +37,17 @@ def workspace() -> Workspace:
     except PirlError as exc:
         st.error(plain(exc))
         st.stop()
+
+
+@contextmanager
+def workspace_for_this_run() -> Iterator[Workspace]:
+    """`with workspace_for_this_run():` around a script run: every `workspace()` inside it (the page's) gets the
+    handle opened here. Each script run has its own thread, so sessions never share one."""
+    token = _THIS_RUN.set(workspace())
+    try:
+        yield _THIS_RUN.get()
+    finally:
+        _THIS_RUN.reset(token)
 
 
 def _signed_in_user(ws: Workspace) -> str:
