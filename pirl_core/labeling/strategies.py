@@ -13,7 +13,8 @@ Pure functions on a pool's vectors (N, D) in the PIRL representation; the select
 Near-copies: the candidates are one image per near-copy cluster, clusters that already hold a labeled (or
 skipped) image left out, so a batch never spends two labels on one lesion photographed twice.
 The vectors are reduced to SELECTION_DIMS principal components first: k-means on 1,280-d features of 10,000
-images takes a minute on two cores, on 32 components a second, and the clusters are the same in practice.
+images takes a minute on two cores, on 32 components a second, and the clusters are the same in practice
+(the components are fitted on a sample of PCA_SAMPLE images).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..errors import PirlError
 STRATEGIES = ("auto", "typical", "uncertain", "random")
 COLD_LABELS_PER_CLASS = 5
 SELECTION_DIMS = 32
+PCA_SAMPLE = 2000  # the components are fitted on this many images at most, then every image is projected
 
 
 @dataclass
@@ -45,7 +47,8 @@ def selection_space(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     x = np.asarray(vectors, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     dims = min(SELECTION_DIMS, x.shape[1], max(1, x.shape[0] - 1))
-    return PCA(dims, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
+    fit_on = x if len(x) <= PCA_SAMPLE else x[np.random.default_rng(seed).choice(len(x), PCA_SAMPLE, replace=False)]
+    return PCA(dims, svd_solver="randomized", random_state=seed).fit(fit_on).transform(x).astype(np.float32)
 
 
 def candidates(done: np.ndarray, cluster_of: list[int] | None = None) -> np.ndarray:
