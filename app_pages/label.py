@@ -146,40 +146,47 @@ st.subheader("How the ways of choosing compare")
 st.caption("A simulated annotator, on a labeled set you already have: each way of choosing asks for labels in "
            f"batches of {simulate.BATCH}, the known labels answer, and the linear probe is scored on held-out images "
            f"({simulate.SEEDS} repetitions). The same code as bench/label_efficiency.py.")
-labeled_sets_ = [d for d in store.datasets() if d["kind"] == "labeled"]
-sims = [j for j in store.jobs(kind="label_simulation")]
-if can_edit() and labeled_sets_:
+labeled_options = [d for d in store.datasets() if d["kind"] == "labeled"]
+sims = store.jobs(kind="label_simulation")
+if can_edit() and labeled_options:
     s1, s2 = st.columns(2)
-    sim_ds = s1.selectbox("Labeled set", [d["id"] for d in labeled_sets_], key="lb-sim-ds",
-                          format_func=lambda i: next(d["name"] for d in labeled_sets_ if d["id"] == i))
+    sim_ds = s1.selectbox("Labeled set", [d["id"] for d in labeled_options], key="lb-sim-ds",
+                          format_func=lambda i: next(d["name"] for d in labeled_options if d["id"] == i))
     sim_run = s2.selectbox("Pretrain run", [r["id"] for r in runs], key="lb-sim-run", format_func=lambda i: f"#{i}")
     if st.button("Simulate", key="lb-simulate"):
         with guarded("Starting the simulation"):
             simulate.start_simulation(ws, sim_ds, sim_run)
             st.rerun()
-done_sims = [j for j in sims if j["status"] == "succeeded"]
-running = [j for j in sims if j["status"] in queue.ACTIVE]
-for job in running:
-    st.progress(job["progress"], text=plain(job["message"] or "queued"))
-if done_sims:
-    result = queue.result_of(done_sims[0])
-    cfg = queue.config_of(done_sims[0])
+
+
+def simulations() -> None:
+    jobs = store.jobs(kind="label_simulation")
+    for job in (j for j in jobs if j["status"] in queue.ACTIVE):
+        st.progress(job["progress"], text=plain(job["message"] or "waiting for the worker"))
+    done_sims = [j for j in jobs if j["status"] == "succeeded"]
+    if not done_sims:
+        return
+    result, cfg = queue.result_of(done_sims[0]), queue.config_of(done_sims[0])
     curves = simulate.Curves(result.budgets, result.strategies, result.n_pool, result.n_test, result.notes)
     fig = go.Figure()
     for name in curves.strategies:
-        mean, spread = curves.mean(name), curves.spread(name)
-        fig.add_trace(go.Scatter(x=curves.budgets, y=mean, name=plot_text(RULES[name].split(" (")[0]),
-                                 mode="lines+markers", error_y={"type": "data", "array": spread}))
+        fig.add_trace(go.Scatter(x=curves.budgets, y=curves.mean(name), name=plot_text(RULES[name].split(" (")[0]),
+                                 mode="lines+markers", error_y={"type": "data", "array": curves.spread(name)}))
     fig.update_layout(xaxis_title="labels", yaxis_title="test AUC (mean ± SD over repetitions)", xaxis_type="log",
                       height=360)
-    st.plotly_chart(fig)
+    st.plotly_chart(fig, key=f"sim-{done_sims[0]['id']}")
     ds_name = (store.dataset(cfg.dataset_id) or {}).get("name", "?")
-    reading = simulate.half_the_labels(curves, "auto")
-    reached = [r for r in reading if r["reached"]]
+    reached = [r for r in simulate.half_the_labels(curves, "auto") if r["reached"]]
     st.markdown(f"On **{plain(ds_name)}** (pool of {curves.n_pool}, {curves.n_test} held out), letting the app "
                 "choose " + (f"reached with {reached[0]['half']} labels the AUC that {reached[0]['labels']} random "
                              "labels reach." if reached else "did not reach, with half the labels, what random "
                                                              "choice reaches."))
     for text in curves.notes:
         st.caption(plain(text))
+
+
+if any(j["status"] in queue.ACTIVE for j in sims):
+    st.fragment(run_every=5)(simulations)()  # redrawn as the job advances
+else:
+    simulations()
 st.caption(f"Cold start until every class has {strategies.COLD_LABELS_PER_CLASS} labels.")

@@ -281,3 +281,27 @@ def test_the_label_page_for_a_viewer_shows_progress_and_disagreements_but_no_lab
     assert [b.label for b in pages["ana"].button if "·" in b.label] == ["1 · benign", "2 · malignant"]
     assert not [b for b in pages["victor"].button if b.label.startswith("1 ·")]
     assert any("Viewers see the progress" in i.value for i in pages["victor"].info)
+
+
+def test_the_label_page_draws_the_simulated_strategies_of_a_labeled_set(pool, demo_dir, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    ws, ds, job = pool
+    root = shutil.copytree(ws.root, tmp_path / "ws")
+    monkeypatch.setenv("PIRL_HOME", str(root))
+    local = Workspace(root)
+    lab = ingest.ingest(local, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab",
+                        folder_labels=True).dataset_id
+    sim = simulate.start_simulation(local, lab, job, seeds=1)
+    queue.run_worker(local, idle_exit_s=0)
+    result = queue.result_of(local.store.job(sim))
+    assert set(result.strategies) == {"random", "typical", "uncertain", "auto"}
+    assert all(len(per_seed) == 1 and len(per_seed[0]) == len(result.budgets)
+               for per_seed in result.strategies.values())
+    assert result.notes  # 24 images: the larger budgets use the whole pool, and the page says so
+    at = AppTest.from_file(str(ROOT / "app_pages/label.py"), default_timeout=60).run()
+    assert not at.exception
+    assert any("letting the app choose" in m.value for m in at.markdown)
+    assert any("budgets above it use them all" in c.value for c in at.caption)
