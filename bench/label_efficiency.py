@@ -52,6 +52,8 @@ def _workspace(args) -> tuple[Workspace, int, int]:
         ingest.ingest(ws, sources.folder_source(args.data, check_roots=False), pool)
         labeled_id = ingest.ingest(ws, sources.folder_source(args.data, check_roots=False), labeled,
                                    labels_csv=table).dataset_id
+    if args.run:  # a given run, finished or stopped early (its last checkpoint)
+        return ws, labeled_id, args.run
     done = [j for j in pretraining.runs(ws, with_checkpoint=True) if j["status"] == "succeeded"]
     if done:
         return ws, labeled_id, done[0]["id"]
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, help="a filename,label[,group] CSV instead of --positive")
     parser.add_argument("--seeds", type=int, default=simulate.SEEDS)
     parser.add_argument("--epochs", type=int, help="pretrain epochs (default: this machine's default)")
+    parser.add_argument("--run", type=int, help="use this pretrain run's last checkpoint (finished or not)")
     args = parser.parse_args()
     ws, labeled_id, run = _workspace(args)
     t0 = time.time()
