@@ -27,7 +27,9 @@ SLOW_MODULES = {"test_distributed", "test_demo_pipeline", "test_compare", "test_
 SLOW_TESTS = {"test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats",
               "test_eight_concurrent_imports_into_one_workspace_all_land",
               "test_the_compile_option_trains_like_the_plain_network_and_keeps_the_checkpoint_format",
-              "test_ci_covers_the_true_auc_at_about_its_nominal_rate"}
+              "test_ci_covers_the_true_auc_at_about_its_nominal_rate",
+              "test_cli_suggest_label_and_compare_round_trip",
+              "test_the_label_page_draws_the_simulated_strategies_of_a_labeled_set"}
 
 
 def pytest_collection_modifyitems(config, items):
