@@ -49,9 +49,15 @@ if can_edit():
                                   format_func=lambda i: f"#{i} ({store.dataset(store.job(i)['dataset_id'])['name']})"
                                   if store.dataset(store.job(i)["dataset_id"]) else f"#{i}")
             n = f2.number_input("How many images", 1, 200, 20, key="lb-n")
-            classes_text = st.text_input("Classes, separated by commas", key="lb-classes",
-                                         value=", ".join(batch.classes) if batch else "",
+            known = {d["name"]: sorted(store.class_counts(d["id"])) for d in store.datasets()
+                     if d["kind"] == "labeled"}
+            source = st.selectbox("Classes", ["as typed below", *known], key="lb-classes-from",
+                                  format_func=lambda k: k if k == "as typed below" else f"those of {k}")
+            typed = ", ".join(batch.classes) if batch else ""
+            classes_text = st.text_input("Classes, separated by commas", key="lb-classes", value=typed,
                                          placeholder="e.g. benign, malignant")
+            if source in known:
+                classes_text = ",".join(known[source])
             rule = st.radio("Choose", list(RULES), format_func=RULES.get, key="lb-rule")
             if st.form_submit_button("Suggest", type="primary"):
                 with guarded("Suggesting"), st.spinner("Choosing images ..."):
