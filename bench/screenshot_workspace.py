@@ -3,7 +3,8 @@
 Ingests DATA (class sub-folders, e.g. ../shared/data/busi256) as an unlabeled pool and as a labeled set with
 --positive against the rest, pretrains PIRL at this machine's defaults (on a CPU: efficientnet_lite0 from ImageNet,
 128 px, 30 epochs: about 17 minutes for BUSI), compares every start with the linear probe at the Compare page's
-defaults, and exports the best model. Each step is skipped when the workspace already has it, so a second call
+defaults, exports the best model, and labels 12 of a suggested batch of 20 from the folders (the Label page
+mid-batch). Each step is skipped when the workspace already has it, so a second call
 only finishes what is missing. `make screenshots` runs this, then bench/screenshots.py.
 
     python bench/screenshot_workspace.py ../shared/data/busi256 pirl-screenshots
@@ -20,6 +21,7 @@ from pathlib import Path
 from pirl_core.data import ingest, sources
 from pirl_core.evaluation import compare
 from pirl_core.jobs import queue
+from pirl_core.labeling import annotations, suggestions
 from pirl_core.models import export
 from pirl_core.training import pretraining
 from pirl_core.workspace.folder import Workspace
@@ -44,6 +46,19 @@ def _follow(ws: Workspace, job_id: int, what: str) -> dict:
     if job["status"] != "succeeded":
         raise SystemExit(f"{what} ended {job['status']}: {job['message']}")
     return job
+
+
+def _label_some(ws: Workspace, run: int) -> None:
+    """A batch of 20 suggested on the pool, 12 of them labeled from their folders: the Label page mid-batch."""
+    pool = ws.store.dataset(POOL)
+    if suggestions.batch(ws, pool["id"]) is not None:
+        return
+    batch = suggestions.suggest(ws, pool["id"], run, 20, ["malignant", "not malignant"])
+    names = {im["id"]: im["orig_name"] for im in ws.store.images(pool["id"])}
+    for item in batch.items[:12]:
+        truth = "malignant" if names[item["image_id"]].startswith("malignant/") else "not malignant"
+        annotations.record(ws, pool["id"], item["image_id"], truth, batch.classes, batch.id)
+    print(f"batch {batch.id}: 20 suggested by {batch.strategy}, 12 labeled", flush=True)
 
 
 def main() -> None:
@@ -75,6 +90,7 @@ def main() -> None:
         best = max(summary["table"], key=lambda e: e["auc"])
         job_id = next(a["job_id"] for a in comparison["result"]["arms"] if a["label"] == best["arm"])
         print("exported", export.export_finetune(ws, job_id)["path"])
+    _label_some(ws, run)
     for e in summary["table"]:
         curve = sorted((float(f), a) for f, a in e["efficiency"].items())
         print(f"{e['arm']}: AUC {e['auc']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]; at "

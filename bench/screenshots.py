@@ -1,5 +1,5 @@
 """The README's screenshots, from a real workspace (bench/screenshot_workspace.py builds it): every page fully
-drawn in headless Chromium, written to OUT as 1-home.png ... 7-export.png.
+drawn in headless Chromium, written to OUT as 1-home.png ... 8-export.png.
 
     python bench/screenshots.py pirl-screenshots ../shared/data/busi256 docs/screenshots
 """
@@ -71,11 +71,12 @@ def main() -> None:
                 print("wrote", args.out / f"{name}.png", flush=True)
 
             page.goto(f"http://127.0.0.1:{args.port}")
-            shot(None, "6 · Export a model", "1-home")
+            shot(None, "7 · Export a model", "1-home")
             shot("Data", "Add images", "2-data")
             shot("Pretrain", "chance", "3-pretrain")
-            shot("Compare", "Calibration", "4-compare")
-            shot("Explore", "Neighbours", "5-explore")
+            shot("Label", "Most similar images already labeled", "4-label")
+            shot("Compare", "Calibration", "5-compare")
+            shot("Explore", "Neighbours", "6-explore")
             page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Predict").click()
             page.get_by_text("a folder").first.wait_for(timeout=120_000)
             with tempfile.TemporaryDirectory() as tmp:
@@ -85,9 +86,10 @@ def main() -> None:
                     shutil.copy(f, Path(tmp) / f.name)
                 page.get_by_text("a folder").click()
                 page.get_by_text("A folder of images").wait_for()
-                page.locator('[data-testid="stFileUploader"] input[webkitdirectory]').set_input_files(tmp)
-                shot(None, "Where the model looked", "6-predict")
-            shot("Export", "Model to export", "7-export")
+                page.get_by_test_id("stFileUploader").filter(has_text="A folder of images").locator(
+                    'input[type="file"]').set_input_files(tmp)
+                shot(None, "Where the model looked", "7-predict")
+            shot("Export", "Model to export", "8-export")
             browser.close()
     finally:
         server.terminate()
