@@ -228,19 +228,19 @@ def test_label_a_batch_with_the_keyboard_reload_mid_batch_and_find_every_label(p
     server = app_server(root)
     page.goto(server.url + "/label")
     wait_for_app(page)
-    page.get_by_text("0 of 4 answered").wait_for(timeout=30_000)
+    page.get_by_text("0 of 4 answered").wait_for(timeout=120_000)  # the first run imports torch: slow when loaded
     assert page.get_by_role("button", name="2 · <b>malignant</b>").count() == 1  # typed markup shows as text
 
     def press(key, answered):
         page.keyboard.press(key)
-        page.get_by_text(f"{answered} of 4 answered").wait_for(timeout=30_000)
+        page.get_by_text(f"{answered} of 4 answered").wait_for(timeout=60_000)
         wait_for_app(page)
 
     press("1", 1)
     press("2", 2)
     page.reload()  # a refresh mid-batch resumes where it was
     wait_for_app(page)
-    page.get_by_text("2 of 4 answered").wait_for(timeout=30_000)
+    page.get_by_text("2 of 4 answered").wait_for(timeout=120_000)
     press("s", 3)
     press("u", 2)
     press("1", 3)
