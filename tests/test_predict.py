@@ -134,7 +134,7 @@ def test_predict_in_the_browser_shows_probabilities_decisions_and_heatmaps(finis
     for f in sorted((demo_dir / "labeled").rglob("*.png"))[:3]:
         shutil.copy(f, folder / f.name)
     (folder / "broken.png").write_bytes(b"not an image")
-    page.get_by_text("a folder").click()
+    page.get_by_text("a folder").click(timeout=120_000)  # the first run loads torch and the model: slow when loaded
     page.get_by_text("A folder of images").wait_for()
     uploader(page, "A folder of images").set_input_files(str(folder))
     page.get_by_text("Where the model looked").wait_for(timeout=60_000)
