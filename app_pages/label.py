@@ -21,6 +21,7 @@ RULES = {"auto": "Let the app decide (typical images first, then the ones the mo
          "random": "At random (the baseline)"}
 
 pools = [d for d in store.datasets() if "from_labels" not in d["info"]]
+pools.sort(key=lambda d: (not store.label_batches(d["id"]), d["kind"] != "unlabeled"))  # where labeling is under way
 runs = pretraining.runs(ws, with_checkpoint=True)
 if not pools:
     st.info("No images yet: import a folder of unlabeled images on the Data page first.")
