@@ -62,10 +62,12 @@ def main() -> None:
                                         args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
 
-            def shot(link: str | None, expect: str, name: str) -> None:
+            def shot(link: str | None, expect: str, name: str, images: int = 0) -> None:
                 if link:
                     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link).click()
                 page.get_by_text(expect).first.wait_for(timeout=300_000)
+                if images:  # thumbnails and heatmaps arrive after the text: wait for the last of them
+                    page.locator('[data-testid="stImage"] img').nth(images - 1).wait_for(timeout=300_000)
                 _drawn(page)
                 page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
                 print("wrote", args.out / f"{name}.png", flush=True)
@@ -76,7 +78,7 @@ def main() -> None:
             shot("Pretrain", "chance", "3-pretrain")
             shot("Label", "Most similar images already labeled", "4-label")
             shot("Compare", "Calibration", "5-compare")
-            shot("Explore", "Neighbours", "6-explore")
+            shot("Explore", "Page (of", "6-explore", images=18)
             page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Predict").click()
             page.get_by_text("a folder").first.wait_for(timeout=120_000)
             with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +90,7 @@ def main() -> None:
                 page.get_by_text("A folder of images").wait_for()
                 page.get_by_test_id("stFileUploader").filter(has_text="A folder of images").locator(
                     'input[type="file"]').set_input_files(tmp)
-                shot(None, "Where the model looked", "7-predict")
+                shot(None, "4 image(s):", "7-predict", images=4)
             shot("Export", "Model to export", "8-export")
             browser.close()
     finally:
