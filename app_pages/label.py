@@ -35,6 +35,8 @@ pool_id = st.selectbox("Images to label", list(by_id), format_func=lambda i: by_
 pool = by_id[pool_id]
 given = annotations.state(ws, pool_id)
 batch = suggestions.batch(ws, pool_id)
+item = suggestions.next_item(ws, batch) if batch else None  # this annotator's next image, read once a run
+images = {im["id"]: im for im in store.images(pool_id)}
 
 c1, c2, c3 = st.columns(3)
 c1.metric("Agreed labels", len(given.labels), help="Images every annotator who labeled them gave the same class.")
@@ -43,7 +45,7 @@ c3.metric("Disagreements", len(given.conflicts), help="Images two annotators lab
           "of the labeled set until settled.")
 
 if can_edit():
-    with st.expander("Suggest a batch", expanded=batch is None or suggestions.next_item(ws, batch) is None):
+    with st.expander("Suggest a batch", expanded=item is None):
         with st.form("lb-suggest"):
             f1, f2 = st.columns(2)
             run_id = f1.selectbox("Pretrain run", [r["id"] for r in runs], key="lb-run",
@@ -82,11 +84,10 @@ if batch is not None:
     st.progress(done / len(batch.items), text=f"{done} of {len(batch.items)} answered by you · chosen as "
                 f"{plain(RULES.get(batch.strategy, batch.strategy).lower())} · suggested by {plain(batch.created_by)} "
                 f"on {when(batch.created_at)}")
-    item = suggestions.next_item(ws, batch)
     if item is None:
         st.success("This batch is done. Turn the labels into a labeled set and compare, or suggest the next batch.")
     elif can_edit():
-        image = next(im for im in store.images(pool_id) if im["id"] == item["image_id"])
+        image = images[item["image_id"]]
         left, right = st.columns([3, 2])
         with left:
             st.image(suggestions.picture(ws, image), caption=plain(image["orig_name"]))
@@ -115,8 +116,8 @@ if batch is not None:
 
 if given.conflicts:
     st.subheader("Disagreements")
-    names = {im["id"]: im["orig_name"] for im in store.images(pool_id)}
-    st.dataframe(pd.DataFrame([{"image": names[i], **{f"label by {who}": lab for who, lab in answers.items()}}
+    st.dataframe(pd.DataFrame([{"image": images[i]["orig_name"],
+                                **{f"label by {who}": lab for who, lab in answers.items()}}
                                for i, answers in given.conflicts.items()]), hide_index=True)
     st.caption("Settle each by having the annotators agree: the latest label each of them gave counts.")
 
