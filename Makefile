@@ -20,10 +20,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline) and a C++
-# compiler for torch.compile on the CPU.
+# Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline), a C++
+# compiler for torch.compile on the CPU, and Orthanc + its DICOMweb plugin for the PACS tests.
 system:
-	@test -x /usr/bin/chromium && command -v g++ >/dev/null || scripts/install-system-packages.sh
+	@test -x /usr/bin/chromium && command -v g++ >/dev/null && command -v Orthanc >/dev/null \
+		&& test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || scripts/install-system-packages.sh
 
 run: install
 	$(BIN)/pirl app --demo --port $(PORT)

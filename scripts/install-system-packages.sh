@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: chromium for the browser tests (Playwright's own download cannot be used
-# offline) and a C++ compiler for torch.compile's CPU backend. Needs root (or sudo).
+# offline), a C++ compiler for torch.compile's CPU backend, and Orthanc with its DICOMweb plugin (a real PACS: the
+# PACS tests start their own on a free loopback port, whatever the system service does). Needs root (or sudo).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium g++ >/dev/null
+$SUDO apt-get install -y -qq chromium g++ orthanc orthanc-dicomweb >/dev/null
 /usr/bin/chromium --version
 g++ --version | head -n 1
+Orthanc --version | head -n 1

@@ -121,6 +121,23 @@ def app_server(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A real Orthanc PACS (DICOMweb plugin) on loopback, loaded with `tests.orthanc.archive()`. Under CI a
+    missing Orthanc fails, never skips."""
+    from tests import orthanc as pacs_server
+
+    if not (Path(pacs_server.ORTHANC).exists() and Path(pacs_server.PLUGIN).exists()):
+        if os.environ.get("CI"):
+            pytest.fail("Orthanc or its DICOMweb plugin is not installed: the install step is broken")
+        pytest.skip("Orthanc not installed (apt-get install orthanc orthanc-dicomweb)")
+    server = pacs_server.Orthanc(tmp_path_factory.mktemp("orthanc"))
+    datasets, server.expected = pacs_server.archive()
+    server.store(datasets)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Headless Debian Chromium through Playwright. Under CI a missing browser fails, never skips."""
     if not Path(CHROMIUM).exists():

@@ -17,8 +17,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_demo_data, uses_workspace=False)
 
-    p = sub.add_parser("ingest", help="import a folder or .zip of images as a dataset (prints a JSON report)")
-    p.add_argument("path", help="a folder (searched recursively) or a .zip")
+    p = sub.add_parser("ingest", help="import a folder, a .zip or studies from a PACS as a dataset (prints a JSON "
+                                      "report)")
+    p.add_argument("path", nargs="?", help="a folder (searched recursively) or a .zip")
+    p.add_argument("--dicomweb", metavar="URL_OR_NAME",
+                   help="pull from a PACS over DICOMweb instead: its URL, or a [pacs.NAME] from the PACS settings "
+                        "(credentials: those settings, or PIRL_PACS_USER + PIRL_PACS_PASSWORD, or PIRL_PACS_TOKEN)")
+    p.add_argument("--query", default="", help="with --dicomweb: the studies to pull, e.g. "
+                                               "'ModalitiesInStudy=US&StudyDate=20240101-20241231'")
+    p.add_argument("--workers", type=int, default=4, help="with --dicomweb: requests at once")
     p.add_argument("--name", help="dataset name (default: the folder's name)")
     p.add_argument("--labels", help="CSV with columns filename,label[,group]")
     p.add_argument("--folder-labels", action="store_true", help="class = the image's sub-folder name")
@@ -39,7 +46,12 @@ def run_demo_data(args, ws) -> int:
 
 def run_ingest(args, ws) -> int:
     from ..data import ingest, sources
+    from ..errors import PirlError
 
+    if args.dicomweb:
+        return run_pull(args, ws)
+    if not args.path:
+        raise PirlError("Give a folder or a .zip to import, or --dicomweb URL --query ... to pull from a PACS.")
     path = Path(args.path)
     pre_skipped: list[dict] = []
     if path.is_file() and path.suffix.lower() == ".zip":
@@ -51,6 +63,28 @@ def run_ingest(args, ws) -> int:
                                labels_csv=Path(args.labels) if args.labels else None, seed=args.seed,
                                pre_skipped=pre_skipped, on_progress=lambda i, n, _: show(i, n, f"{i}/{n} images"))
     print_json(report.to_dict())
+    return 0
+
+
+def run_pull(args, ws) -> int:
+    """`pirl ingest --dicomweb`: the pull runs here, staged in a folder of its own per server, query and name, so
+    running the same command again after an interruption resumes it."""
+    import hashlib
+
+    from ..data import pacs, pacs_pull
+    from ..errors import PirlError
+
+    if not args.name:
+        raise PirlError("Name the new dataset: --name.")
+    cfg = pacs_pull.PullConfig(args.dicomweb, args.name, query=pacs.parse_query(args.query), workers=args.workers)
+    cfg.validate()
+    tag = hashlib.sha256(f"{args.dicomweb}|{sorted(cfg.query.items())}|{args.name}".encode()).hexdigest()[:16]
+    with progress("image") as show:
+        outcome = pacs_pull.pull(ws, cfg, ws.uploads / f"pacs-{tag}",
+                                 lambda fraction, message: show(int(fraction * 1000), 1000, message),
+                                 allow_any_url=True)
+    print_json({**outcome.report, "studies": outcome.studies, "instances": outcome.instances,
+                "downloaded": outcome.downloaded, "reused": outcome.reused})
     return 0
 
 

@@ -3,7 +3,10 @@
 PNG, JPEG, TIFF and BMP through Pillow; DICOM through pydicom with the modality LUT, then
 the VOI LUT / window (the radiologist's default view), MONOCHROME1 inverted, any bit depth
 scaled to 8 bits. Multi-frame DICOM: the first frame is used (and reported). Grayscale
-images become 3-channel so every RGB backbone takes them.
+images become 3-channel so every RGB backbone takes them. A DICOM file written without the
+128-byte preamble and `DICM` marker (older modalities, some exports) is recognised by its first
+data element. The patient and study of a DICOM image come back too, for patient-aware splits
+(data/patients.py hashes them; they are never stored as read).
 """
 
 from __future__ import annotations
@@ -26,17 +29,29 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own bomb check agrees with ours
 class Decoded:
     image: Image.Image  # RGB
     note: str | None = None  # e.g. "multi-frame DICOM: first of 12 frames used"
+    patient: str | None = None  # DICOM PatientID as read (empty -> None); hashed before anything stores it
+    study: str | None = None  # DICOM StudyInstanceUID
 
 
 PICTURE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8")
 
 
 def _is_dicom(data: bytes, name: str) -> bool:
-    """By content: the DICM preamble; a .dcm name counts only when the bytes are no known picture format
-    (a PNG named .dcm is a PNG)."""
-    if data[128:132] == b"DICM":
+    """By content: the DICM preamble, or a dataset that starts with a file-meta or identifying element without
+    one; a .dcm name counts only when the bytes are no known picture format (a PNG named .dcm is a PNG)."""
+    if data[128:132] == b"DICM" or _preambleless(data):
         return True
     return name.lower().endswith(tuple(DICOM_SUFFIXES)) and not data.startswith(PICTURE_MAGIC)
+
+
+def _preambleless(data: bytes) -> bool:
+    """A DICOM dataset without preamble: its first tag is in group 0002 (file meta) or 0008 (identifying),
+    little endian, followed by an explicit VR of two capital letters or an implicit 4-byte length that fits."""
+    if len(data) < 8 or data[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    if data[4:6].isalpha() and data[4:6].isupper():
+        return True
+    return int.from_bytes(data[4:8], "little") < len(data)
 
 
 def decode(data: bytes, name: str) -> Decoded:
@@ -88,6 +103,20 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip((pixels - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+def _infer_transfer_syntax(ds) -> None:
+    """A dataset read without file meta (no preamble): its transfer syntax is the encoding it was read in."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    ds.file_meta = meta if meta is not None else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                      ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+
+
 def _decode_dicom(data: bytes) -> Decoded:
     import pydicom
     from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
@@ -98,6 +127,7 @@ def _decode_dicom(data: bytes) -> Decoded:
         raise BadImage(f"unreadable DICOM ({exc})") from None
     if "PixelData" not in ds:
         raise BadImage("DICOM file without pixel data (a report or structured document?)")
+    _infer_transfer_syntax(ds)
     _check_size(int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -112,13 +142,15 @@ def _decode_dicom(data: bytes) -> Decoded:
                            f"(install pylibjpeg with its plugins, or python-gdcm)") from None
         raise BadImage(f"DICOM pixel data cannot be decoded ({exc})") from None
     note = f"multi-frame DICOM: first of {n_frames} frames used" if n_frames > 1 else None
+    who = {"patient": str(ds.get("PatientID", "") or "").strip() or None,
+           "study": str(ds.get("StudyInstanceUID", "") or "").strip() or None}
     if photometric.startswith("MONOCHROME"):
         pixels = apply_modality_lut(frame, ds)
         pixels = apply_voi_lut(pixels, ds, index=0) if ("WindowCenter" in ds or "VOILUTSequence" in ds) else pixels
         gray = _to_uint8(np.asarray(pixels))
         if photometric == "MONOCHROME1":  # high values are dark: invert for display and training
             gray = 255 - gray
-        return Decoded(Image.fromarray(gray).convert("RGB"), note)
+        return Decoded(Image.fromarray(gray).convert("RGB"), note, **who)
     if photometric == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)  # indices -> the palette's RGB, 8 or 16 bits an entry
         if frame.dtype != np.uint8:
@@ -128,4 +160,4 @@ def _decode_dicom(data: bytes) -> Decoded:
         raise BadImage(f"DICOM colour data of shape {rgb.shape} with {photometric}: not an RGB picture")
     if rgb.dtype != np.uint8:
         rgb = _to_uint8(rgb)
-    return Decoded(Image.fromarray(rgb).convert("RGB"), note)
+    return Decoded(Image.fromarray(rgb).convert("RGB"), note, **who)

@@ -1,7 +1,8 @@
 """Bringing images into the workspace, as a pipeline of named stages:
 
     sources (sources.py) -> decoded images (`decode_all`) -> stored files (`FileStore`)
-    -> labels and groups (`labels_and_groups`, labels.py) -> splits (`split`) -> one transaction (`commit`)
+    -> labels and groups (`labels_and_groups`, labels.py; patients from DICOM headers, patients.py)
+    -> splits (`split`) -> one transaction (`commit`)
 
 Every file is checked (see `image_io.decode`); a bad file is skipped with its reason, never fatal. Exact
 duplicates (same bytes) are imported once and reported. Images are copied into the workspace (content-addressed,
@@ -24,7 +25,7 @@ from ..access import audit
 from ..errors import BadImage, Cancelled, PirlError
 from ..workspace.atomic import write_bytes_atomic
 from ..workspace.folder import Workspace
-from . import duplicates
+from . import duplicates, patients
 from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, resize_row, square_resize
 from .image_io import decode
 from .labels import check_labels, folder_label, match_labels, read_labels_csv
@@ -62,6 +63,8 @@ class Decoded:
     row: np.ndarray  # (CACHE_SIZE, CACHE_SIZE, 3) uint8
     width: int
     height: int
+    patient: str | None = None  # DICOM PatientID and StudyInstanceUID as read: hashed into a group, never stored
+    study: str | None = None
 
 
 def decode_all(files: list[SourceFile], report: Report,
@@ -92,7 +95,7 @@ def decode_all(files: list[SourceFile], report: Report,
         if decoded.note:
             report.notes.append(f"{src.name}: {decoded.note}")
         yield Decoded(src, data, digest, square_resize(decoded.image, CACHE_SIZE), decoded.image.width,
-                      decoded.image.height)
+                      decoded.image.height, decoded.patient, decoded.study)
     if on_progress:
         on_progress(len(files), len(files), "")
 
@@ -137,18 +140,20 @@ class FileStore:
 
 
 # -- labels and groups, splits ---------------------------------------------------------------
-def labels_and_groups(names: list[str], folder_labels: bool, table: dict | None, report: Report
-                      ) -> tuple[list[str | None], list[str | None]]:
-    """Each image's label and group, from its class folder or the CSV; CSV rows that match nothing are warned."""
+def labels_and_groups(names: list[str], folder_labels: bool, table: dict | None, report: Report,
+                      patient_groups: list[str | None] | None = None) -> tuple[list[str | None], list[str | None]]:
+    """Each image's label and group, from its class folder or the CSV; CSV rows that match nothing are warned.
+    An image the CSV gives no group takes its patient's (`patient_groups`, from the DICOM header)."""
+    patient_groups = patient_groups or [None] * len(names)
     if folder_labels:
-        return [folder_label(n) for n in names], [None] * len(names)
+        return [folder_label(n) for n in names], patient_groups
     if table is None:
-        return [None] * len(names), [None] * len(names)
+        return [None] * len(names), patient_groups
     labels, groups, unknown = match_labels(names, table)
     if unknown:
         report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no imported image: "
                                + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
-    return labels, groups
+    return labels, [g if g is not None else p for g, p in zip(groups, patient_groups)]
 
 
 def refiled_copies(report: Report, names: list[str], labels: list[str | None], folder_labels: bool,
@@ -217,9 +222,10 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
         check_labels(labels_and_groups([f.name for f in files], folder_labels, table, Report(name))[0])
     stored = FileStore(ws)
     try:
-        accepted, signatures = [], []  # one per new image, in cache order
+        accepted, signatures, who = [], [], []  # one per new image, in cache order
         for item in decode_all(files, report, on_progress, should_stop):
             accepted.append(stored.add(item))
+            who.append((item.patient, item.study))
             if labeled:  # pixel signatures, for near-copy-aware splits
                 signatures.append(duplicates.signature(item.row))
         if not accepted:
@@ -235,7 +241,8 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             report.labels = ws.store.class_counts(existing["id"])
             return report
         names = [a["orig_name"] for a in accepted]
-        labels, groups = labels_and_groups(names, folder_labels, table, report)
+        labels, groups = labels_and_groups(names, folder_labels, table, report,
+                                           patients.groups(ws, [p for p, _ in who], [s for _, s in who]))
         splits = [None] * len(accepted)
         if labeled:
             splits = split(labels, groups, np.stack(signatures), names, seed, report,
@@ -265,6 +272,7 @@ def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, s
     if unknown:
         report.warnings.append(f"{len(unknown)} file name(s) in the CSV match no image of {dataset!r}: "
                                + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else ""))
+    groups = [g if g is not None else im["group_id"] for g, im in zip(groups, images)]  # patients stay grouped
     thumbs = dataset_cache(ws, row["id"], duplicates.SIGNATURE_SIZE)
     splits = split(labels, groups, np.stack([duplicates.signature(t) for t in thumbs]),
                     [im["orig_name"] for im in images], seed, report)

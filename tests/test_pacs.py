@@ -1,0 +1,233 @@
+"""From a PACS: DICOMweb search and pull against a real Orthanc, patient-aware splits, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pirl_core.data import ingest, pacs, pacs_pull, sources
+from pirl_core.jobs import queue
+from tests.dicom_files import make_dicom
+from tests.orthanc import PASSWORD, USER, picture
+
+
+@pytest.fixture
+def configured(orthanc, tmp_path, monkeypatch):
+    """The test Orthanc configured as [pacs.test], as a team server would have it."""
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path)))
+    return pacs.server("test")
+
+
+def test_search_pages_through_every_match_and_counts_them_before_anything_is_pulled(configured, orthanc):
+    everything = pacs.search(configured, {"StudyDate": "20000101-20301231"}, page_size=2)  # 3 pages of 2
+    assert everything.total == len(orthanc.expected["studies"]) == 5
+    assert len({s.uid for s in everything.studies}) == 5
+    ultrasound = pacs.search(configured, {"ModalitiesInStudy": "US"})
+    assert ultrasound.total == 2 and all("US" in s.modalities for s in ultrasound.studies)
+    assert pacs.search(configured, {"StudyDate": "20240101-20241231"}).total == 3
+    assert pacs.search(configured, {"PatientID": "P1"}).total == 2
+    row = ultrasound.studies[0].row()
+    assert set(row) == {"study date", "modality", "description", "images"}  # no patient unless asked
+    assert row["study date"] == "2023-06-10"
+    shown = pacs.search(configured, {"ModalitiesInStudy": "US"}, show_patients=True).studies[0].row()
+    assert shown["patient"].startswith(("P2", "P4")) and "Doe^" in shown["patient"]
+    capped = pacs.search(configured, {"StudyDate": "20000101-20301231"}, page_size=2, max_studies=3)
+    assert capped.truncated and capped.total == 3
+
+
+def test_a_pull_imports_every_picture_names_the_rest_and_groups_images_by_patient(configured, orthanc, ws):
+    job = pacs_pull.start(ws, pacs_pull.PullConfig("test", "pacs-pool", query={"StudyDate": "20000101-20301231"}))
+    queue.run_worker(ws, idle_exit_s=0)
+    row = ws.store.job(job)
+    assert row["status"] == "succeeded", row["message"]
+    outcome = queue.result_of(row)
+    assert (outcome.studies, outcome.instances, outcome.downloaded) == (5, orthanc.expected["downloaded"], 12)
+    ds = ws.store.dataset("pacs-pool")
+    images = ws.store.images(ds["id"])
+    assert len(images) == orthanc.expected["imported"]
+    reasons = {s["reason"] for s in ws.store.skipped(ds["id"])}
+    assert any("structured report" in r for r in reasons) and any("cannot be decoded" in r for r in reasons)
+    assert any("first of 3 frames" in n for n in outcome.report["notes"])
+    groups = [im["group_id"] for im in images]
+    assert all(g and g.startswith("patient-") for g in groups) and len(set(groups)) == orthanc.expected["patients"]
+    # Neither the patient ids, nor UIDs, nor credentials are stored anywhere in the workspace's database.
+    db = (ws.root / "pirl.db").read_bytes()
+    study_uid = orthanc.expected["studies"]["p1a"].encode()
+    assert b"Doe^P1" not in db and study_uid not in db and PASSWORD.encode() not in db
+    assert not any(im["orig_name"].count(".") > 1 for im in images)  # pseudonyms, not dotted UIDs
+    assert not (queue.job_folder(ws, job) / "staged").exists()  # the staged copies are gone
+
+
+def test_the_app_reaches_only_configured_servers_and_credentials_come_from_settings(configured, orthanc):
+    with pytest.raises(pacs.PacsError, match="Only the PACS servers configured"):
+        pacs.server("http://127.0.0.1:9/dicom-web")
+    assert pacs.server(orthanc.url + "/").password == PASSWORD  # the configured server, by its URL
+    assert "pacs-secret" not in configured.label and "test" in configured.label
+    with pytest.raises(pacs.PacsError, match="No PACS named 'nope'"):
+        pacs.server("nope")
+
+
+def test_wrong_credentials_an_unreachable_server_and_an_empty_search_each_say_what_is_wrong(orthanc, tmp_path,
+                                                                                         monkeypatch):
+    wrong = pacs.Server("", orthanc.url, USER, "not-the-password")
+    with pytest.raises(pacs.PacsError, match="refused the user name or password"):
+        pacs.search(wrong, {"ModalitiesInStudy": "US"})
+    with pytest.raises(pacs.PacsError, match="Cannot reach the PACS"):
+        pacs.search(pacs.Server("", "http://127.0.0.1:9/dicom-web"), {})
+    srv = pacs.Server("", orthanc.url, USER, PASSWORD)
+    assert pacs.search(srv, {"ModalitiesInStudy": "MR"}).total == 0
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path)))
+    from pirl_core.workspace.folder import Workspace
+
+    with pytest.raises(pacs.PacsError, match="matches no study"):
+        pacs_pull.pull(Workspace(tmp_path / "w"), pacs_pull.PullConfig("test", "mr", query={"ModalitiesInStudy": "MR"}),
+                       tmp_path / "job")
+    with pytest.raises(pacs.PacsError, match="Unknown search field"):
+        pacs.parse_query("Modality=US&PatientsName=x")
+    with pytest.raises(pacs.PacsError, match="not a DICOMweb address"):
+        pacs.server("ftp://host/dicom-web", allow_any_url=True)
+
+
+def test_a_trailing_slash_and_empty_url_prefixes_reach_the_same_service(orthanc, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path, url=orthanc.url + "/",
+                                                                    qido_prefix="", wado_prefix="")))
+    srv = pacs.server("test")
+    assert srv.url == orthanc.url and srv.qido_prefix is None and srv.wado_prefix is None
+    found = pacs.search(srv, {"ModalitiesInStudy": "US"})
+    client = pacs.connect(srv)
+    inst = pacs.instances(srv, client, found.studies[0].uid)[0]
+    assert pacs.retrieve(srv, client, inst)[:4] in (b"\x02\x00\x02\x00", b"\x08\x00\x05\x00")
+
+
+def test_a_server_that_stalls_mid_study_fails_clearly_and_the_resumed_pull_fetches_only_the_rest(orthanc, tmp_path,
+                                                                                               ws, monkeypatch):
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path, timeout_s=1)))
+    cfg = pacs_pull.PullConfig("test", "stalled", query={"StudyDate": "20240101-20241231"}, workers=1)
+    folder, seen = tmp_path / "job", []
+
+    def progress(fraction, message):
+        seen.append(message)
+        if " of " in message and message.startswith("3 of"):
+            os.kill(orthanc.proc.pid, signal.SIGSTOP)  # the PACS stops answering after the third image
+
+    try:
+        with pytest.raises(pacs.PacsError, match="did not answer .* within 1 s"):
+            pacs_pull.pull(ws, cfg, folder, progress)
+    finally:
+        os.kill(orthanc.proc.pid, signal.SIGCONT)
+    staged = list((folder / "staged").rglob("*.dcm"))
+    assert len(staged) == 3 and ws.store.dataset("stalled") is None
+    outcome = pacs_pull.pull(ws, cfg, folder)
+    assert outcome.reused == 3 and outcome.downloaded == outcome.instances - 3
+    assert ws.store.dataset("stalled")["n_images"] == 7  # the 2024 studies: 2 + 2 + 3 chest images
+
+
+def test_pirl_ingest_dicomweb_killed_halfway_and_run_again_has_every_instance_once(orthanc, tmp_path):
+    from pydicom.uid import generate_uid
+
+    study = generate_uid()
+    orthanc.store(make_dicom(None, picture(1000 + i), patient="P9", study=study, modality="MG") for i in range(40))
+    env = {**os.environ, "PIRL_PACS_USER": USER, "PIRL_PACS_PASSWORD": PASSWORD}
+    env.pop("PIRL_PACS_CONFIG", None)
+    cmd = [sys.executable, "-m", "pirl_core.cli", "-w", str(tmp_path / "w"), "ingest", "--dicomweb", orthanc.url,
+           "--query", f"StudyInstanceUID={study}", "--name", "mammo", "--workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    staged = tmp_path / "w" / "uploads"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(staged.rglob("*.dcm"))) < 10:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = len(list(staged.rglob("*.dcm")))
+    assert 10 <= first < 40, "the pull finished before it could be killed"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["instances"] == 40 and report["reused"] >= first and report["downloaded"] + report["reused"] == 40
+    assert report["imported"] == 40 and not report["duplicates"]
+
+
+def test_dicom_files_without_a_preamble_are_read_as_dicom(tmp_path, ws):
+    folder = tmp_path / "old-modality"
+    folder.mkdir()
+    make_dicom(folder / "IM000001", picture(1), patient="A", preamble=False)
+    make_dicom(folder / "IM000002", picture(2), patient="B")
+    data = (folder / "IM000001").read_bytes()
+    assert data[128:132] != b"DICM" and data[:2] == b"\x08\x00"
+    report = ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "old")
+    assert report.imported == 2 and not report.skipped
+
+
+def _labeled_dicom_folder(folder, patient_of):
+    """Class sub-folders of DICOM files, several per patient."""
+    for i, (label, patient, study) in enumerate(patient_of):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        make_dicom(folder / label / f"img{i:03d}.dcm", picture(i), patient=patient, study=study)
+
+
+def test_patients_never_straddle_a_split_and_an_anonymised_patient_id_falls_back_to_the_study(tmp_path, ws):
+    from pydicom.uid import generate_uid
+
+    rows = [("benign" if p % 2 else "malignant", f"PAT{p}", None) for p in range(12) for _ in range(4)]
+    _labeled_dicom_folder(tmp_path / "by-patient", rows)
+    ingest.ingest(ws, sources.folder_source(tmp_path / "by-patient", check_roots=False), "by-patient",
+                  folder_labels=True)
+    images = ws.store.images(ws.store.dataset("by-patient")["id"])
+    split_of: dict[str, set] = {}
+    for im in images:
+        split_of.setdefault(im["group_id"], set()).add(im["split"])
+    assert len(split_of) == 12 and all(len(s) == 1 for s in split_of.values())
+    assert {im["split"] for im in images} == {"train", "val", "test"}
+    studies = [generate_uid() for _ in range(10)]
+    _labeled_dicom_folder(tmp_path / "anon", [("a" if k % 2 else "b", "ANONYMOUS", studies[k]) for k in range(10)
+                                              for _ in range(2)])
+    ingest.ingest(ws, sources.folder_source(tmp_path / "anon", check_roots=False), "anon", folder_labels=True)
+    groups = [im["group_id"] for im in ws.store.images(ws.store.dataset("anon")["id"])]
+    assert len(set(groups)) == 10  # one group a study, not one for the whole set
+
+
+def test_a_csv_group_wins_over_the_dicom_patient(tmp_path, ws):
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    for i in range(8):
+        make_dicom(folder / f"x{i}.dcm", picture(i), patient=f"P{i}")
+    csv = "filename,label,group\n" + "".join(f"x{i}.dcm,{'a' if i % 2 else 'b'},lesion{i // 4}\n" for i in range(8))
+    ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "csv", labels_csv=csv.encode())
+    assert {im["group_id"] for im in ws.store.images(ws.store.dataset("csv")["id"])} == {"lesion0", "lesion1"}
+
+
+def test_the_patient_count_warns_when_one_patient_holds_over_a_tenth_of_the_images():
+    from pirl_core.data import patients
+
+    many = patients.count([f"patient-{i}" for i in range(20)])
+    assert many.patients == 20 and many.warning is None
+    lopsided = patients.count(["patient-a"] * 5 + [f"patient-{i}" for i in range(15)] + [None, "lesion1"])
+    assert lopsided.patients == 16 and "5 of the 20 images (25%)" in lopsided.warning
+    assert patients.count(["lesion1", None]).patients == 0
+
+
+def test_the_workspace_salt_makes_patient_groups_stable_within_and_different_across_workspaces(tmp_path):
+    from pirl_core.data import patients
+    from pirl_core.workspace.folder import Workspace
+
+    a, b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
+    first = patients.groups(a, ["P1", "P2"], ["s1", "s2"])
+    assert patients.groups(a, ["P1", "P2"], ["s1", "s2"]) == first and first[0] != first[1]
+    assert patients.groups(b, ["P1", "P2"], ["s1", "s2"]) != first
+    assert all("P1" not in g for g in first)
+    assert patients.groups(a, [None, None], [None, None]) == [None, None]
+
+
+def test_a_pull_config_without_studies_or_a_search_is_refused():
+    from pirl_core.errors import PirlError
+
+    with pytest.raises(PirlError, match="Choose the studies"):
+        pacs_pull.PullConfig("test", "x").validate()
+    np.testing.assert_equal(len(pacs.parse_query("ModalitiesInStudy=US&StudyDate=20240101-20241231")), 2)
