@@ -6,8 +6,13 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage,
-                         UltrasoundMultiFrameImageStorage, generate_uid)
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    SecondaryCaptureImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
