@@ -4,9 +4,10 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from app_pages._pacs_tab import pacs_tab
 from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
-from pirl_core.data import image_cache, ingest, sources
+from pirl_core.data import image_cache, ingest, patients, sources
 
 ws = workspace()
 store = ws.store
@@ -67,7 +68,8 @@ def ingest_form(key, source_widget, help_text):
 
 st.header("Add images")
 if editors_only("Importing images"):
-    tab_files, tab_zip, tab_folder = st.tabs(["Upload files or a folder", "Upload a zip", "Folder on this machine"])
+    tab_files, tab_zip, tab_folder, tab_pacs = st.tabs(["Upload files or a folder", "Upload a zip",
+                                                        "Folder on this machine", "From a PACS"])
     with tab_files:
         folder_upload = st.radio("Upload", ["files", "a folder"], horizontal=True, key="upload-what") == "a folder"
         submitted, uploads, name, label_choice, csv_file = ingest_form(
@@ -114,6 +116,9 @@ if editors_only("Importing images"):
                         files = sources.folder_source(folder)
                         run_ingest(files, name or folder.rstrip("/").split("/")[-1], label_choice, csv_file)
 
+    with tab_pacs:
+        pacs_tab(ws)
+
 st.header("Datasets")
 datasets = store.datasets()
 if not datasets:
@@ -151,6 +156,14 @@ if can_edit():
                 gone = datasets_service.delete(ws, chosen)
                 st.session_state["dataset-flash"] = f"Deleted {chosen}, with {gone}."
                 st.rerun()
+
+people = patients.count([im["group_id"] for im in images])
+if people.patients:
+    st.markdown(f"**{people.patients:,} patients** (from the DICOM headers) hold {people.images_with_patient:,} of "
+                f"these {len(images):,} images. Every split keeps each patient on one side, so no patient's images "
+                "are both trained on and tested.")
+    if people.warning:
+        st.warning(people.warning, icon=":material/person_alert:")
 
 counts = store.class_counts(ds["id"])
 if counts:

@@ -231,3 +231,58 @@ def test_a_pull_config_without_studies_or_a_search_is_refused():
     with pytest.raises(PirlError, match="Choose the studies"):
         pacs_pull.PullConfig("test", "x").validate()
     np.testing.assert_equal(len(pacs.parse_query("ModalitiesInStudy=US&StudyDate=20240101-20241231")), 2)
+
+
+# -- the Data page's "From a PACS" tab ---------------------------------------------------------
+def _data_page():
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    return AppTest.from_file(str(ROOT / "app_pages/data.py"), default_timeout=60)
+
+
+def _button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_the_data_page_searches_the_pacs_pulls_the_matches_and_counts_the_patients(configured, orthanc, ws):
+    at = _data_page().run()
+    assert not at.exception
+    _button(at, "Search").click().run()
+    assert any("at least one search field" in e.value for e in at.error)  # never the whole PACS by accident
+    at.text_input(key="pacs-modality").input("us")
+    _button(at, "Search").click().run()
+    assert not at.exception, at.exception
+    assert any("**2 studies** match" in m.value for m in at.markdown)
+    table = next(d for d in at.dataframe if "study date" in d.value.columns)
+    assert "patient" not in table.value.columns and set(table.value["modality"]) <= {"US", "SR\\US", "US\\SR"}
+    at.text_input(key="pacs-dataset").input("breast-us")
+    _button(at, "Pull into PIRL Studio").click().run()
+    assert not at.exception, at.exception
+    assert any("queued" in s.value for s in at.success)
+    job = ws.store.jobs("pacs_pull")[0]
+    assert queue.config_of(job).query == {"ModalitiesInStudy": "US"} and PASSWORD not in json.dumps(job["config"])
+    queue.run_worker(ws, idle_exit_s=0)
+    at.run()
+    at.selectbox(key="dataset").set_value("breast-us").run()
+    assert not at.exception, at.exception
+    assert ws.store.dataset("breast-us")["n_images"] == 4  # P2: 1 and the multi-frame; P4: 2 (and one cut short)
+    assert any("**2 patients**" in m.value for m in at.markdown)
+    assert any("One patient holds" in w.value for w in at.warning)  # 2 patients: each holds over a tenth
+    assert any("images from 2 studies imported" in c.value for c in at.caption)
+
+
+def test_the_pacs_tab_without_settings_says_how_to_configure_and_a_wrong_password_is_a_message(orthanc, ws, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(tmp_path / "none.toml"))
+    at = _data_page().run()
+    assert not at.exception
+    assert any("No PACS is configured" in i.value for i in at.info)
+    assert any("[pacs.radiology]" in c.value for c in at.code)
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path, password="wrong")))
+    at = _data_page().run()
+    at.text_input(key="pacs-modality").input("CR")
+    _button(at, "Search").click().run()
+    assert not at.exception
+    assert any("refused the user name or password" in e.value for e in at.error)
