@@ -84,7 +84,7 @@ def run_pull(args, ws) -> int:
                                  lambda fraction, message: show(int(fraction * 1000), 1000, message),
                                  allow_any_url=True)
     print_json({**outcome.report, "studies": outcome.studies, "instances": outcome.instances,
-                "downloaded": outcome.downloaded, "reused": outcome.reused})
+                "downloaded": outcome.downloaded, "reused": outcome.reused, "download_s": outcome.download_s})
     return 0
 
 

@@ -15,6 +15,7 @@ own copy of each image).
 from __future__ import annotations
 
 import shutil
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class PullOutcome(Record):
     instances: int = 0  # usable instances in those studies
     downloaded: int = 0  # fetched by this run
     reused: int = 0  # already in the job's folder from an earlier, interrupted run
+    download_s: float = 0.0  # seconds spent fetching (the rest of a pull is the import)
     report: dict = field(default_factory=dict)  # the import's report (ingest.Report)
 
 
@@ -123,10 +125,12 @@ def pull(ws: Workspace, cfg: PullConfig, folder: Path, on_progress: Callable[[fl
     outcome = PullOutcome(studies=len(uids), instances=len(plan))
     if should_stop():
         return outcome
+    started = time.monotonic()
     outcome.downloaded, outcome.reused = _download(
         srv, client, plan, cfg.workers,
         lambda n, total: report(0.8 * n / max(total, 1), f"{n} of {total} images from {len(uids)} studies"),
         should_stop)
+    outcome.download_s = round(time.monotonic() - started, 2)
     if should_stop():
         return outcome
     if not plan:
