@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages._shared import STATUS_ICON, guarded, plain, show_job_failure, when
-from pirl_core.data import pacs, pacs_pull
+from pirl_core.data import labels, pacs, pacs_pull
 from pirl_core.jobs import queue
 from pirl_core.workspace.folder import Workspace
 
@@ -68,15 +68,26 @@ def results(ws: Workspace) -> None:
                          selection_mode="multi-row", key="pacs-table")
     chosen = [found.studies[i].uid for i in table.selection.rows]
     with st.form("pacs-pull"):
-        dataset = st.text_input("Into the new dataset", key="pacs-dataset", placeholder="e.g. breast-us-2024")
+        dataset = st.text_input("Into the dataset", key="pacs-dataset", placeholder="e.g. breast-us-2024",
+                                help="A new name makes a new dataset. The name of an unlabeled pool not yet "
+                                     "pretrained on adds to it: studies it holds already are not pulled again.")
         what = st.radio("Pull", [f"the {len(chosen)} selected studies", f"all {found.total:,} matches"],
                         index=0 if chosen else 1, horizontal=True, key="pacs-what")
+        st.caption("Labels from the header (optional), where your archive records the finding: an attribute, and "
+                   "which keyword in it means which class. Images whose attribute holds none stay unlabeled.")
+        c1, c2 = st.columns([1, 2])
+        attribute = c1.text_input("DICOM attribute", placeholder="e.g. StudyDescription or 0011,1010",
+                                  key="pacs-label-attribute")
+        table = c2.text_input("Keyword = class, comma-separated", placeholder="e.g. MALIG = malignant, BENIGN = benign",
+                              key="pacs-label-map")
         submitted = st.form_submit_button("Pull into PIRL Studio", type="primary")
     if submitted:
         with guarded("Pull"):
             everything = what.startswith("all") or not chosen
+            attribute, label_map = labels.header_rule(attribute, table) if attribute or table else ("", [])
             cfg = pacs_pull.PullConfig(name, dataset.strip(), studies=[] if everything else chosen,
-                                       query=filters if everything else {})
+                                       query=filters if everything else {}, label_attribute=attribute,
+                                       label_map=label_map)
             job = pacs_pull.start(ws, cfg)
             st.success(f"Pull #{job} queued: it runs in the background; follow it below.")
 

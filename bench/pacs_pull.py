@@ -98,7 +98,8 @@ def main() -> None:
             peaks[label] = (report["imported"], peak)
         (n_q, peak_q), (n_a, peak_a) = peaks["quarter"], peaks["all"]
         idle = timed_pull([sys.executable, "-m", "pirl_core.cli", "-w", str(tmp / "ws-idle"), "datasets"], env)[2]
-        print(f"peak memory: {idle:.0f} MiB for `pirl datasets` (the imports alone); {peak_q:.0f} MiB pulling {n_q} instances, {peak_a:.0f} MiB pulling {n_a} "
+        print(f"peak memory: {idle:.0f} MiB for `pirl datasets` (the imports alone); {peak_q:.0f} MiB pulling "
+              f"{n_q} instances, {peak_a:.0f} MiB pulling {n_a} "
               f"({peak_a / peak_q:.2f}x for {n_a / max(n_q, 1):.1f}x the instances)")
 
         # Killed halfway, run again.

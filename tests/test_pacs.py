@@ -286,3 +286,49 @@ def test_the_pacs_tab_without_settings_says_how_to_configure_and_a_wrong_passwor
     _button(at, "Search").click().run()
     assert not at.exception
     assert any("refused the user name or password" in e.value for e in at.error)
+
+
+def test_labels_from_a_header_attribute_make_a_labeled_set_split_by_patient(configured, orthanc, ws, tmp_path):
+    from pirl_core.data import labels
+
+    attribute, table = labels.header_rule("StudyDescription", "chest = chest x-ray, BREAST = breast ultrasound")
+    cfg = pacs_pull.PullConfig("test", "by-description", query={"StudyDate": "20000101-20301231"},
+                               label_attribute=attribute, label_map=table)
+    outcome = pacs_pull.pull(ws, cfg, tmp_path / "job")
+    assert outcome.report["labels"] == {"breast ultrasound": 4, "chest x-ray": 7}
+    images = ws.store.images(ws.store.dataset("by-description")["id"])
+    assert ws.store.dataset("by-description")["kind"] == "labeled"
+    sides: dict[str, set] = {}
+    for im in images:
+        sides.setdefault(im["group_id"], set()).add(im["split"])
+    assert len(sides) == 4 and all(len(s) == 1 for s in sides.values())
+    with pytest.raises(pacs.PirlError, match="neither a DICOM keyword"):
+        labels.header_rule("StudyDescriptionn", "a = b, c = d")
+    with pytest.raises(pacs.PirlError, match="KEYWORD = class"):
+        labels.header_rule("0011,1010", "malignant, BENIGN = benign")
+    with pytest.raises(pacs.PirlError, match="at least two classes"):
+        labels.header_rule("BodyPartExamined", "BREAST = breast")
+
+
+def test_a_second_pull_into_a_pool_adds_only_the_studies_it_lacks(configured, orthanc, ws, tmp_path):
+    from pirl_core.data.image_cache import dataset_cache
+
+    first = pacs_pull.pull(ws, pacs_pull.PullConfig("test", "pool", query={"ModalitiesInStudy": "US"}),
+                           tmp_path / "job1")
+    assert ws.store.dataset("pool")["n_images"] == 4 and first.studies == 2
+    small_before = dataset_cache(ws, first.dataset_id, 32).shape[0]  # a derived cache, made again after adding
+    second = pacs_pull.pull(ws, pacs_pull.PullConfig("test", "pool", query={"StudyDate": "20000101-20301231"}),
+                            tmp_path / "job2")
+    assert second.studies == 3 and second.downloaded == 7  # the two US studies were not pulled again
+    pool = ws.store.dataset("pool")
+    assert pool["n_images"] == 11 == len(ws.store.images(pool["id"]))
+    assert dataset_cache(ws, pool["id"]).shape[0] == 11 and dataset_cache(ws, pool["id"], 32).shape[0] == 11
+    assert small_before == 4
+    again = pacs_pull.pull(ws, pacs_pull.PullConfig("test", "pool", query={"StudyDate": "20000101-20301231"}),
+                           tmp_path / "job3")
+    assert again.downloaded == 0 and again.report["unchanged"]
+    from pirl_core.engine.config import PretrainConfig
+
+    queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), pool["id"], start_worker=False)
+    with pytest.raises(pacs.PirlError, match="has been pretrained on or labeled"):
+        ingest.add_to(ws, "pool", [])

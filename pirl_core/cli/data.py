@@ -26,6 +26,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--query", default="", help="with --dicomweb: the studies to pull, e.g. "
                                                "'ModalitiesInStudy=US&StudyDate=20240101-20241231'")
     p.add_argument("--workers", type=int, default=4, help="with --dicomweb: requests at once")
+    p.add_argument("--label-from", default="", metavar="ATTRIBUTE",
+                   help="with --dicomweb: labels from this DICOM attribute (e.g. StudyDescription, or 0011,1010)")
+    p.add_argument("--label-map", default="", metavar="TABLE",
+                   help="with --label-from: 'MALIG=malignant,BENIGN=benign' (first keyword the attribute contains)")
     p.add_argument("--name", help="dataset name (default: the folder's name)")
     p.add_argument("--labels", help="CSV with columns filename,label[,group]")
     p.add_argument("--folder-labels", action="store_true", help="class = the image's sub-folder name")
@@ -71,12 +75,14 @@ def run_pull(args, ws) -> int:
     running the same command again after an interruption resumes it."""
     import hashlib
 
-    from ..data import pacs, pacs_pull
+    from ..data import labels, pacs, pacs_pull
     from ..errors import PirlError
 
     if not args.name:
         raise PirlError("Name the new dataset: --name.")
-    cfg = pacs_pull.PullConfig(args.dicomweb, args.name, query=pacs.parse_query(args.query), workers=args.workers)
+    attribute, label_map = labels.header_rule(args.label_from, args.label_map) if args.label_from else ("", [])
+    cfg = pacs_pull.PullConfig(args.dicomweb, args.name, query=pacs.parse_query(args.query), workers=args.workers,
+                               label_attribute=attribute, label_map=label_map)
     cfg.validate()
     tag = hashlib.sha256(f"{args.dicomweb}|{sorted(cfg.query.items())}|{args.name}".encode()).hexdigest()[:16]
     with progress("image") as show:

@@ -26,7 +26,7 @@ from ..errors import BadImage, Cancelled, PirlError
 from ..workspace.atomic import write_bytes_atomic
 from ..workspace.folder import Workspace
 from . import duplicates, patients
-from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, resize_row, square_resize
+from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, open_cache, resize_row, square_resize
 from .image_io import decode
 from .labels import check_labels, folder_label, match_labels, read_labels_csv
 from .sources import SourceFile, folder_source, read_source
@@ -253,6 +253,60 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
                                    files[0].name if files else None, seed, content_hash)
         report.imported = len(accepted)
         audit.record(ws, "import", name, f"{len(accepted)} images, {len(report.skipped)} skipped")
+        return report
+    finally:
+        stored.close()
+
+
+def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: list[dict] | None = None,
+           on_progress: Callable[[int, int, str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Report:
+    """Add `files` to an unlabeled pool nothing has used yet (a second pull from a PACS): its images keep their
+    ids and rows, the new ones follow; an image the pool already holds is reported, not added. One transaction."""
+    row = ws.store.dataset(dataset)
+    if row is None:
+        raise PirlError(f"No dataset named {dataset!r}.")
+    if row["kind"] != "unlabeled":
+        raise PirlError(f"{dataset!r} is a labeled set with a fixed split; add images to a new dataset instead.")
+    if any(j["dataset_id"] == row["id"] for j in ws.store.jobs()) or ws.store.label_batches(row["id"]):
+        raise PirlError(f"{dataset!r} has been pretrained on or labeled; adding images would change what those "
+                        "runs saw. Add them to a new dataset.")
+    report = Report(dataset=dataset, dataset_id=row["id"], skipped=list(pre_skipped or []))
+    held = {im["content_hash"]: im["orig_name"] for im in ws.store.images(row["id"])}
+    stored = FileStore(ws)
+    try:
+        accepted, who = [], []
+        for item in decode_all(files, report, on_progress, should_stop):
+            if item.digest in held:
+                report.duplicates.append({"name": item.src.name, "same_as": held[item.digest]})
+                continue
+            accepted.append(stored.add(item))
+            who.append((item.patient, item.study))
+        if not accepted:
+            report.unchanged = True
+            return report
+        groups = patients.groups(ws, [p for p, _ in who], [s for _, s in who])
+        images = [{**a, "dataset_id": row["id"], "label": None, "group_id": g, "split": None}
+                  for a, g in zip(accepted, groups)]
+        new_rows = stored.writer.finish()
+        everything = sorted([*held, *(a["content_hash"] for a in accepted)])
+        with ws.store.transaction():
+            stored.restore_missing(accepted)
+            ws.store.add_images(images)
+            ws.store.update_dataset(row["id"], n_images=len(everything),
+                                    content_hash=hashlib.sha256("".join(everything).encode()).hexdigest())
+            ws.store.add_skipped(row["id"], [(s["name"], s["reason"]) for s in report.skipped])
+            with CacheWriter(cache_path(ws, row["id"]), CACHE_SIZE) as writer:
+                for source in (dataset_cache(ws, row["id"]), open_cache(new_rows)):
+                    for cached in source:
+                        writer.append(np.asarray(cached))
+                writer.finish()
+        stored.created.clear()
+        for derived in ws.cache.glob(f"dataset-{row['id']}-*.npy"):  # smaller sizes: made again from the base
+            if derived != cache_path(ws, row["id"]):
+                derived.unlink(missing_ok=True)
+        report.imported = len(accepted)
+        audit.record(ws, "add images", dataset, f"{len(accepted)} images, {len(report.skipped)} skipped")
         return report
     finally:
         stored.close()

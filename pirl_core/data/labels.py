@@ -110,3 +110,52 @@ def check_labels(labels: list[str | None]) -> tuple[dict[str, int], list[str]]:
 def folder_label(name: str) -> str | None:
     parts = PurePosixPath(name).parts
     return parts[-2] if len(parts) > 1 else None
+
+
+# -- labels from a DICOM header --------------------------------------------------------------
+def header_rule(attribute: str, table: str) -> tuple[str, list[list[str]]]:
+    """A DICOM attribute (keyword `StudyDescription`, or tag `0011,1010` for a private one) and the typed table
+    `MALIG = malignant, BENIGN = benign` (commas or new lines) as (attribute, [[keyword, class], ...]). An image
+    takes the class of the first keyword its attribute contains (case ignored); none: no label."""
+    from pydicom.datadict import tag_for_keyword
+
+    attribute = attribute.strip()
+    tag = attribute.strip("()").replace(",", "").replace(" ", "")
+    if tag_for_keyword(attribute) is None and not (len(tag) == 8 and all(c in "0123456789abcdefABCDEF" for c in tag)):
+        raise PirlError(f"{attribute!r} is neither a DICOM keyword (e.g. StudyDescription, BodyPartExamined) nor a "
+                        "tag like 0011,1010.")
+    pairs = []
+    for entry in table.replace("\n", ",").split(","):
+        if not entry.strip():
+            continue
+        keyword, sep, label = entry.partition("=")
+        if not sep or not keyword.strip() or not label.strip():
+            raise PirlError(f"{entry.strip()!r}: write each class as KEYWORD = class, e.g. MALIG = malignant.")
+        pairs.append([keyword.strip(), label.strip()])
+    if len({label for _, label in pairs}) < 2:
+        raise PirlError("Map the header to at least two classes (e.g. MALIG = malignant, BENIGN = benign).")
+    return attribute, pairs
+
+
+def header_label(data: bytes, attribute: str, pairs: list[list[str]]) -> str | None:
+    """The class `pairs` give the file's `attribute` (see `header_rule`), or None."""
+    import pydicom
+    from pydicom.datadict import tag_for_keyword
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001  (an unreadable file gets no label; the import names why it is skipped)
+        return None
+    tag = tag_for_keyword(attribute) or int(attribute.strip("()").replace(",", "").replace(" ", ""), 16)
+    element = ds.get(tag)
+    value = str(element.value if element is not None else "").upper()
+    return next((label for keyword, label in pairs if keyword.upper() in value), None) if value else None
+
+
+def header_labels_csv(names: list[str], labels: list[str | None]) -> bytes:
+    """The labels read from headers as the filename,label CSV an import takes."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["filename", "label"])
+    writer.writerows((n, lab) for n, lab in zip(names, labels) if lab is not None)
+    return out.getvalue().encode()

@@ -1,5 +1,5 @@
-"""Pulling studies from a PACS into a new dataset: a background job (the Data page) or a command (`pirl ingest
---dicomweb`), that resumes where it stopped.
+"""Pulling studies from a PACS into a new dataset, or into an unlabeled pool nothing has used yet: a background
+job (the Data page) or a command (`pirl ingest --dicomweb`), that resumes where it stopped.
 
     the studies (chosen, or every match of a query) -> their instances (QIDO-RS; what holds no picture is named
     and never downloaded) -> each instance's file, several requests at once, written whole into the job's folder
@@ -9,11 +9,12 @@ Memory stays bounded by the number of requests in flight, not by the study count
 arrives, and the import reads them back one at a time. A file is written under a temporary name and renamed, so
 a pull killed at any moment leaves only whole files; a resumed pull keeps them and fetches the rest: every
 instance once, none twice. The staged files are removed once the dataset is committed (the workspace keeps its
-own copy of each image).
+own copy of each image). Pulled into a pool that exists, a study the pool already holds is not pulled again.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -27,7 +28,7 @@ from ..jobs.queue import JobContext, job_kind
 from ..jobs.records import Record
 from ..workspace.atomic import write_bytes_atomic
 from ..workspace.folder import Workspace
-from . import ingest, pacs, patients
+from . import ingest, labels, pacs, patients
 from .sources import SourceFile
 
 WORKERS = 4  # requests in flight: enough to hide a PACS's latency, few enough not to load it
@@ -40,6 +41,8 @@ class PullConfig(Record):
     studies: list[str] = field(default_factory=list)  # StudyInstanceUIDs; empty: every match of `query`
     query: dict = field(default_factory=dict)
     workers: int = WORKERS
+    label_attribute: str = ""  # optional labels from the header: a DICOM keyword or tag ...
+    label_map: list = field(default_factory=list)  # ... and [[keyword, class], ...] (data/labels.py header_rule)
 
     def validate(self) -> None:
         if not self.dataset.strip():
@@ -49,6 +52,8 @@ class PullConfig(Record):
                             "PACS needs at least one search field).")
         if not 1 <= self.workers <= 32:
             raise PirlError("Between 1 and 32 requests at once.")
+        if self.label_attribute or self.label_map:
+            labels.header_rule(self.label_attribute, ", ".join(f"{k} = {c}" for k, c in self.label_map))
 
 
 @dataclass
@@ -112,16 +117,28 @@ def pull(ws: Workspace, cfg: PullConfig, folder: Path, on_progress: Callable[[fl
     """Pull `cfg`'s studies into the new dataset `cfg.dataset`; `folder` keeps what is staged between tries."""
     report = on_progress or (lambda fraction, message: None)
     existing = ws.store.dataset(cfg.dataset.strip())
-    if existing is not None and not (folder / "staged").exists():
-        raise PirlError(f"A dataset named {cfg.dataset.strip()!r} already exists. Pull into a new dataset.")
+    marker = folder / "target.json"  # whether the dataset existed when this pull first started
+    if not marker.exists():
+        write_bytes_atomic(marker, json.dumps({"existed": existing is not None}).encode())
+    if existing is not None and not json.loads(marker.read_text())["existed"]:
+        shutil.rmtree(folder / "staged", ignore_errors=True)  # this pull's own dataset, committed before it stopped
+        return PullOutcome(dataset_id=existing["id"], instances=existing["n_images"],
+                           report=ingest.Report(existing["name"], existing["id"], unchanged=True).to_dict())
+    if existing is not None and cfg.label_attribute:
+        raise PirlError(f"{cfg.dataset.strip()!r} exists; labels from the header make a new labeled set: choose "
+                        "a new name.")
     srv = pacs.server(cfg.server, allow_any_url)
     client = pacs.connect(srv)
     report(0.0, f"Listing the studies on {srv.label} ...")
     uids = cfg.studies or [s.uid for s in pacs.search(srv, cfg.query).studies]
     if not uids:
         raise pacs.PacsError("The search matches no study on the PACS: nothing to pull. Widen the search.")
-    staging, refused = folder / "staged", []
-    plan = _plan(srv, client, uids, staging, patients.salt(ws), refused, should_stop)
+    key, staging, refused = patients.salt(ws), folder / "staged", []
+    if existing is not None:  # a study the pool already holds is not pulled again
+        held = {im["orig_name"].split("/")[1] for im in ws.store.images(existing["id"])
+                if im["orig_name"].count("/") == 2}
+        uids = [u for u in uids if patients.hashed(key, u, "study-") not in held]
+    plan = _plan(srv, client, uids, staging, key, refused, should_stop)
     outcome = PullOutcome(studies=len(uids), instances=len(plan))
     if should_stop():
         return outcome
@@ -133,12 +150,24 @@ def pull(ws: Workspace, cfg: PullConfig, folder: Path, on_progress: Callable[[fl
     outcome.download_s = round(time.monotonic() - started, 2)
     if should_stop():
         return outcome
+    if not plan and existing is not None and not refused:
+        outcome.dataset_id, outcome.report = existing["id"], ingest.Report(cfg.dataset, existing["id"],
+                                                                           unchanged=True).to_dict()
+        return outcome  # every study is in the pool already
     if not plan:
         raise PirlError(f"The {len(uids)} studies hold no image that can be used"
                         + (f" ({refused[0]['reason']})." if refused else "."))
     files = [SourceFile(name, path.read_bytes) for _, name, path in plan]
-    result = ingest.ingest(ws, files, cfg.dataset, pre_skipped=refused, should_stop=should_stop,
-                           on_progress=lambda i, n, _: report(0.8 + 0.2 * i / max(n, 1), f"importing {i} of {n}"))
+    labels_csv = None
+    if cfg.label_attribute:
+        labels_csv = labels.header_labels_csv([name for _, name, _ in plan], [
+            labels.header_label(path.read_bytes(), cfg.label_attribute, cfg.label_map) for _, _, path in plan])
+    importing = lambda i, n, _: report(0.8 + 0.2 * i / max(n, 1), f"importing {i} of {n}")  # noqa: E731
+    if existing is not None:
+        result = ingest.add_to(ws, existing["name"], files, refused, importing, should_stop)
+    else:
+        result = ingest.ingest(ws, files, cfg.dataset, labels_csv=labels_csv, pre_skipped=refused,
+                               should_stop=should_stop, on_progress=importing)
     shutil.rmtree(staging, ignore_errors=True)
     outcome.dataset_id, outcome.report = result.dataset_id, result.to_dict()
     return outcome
