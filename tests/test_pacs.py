@@ -133,7 +133,10 @@ def test_pirl_ingest_dicomweb_killed_halfway_and_run_again_has_every_instance_on
     from pydicom.uid import generate_uid
 
     study = generate_uid()
-    orthanc.store(make_dicom(None, picture(1000 + i), patient="P9", study=study, modality="MG") for i in range(40))
+    extra = [make_dicom(None, picture(1000 + i), patient="P9", study=study, modality="MG") for i in range(40)]
+    for ds in extra:
+        ds.StudyDate = "19990101"  # outside the dates the other tests search
+    orthanc.store(extra)
     env = {**os.environ, "PIRL_PACS_USER": USER, "PIRL_PACS_PASSWORD": PASSWORD}
     env.pop("PIRL_PACS_CONFIG", None)
     cmd = [sys.executable, "-m", "pirl_core.cli", "-w", str(tmp_path / "w"), "ingest", "--dicomweb", orthanc.url,
