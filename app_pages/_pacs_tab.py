@@ -27,6 +27,10 @@ def _filters(modality: str, dates, body_part: str, description: str, patient_id:
     return {k: v for k, v in filters.items() if v}
 
 
+def _studies(n: int) -> str:
+    return f"{n:,} study" if n == 1 else f"{n:,} studies"
+
+
 def search_form(servers: dict[str, pacs.Server]) -> None:
     with st.form("pacs-search"):
         name = st.selectbox("PACS", list(servers), format_func=lambda n: servers[n].label, key="pacs-server")
@@ -61,9 +65,9 @@ def results(ws: Workspace) -> None:
         st.info("No study matches this search. Widen it: fewer fields, a longer date range, or * in the "
                 "description.")
         return
-    st.markdown(f"**{found.total:,} studies** match, holding {sum(s.instances for s in found.studies):,} images"
+    st.markdown(f"**{_studies(found.total)}** match, holding {sum(s.instances for s in found.studies):,} images"
                 + (f" (counting stopped at {pacs.MAX_STUDIES:,}: narrow the search)" if found.truncated else "")
-                + ". Select rows to pull some of them, or pull them all.")
+                + ". Select rows to pull only those; with none selected, every match is pulled.")
     table = st.dataframe(pd.DataFrame([s.row() for s in found.studies]), hide_index=True, on_select="rerun",
                          selection_mode="multi-row", key="pacs-table")
     chosen = [found.studies[i].uid for i in table.selection.rows]
@@ -71,20 +75,19 @@ def results(ws: Workspace) -> None:
         dataset = st.text_input("Into the dataset", key="pacs-dataset", placeholder="e.g. breast-us-2024",
                                 help="A new name makes a new dataset. The name of an unlabeled pool not yet "
                                      "pretrained on adds to it: studies it holds already are not pulled again.")
-        what = st.radio("Pull", [f"the {len(chosen)} selected studies", f"all {found.total:,} matches"],
-                        index=0 if chosen else 1, horizontal=True, key="pacs-what")
         st.caption("Labels from the header (optional), where your archive records the finding: an attribute, and "
                    "which keyword in it means which class. Images whose attribute holds none stay unlabeled.")
         c1, c2 = st.columns([1, 2])
         attribute = c1.text_input("DICOM attribute", placeholder="e.g. StudyDescription or 0011,1010",
                                   key="pacs-label-attribute")
-        table = c2.text_input("Keyword = class, comma-separated", placeholder="e.g. MALIG = malignant, BENIGN = benign",
+        label_table = c2.text_input("Keyword = class, comma-separated", placeholder="e.g. MALIG = malignant, BENIGN = benign",
                               key="pacs-label-map")
-        submitted = st.form_submit_button("Pull into PIRL Studio", type="primary")
+        submitted = st.form_submit_button(f"Pull the {_studies(len(chosen))} selected" if chosen else
+                                          f"Pull all {_studies(found.total)}", type="primary")
     if submitted:
         with guarded("Pull"):
-            everything = what.startswith("all") or not chosen
-            attribute, label_map = labels.header_rule(attribute, table) if attribute or table else ("", [])
+            everything = not chosen
+            attribute, label_map = labels.header_rule(attribute, label_table) if attribute or label_table else ("", [])
             cfg = pacs_pull.PullConfig(name, dataset.strip(), studies=[] if everything else chosen,
                                        query=filters if everything else {}, label_attribute=attribute,
                                        label_map=label_map)
@@ -108,7 +111,7 @@ def pulls(ws: Workspace) -> None:
             show_job_failure(job)
         elif job["status"] == "succeeded":
             report = out.report
-            st.caption(f"{report.get('imported', 0)} images from {out.studies} studies imported; "
+            st.caption(f"{report.get('imported', 0)} images from {_studies(out.studies)} imported; "
                        f"{len(report.get('skipped', []))} not usable (listed with the dataset); "
                        f"{out.reused} were already here from an earlier try.")
         else:

@@ -261,7 +261,7 @@ def test_the_data_page_searches_the_pacs_pulls_the_matches_and_counts_the_patien
     table = next(d for d in at.dataframe if "study date" in d.value.columns)
     assert "patient" not in table.value.columns and set(table.value["modality"]) <= {"US", "SR\\US", "US\\SR"}
     at.text_input(key="pacs-dataset").input("breast-us")
-    _button(at, "Pull into PIRL Studio").click().run()
+    _button(at, "Pull all 2 studies").click().run()
     assert not at.exception, at.exception
     assert any("queued" in s.value for s in at.success)
     job = ws.store.jobs("pacs_pull")[0]
@@ -335,3 +335,29 @@ def test_a_second_pull_into_a_pool_adds_only_the_studies_it_lacks(configured, or
     queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), pool["id"], start_worker=False)
     with pytest.raises(pacs.PirlError, match="has been pretrained on or labeled"):
         ingest.add_to(ws, "pool", [])
+
+
+@pytest.mark.browser
+def test_search_select_one_study_and_pull_it_in_chromium(orthanc, app_server, page, tmp_path, monkeypatch):
+    from tests.conftest import assert_no_exception, wait_for_app
+
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(orthanc.config_file(tmp_path)))  # the server and its worker read it
+    server = app_server(tmp_path / "ws")
+    page.goto(server.url + "/data")
+    wait_for_app(page)
+    page.get_by_role("tab", name="From a PACS").click()
+    page.get_by_role("textbox", name="Modality").fill("CR")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_text("3 studies match").wait_for(timeout=60_000)
+    wait_for_app(page)
+    grid = page.get_by_test_id("stDataFrame").filter(has_text="study date").first
+    grid.wait_for()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 18)  # the first row's selection box
+    page.get_by_role("button", name="Pull the 1 study selected").wait_for(timeout=30_000)
+    page.get_by_role("textbox", name="Into the dataset").fill("one-study")
+    page.get_by_role("button", name="Pull the 1 study selected").click()
+    page.get_by_text("images from 1 study imported", exact=False).wait_for(timeout=120_000)
+    assert_no_exception(page)
+    assert page.get_by_text("pacs-secret").count() == 0
+    assert page.js_errors == []
