@@ -80,14 +80,15 @@ def results(ws: Workspace) -> None:
         c1, c2 = st.columns([1, 2])
         attribute = c1.text_input("DICOM attribute", placeholder="e.g. StudyDescription or 0011,1010",
                                   key="pacs-label-attribute")
-        label_table = c2.text_input("Keyword = class, comma-separated", placeholder="e.g. MALIG = malignant, BENIGN = benign",
-                              key="pacs-label-map")
+        label_table = c2.text_input("Keyword = class, comma-separated", key="pacs-label-map",
+                                    placeholder="e.g. MALIG = malignant, BENIGN = benign")
         submitted = st.form_submit_button(f"Pull the {_studies(len(chosen))} selected" if chosen else
                                           f"Pull all {_studies(found.total)}", type="primary")
     if submitted:
         with guarded("Pull"):
             everything = not chosen
-            attribute, label_map = labels.header_rule(attribute, label_table) if attribute or label_table else ("", [])
+            attribute, label_map = (labels.header_rule(attribute, label_table) if attribute or label_table
+                                    else ("", []))
             cfg = pacs_pull.PullConfig(name, dataset.strip(), studies=[] if everything else chosen,
                                        query=filters if everything else {}, label_attribute=attribute,
                                        label_map=label_map)
