@@ -30,3 +30,7 @@ class WorkspaceUnusable(PirlError):
 
 class Interrupted(PirlError):
     """A job stopped before its end for a reason outside it (a training process killed): resume continues it."""
+
+
+class PacsError(PirlError):
+    """A PACS could not be asked, or refused (data/pacs.py): the message says why and what to do."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pirl_core.data import ingest, pacs, pacs_pull, sources
+from pirl_core.errors import PirlError
 from pirl_core.jobs import queue
 from tests.dicom_files import make_dicom
 from tests.orthanc import PASSWORD, USER, picture
@@ -229,8 +230,6 @@ def test_the_workspace_salt_makes_patient_groups_stable_within_and_different_acr
 
 
 def test_a_pull_config_without_studies_or_a_search_is_refused():
-    from pirl_core.errors import PirlError
-
     with pytest.raises(PirlError, match="Choose the studies"):
         pacs_pull.PullConfig("test", "x").validate()
     np.testing.assert_equal(len(pacs.parse_query("ModalitiesInStudy=US&StudyDate=20240101-20241231")), 2)
@@ -305,11 +304,11 @@ def test_labels_from_a_header_attribute_make_a_labeled_set_split_by_patient(conf
     for im in images:
         sides.setdefault(im["group_id"], set()).add(im["split"])
     assert len(sides) == 4 and all(len(s) == 1 for s in sides.values())
-    with pytest.raises(pacs.PirlError, match="neither a DICOM keyword"):
+    with pytest.raises(PirlError, match="neither a DICOM keyword"):
         labels.header_rule("StudyDescriptionn", "a = b, c = d")
-    with pytest.raises(pacs.PirlError, match="KEYWORD = class"):
+    with pytest.raises(PirlError, match="KEYWORD = class"):
         labels.header_rule("0011,1010", "malignant, BENIGN = benign")
-    with pytest.raises(pacs.PirlError, match="at least two classes"):
+    with pytest.raises(PirlError, match="at least two classes"):
         labels.header_rule("BodyPartExamined", "BREAST = breast")
 
 
@@ -333,7 +332,7 @@ def test_a_second_pull_into_a_pool_adds_only_the_studies_it_lacks(configured, or
     from pirl_core.engine.config import PretrainConfig
 
     queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), pool["id"], start_worker=False)
-    with pytest.raises(pacs.PirlError, match="has been pretrained on or labeled"):
+    with pytest.raises(PirlError, match="has been pretrained on or labeled"):
         ingest.add_to(ws, "pool", [])
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import PirlError
+from ..errors import PacsError
 
 PAGE_SIZE = 500  # studies a search asks for at once; the total is counted by paging before anything is pulled
 MAX_STUDIES = 100_000  # a search stops counting past this many and says so
@@ -51,10 +51,6 @@ UNUSABLE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.130": "a 3-D volume (enhanced PET): 2-D images only",
     "1.2.840.10008.5.1.4.1.1.13.1.": "a 3-D volume (breast tomosynthesis or X-ray 3-D): 2-D images only",
 }
-
-
-class PacsError(PirlError):
-    """The PACS could not be asked, or refused: the message says why and what to do."""
 
 
 @dataclass
