@@ -184,6 +184,10 @@ STATUS_ICON = {"queued": ":material/schedule:", "running": ":material/play_circl
                "cancelled": ":material/stop_circle:", "interrupted": ":material/warning:"}
 
 
+JOB_NAMES = {"pretrain": "Pretraining", "finetune": "Finetune", "pacs_pull": "PACS pull",
+             "label_simulation": "Labeling simulation", "demo_compare": "Demo comparison", "demo_export": "Demo export"}
+
+
 @st.fragment(run_every=3)
 def sidebar_badge() -> None:
     """The running job, on every page; refreshes itself every few seconds."""
@@ -198,7 +202,7 @@ def sidebar_badge() -> None:
     running = [j for j in active if j["status"] == "running"]
     if running:
         j = running[0]
-        st.caption(f":material/play_circle: **{j['kind']} #{j['id']}** running · {100 * (j['progress'] or 0):.0f}%")
+        st.caption(f":material/play_circle: **{JOB_NAMES.get(j['kind'], j['kind'])} #{j['id']}** running · {100 * (j['progress'] or 0):.0f}%")
         st.progress(min(1.0, j["progress"] or 0.0))
     if len(active) > len(running):
         st.caption(f":material/schedule: {len(active) - len(running)} job(s) queued")
