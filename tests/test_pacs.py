@@ -360,3 +360,21 @@ def test_search_select_one_study_and_pull_it_in_chromium(orthanc, app_server, pa
     assert_no_exception(page)
     assert page.get_by_text("pacs-secret").count() == 0
     assert page.js_errors == []
+
+
+def test_a_bearer_token_travels_as_an_authorization_header_and_never_in_the_label(tmp_path, monkeypatch):
+    path = tmp_path / "secrets.toml"
+    path.write_text('[pacs.cloud]\nurl = "https://pacs.example.org/dicom-web/"\ntoken = "tok-123"\n'
+                    'wado_prefix = "/wado/"\n')
+    monkeypatch.setenv("PIRL_PACS_CONFIG", str(path))
+    srv = pacs.server("cloud")
+    assert srv.wado_prefix == "wado" and srv.url == "https://pacs.example.org/dicom-web"
+    client = pacs.connect(srv)
+    assert client.session.headers["Authorization"] == "Bearer tok-123" and client.session.auth is None
+    assert "tok-123" not in srv.label and "tok-123" not in repr(srv)
+    path.write_text('[pacs.broken]\nusername = "x"\n')
+    with pytest.raises(PirlError, match=r"\[pacs.broken\] .* needs a url"):
+        pacs.servers()
+    path.write_text('[pacs.creds]\nurl = "https://user:pw@pacs.example.org/"\n')
+    with pytest.raises(PirlError, match="not in the address"):
+        pacs.servers()
