@@ -23,13 +23,20 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Modules whose tests train past a few steps or start many processes: `make test-fast` (-m "not slow and not
 # browser") leaves them to `make test`. Chosen from `pytest --durations=40` on this 2-core machine.
 SLOW_MODULES = {"test_distributed", "test_demo_pipeline", "test_compare", "test_compare_page", "test_export",
-                "test_predict"}
+                "test_predict", "test_retrieval"}
 SLOW_TESTS = {"test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repeats",
               "test_eight_concurrent_imports_into_one_workspace_all_land",
               "test_the_compile_option_trains_like_the_plain_network_and_keeps_the_checkpoint_format",
               "test_ci_covers_the_true_auc_at_about_its_nominal_rate",
               "test_cli_suggest_label_and_compare_round_trip",
-              "test_the_label_page_draws_the_simulated_strategies_of_a_labeled_set"}
+              "test_the_label_page_draws_the_simulated_strategies_of_a_labeled_set",
+              "test_pirl_ingest_dicomweb_killed_halfway_and_run_again_has_every_instance_once",
+              "test_two_epochs_on_demo_data_lower_the_loss",
+              "test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them",
+              "test_checkpoints_follow_the_interval_not_every_epoch",
+              "test_cli_progress_in_a_log_file_is_a_few_plain_lines",
+              "test_two_sessions_see_the_same_running_job_with_its_curve",
+              "test_a_server_that_stalls_mid_study_fails_clearly_and_the_resumed_pull_fetches_only_the_rest"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -77,7 +77,7 @@ def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, dem
     at.text_input(key="sign-in-password").input(PASSWORD)
     at.button[0].click().run()
     assert not at.exception
-    assert "Data" in [t.value for t in at.title] and len(at.tabs) == 3  # the import tabs: an editor
+    assert "Data" in [t.value for t in at.title] and len(at.tabs) == 4  # the import tabs: an editor
 
 
 def test_a_viewer_browses_but_is_not_offered_import(ws, demo_dir):

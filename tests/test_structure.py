@@ -225,3 +225,15 @@ def test_the_engine_reads_in_one_sitting():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 60, f"{path.name}: {node.name} is {length} lines"
+
+
+def test_the_command_line_starts_without_importing_torch(tmp_path):
+    """`pirl datasets`, `pirl jobs`, `pirl ingest --help`: parsing and a workspace query need no torch (9 s of
+    imports before every command)."""
+    code = ("import sys\nfrom pirl_core.cli import main\n"
+            f"assert main(['-w', {str(tmp_path / 'ws')!r}, 'datasets']) == 0\n"
+            f"assert main(['-w', {str(tmp_path / 'ws')!r}, 'jobs']) == 0\n"
+            "heavy = [m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

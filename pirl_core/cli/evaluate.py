@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.choices import INITS
 from ..errors import PirlError
-from ..evaluation.compare import INITS
 from ._output import note, print_json
 
 

@@ -12,8 +12,8 @@ import csv
 import sys
 from pathlib import Path
 
+from ..engine.choices import INITS
 from ..errors import PirlError
-from ..evaluation.compare import INITS
 from ._output import print_json
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..engine.backbones import REGISTRY
-from ..engine.config import PRETEXTS, PretrainConfig
+from ..engine.choices import BACKBONES, PRETEXTS
 from ..errors import PirlError
 from ..fmt import duration
 from ._output import note, print_json, progress
+
+if TYPE_CHECKING:
+    from ..engine.config import PretrainConfig
 
 
 def add_parsers(sub) -> None:
@@ -21,7 +24,7 @@ def add_parsers(sub) -> None:
     source.add_argument("--dataset", help="an ingested dataset: queued as a background job")
     source.add_argument("--data", help="a plain folder of images (searched recursively): runs here, now")
     p.add_argument("--wait", action="store_true", help="with --dataset: follow the job until it ends")
-    p.add_argument("--backbone", choices=list(REGISTRY))
+    p.add_argument("--backbone", choices=list(BACKBONES))
     p.add_argument("--pretrained-imagenet", action=argparse.BooleanOptionalAction, default=None,
                    help="start from ImageNet weights (--no-pretrained-imagenet: from random weights)")
     p.add_argument("--weights", help="start from this weights file (.pth state_dict)")
@@ -62,6 +65,8 @@ def add_parsers(sub) -> None:
 
 
 def _config(args) -> PretrainConfig:
+    from ..engine.config import PretrainConfig
+
     overrides = {k: v for k, v in {
         "backbone": args.backbone, "pretrained_imagenet": args.pretrained_imagenet,
         "weights_path": args.weights, "image_size": args.image_size, "epochs": args.epochs,

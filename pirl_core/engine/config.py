@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import PirlError
 from .backbones import REGISTRY
+from .choices import PRETEXTS
 from .optim import resolve_device
 from .views import ViewSizes
 
@@ -13,7 +14,6 @@ from .views import ViewSizes
 # here (15 epochs of ~1,000 images: under 200 steps) 8x that learned clearly more on BUSI (linear probe,
 # resnet18 from random: 0.70 at 0.03, 0.77-0.78 at 0.24; bench/linear_probe.py --lr ...).
 LR_PER_256 = 0.24
-PRETEXTS = ("jigsaw", "rotation", "jigsaw+rotation")
 # What the BatchNorm running statistics of a checkpoint describe (engine/batchnorm.py):
 # "whole_images": re-estimated on whole images (evaluation view) at every checkpoint;
 # "image_pass": updated during training by the image-view pass only (the jigsaw patch pass leaves them);

@@ -21,6 +21,7 @@ from ..data.splits import assign_folds, assign_splits, nested_subset
 from ..engine import checkpoint
 from ..engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
 from ..engine.batchnorm import recompute_bn_stats
+from ..engine.choices import INITS
 from ..engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
 from ..engine.linear_probe import fit_linear_probe, validation_probs
 from ..engine.metrics import auc_score
@@ -34,7 +35,6 @@ from ..workspace.folder import Workspace
 from . import labels_saved
 from .statistics import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
 
-INITS = ("scratch", "imagenet", "pirl", "imagenet+pirl")
 BASELINES = ("scratch", "imagenet")
 
 
