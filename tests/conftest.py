@@ -32,6 +32,7 @@ SLOW_TESTS = {"test_sigkill_mid_epoch_then_resume_finishes_without_gaps_or_repea
               "test_the_label_page_draws_the_simulated_strategies_of_a_labeled_set",
               "test_pirl_ingest_dicomweb_killed_halfway_and_run_again_has_every_instance_once",
               "test_two_epochs_on_demo_data_lower_the_loss",
+              "test_stop_and_resume_equals_an_uninterrupted_run",
               "test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them",
               "test_checkpoints_follow_the_interval_not_every_epoch",
               "test_cli_progress_in_a_log_file_is_a_few_plain_lines",
