@@ -202,7 +202,8 @@ def sidebar_badge() -> None:
     running = [j for j in active if j["status"] == "running"]
     if running:
         j = running[0]
-        st.caption(f":material/play_circle: **{JOB_NAMES.get(j['kind'], j['kind'])} #{j['id']}** running · {100 * (j['progress'] or 0):.0f}%")
+        name = JOB_NAMES.get(j["kind"], j["kind"])
+        st.caption(f":material/play_circle: **{name} #{j['id']}** running · {100 * (j['progress'] or 0):.0f}%")
         st.progress(min(1.0, j["progress"] or 0.0))
     if len(active) > len(running):
         st.caption(f":material/schedule: {len(active) - len(running)} job(s) queued")

@@ -154,7 +154,7 @@ def show(comparison_id: int) -> None:
     if not table:
         return
     if summary["complete"]:
-        show_as = {"better": st.success, "worse": st.warning, "unclear": st.info}
+        show_as = {"better": st.success, "worse": st.warning, "unclear": st.info, "not learned": st.warning}
         for v in summary.get("verdicts", []):
             show_as[v["outcome"]](v["text"], icon=":material/balance:")
     for reading in summary.get("labels_saved", []) if summary["complete"] else []:

@@ -47,9 +47,16 @@ def test_comparison_runs_every_initialisation_and_stores_results(setup, monkeypa
         assert e["n"] == 24 and len(e["fold_aucs"]) == 15 and set(e["efficiency"]) == {"0.5", "1.0"}
     assert set(arms[f"PIRL #{run}"]["vs"]) == {"scratch", "ImageNet"}
     assert set(arms[f"ImageNet+PIRL #{inet}"]["vs"]) == {"scratch", "ImageNet", f"PIRL #{run}"}
-    assert summary["verdicts"][0]["text"].startswith(f"PIRL #{run} vs scratch: AUC ")
-    assert any(v["text"].startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in summary["verdicts"])
-    assert {v["outcome"] for v in summary["verdicts"]} <= {"better", "worse", "unclear"}
+    # A run whose loss ended at or above chance is said first; then the paired verdicts, scratch first.
+    from pirl_core.training import pretraining
+
+    unlearned = [j for j in (run, inet) if pretraining.learned_nothing(ws, j)]
+    said_first = [v for v in summary["verdicts"] if v["outcome"] == "not learned"]
+    assert summary["verdicts"][:len(said_first)] == said_first and len(said_first) == len(unlearned)
+    paired = summary["verdicts"][len(said_first):]
+    assert paired[0]["text"].startswith(f"PIRL #{run} vs scratch: AUC ")
+    assert any(v["text"].startswith(f"ImageNet+PIRL #{inet} vs ImageNet: AUC ") for v in paired)
+    assert {v["outcome"] for v in paired} <= {"better", "worse", "unclear"}
     # labels saved: each PIRL arm against the best baseline, at every fraction, on the same images
     saved = {r["arm"]: r for r in summary["labels_saved"]}
     assert set(saved) == {f"PIRL #{run}", f"ImageNet+PIRL #{inet}"}
@@ -158,6 +165,21 @@ def test_missing_imagenet_weights_skip_that_arm_with_a_note(setup, monkeypatch):
     assert any("place the file X in folder Y" in n for n in comp["notes"])
     with pytest.raises(PirlError, match="need at least 20 images in every class"):
         compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], folds=20))
+    for arm in comp["arms"]:
+        queue.cancel(ws, arm["job_id"])
+
+
+def test_a_pirl_start_that_cannot_run_is_named_not_dropped_in_silence(setup, monkeypatch):
+    ws, _, inet = setup
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[inet], inits=["scratch", "pirl"],
+                                                   folds=0, epochs=1, fractions=[1.0]))
+    comp = next(c for c in compare.comparisons(ws) if c["id"] == cid)["result"]
+    assert [a["label"] for a in comp["arms"]] == ["scratch"]
+    assert any(n.startswith("PIRL (from random weights) needs a pretrain run started from random weights")
+               and f"#{inet} started from ImageNet weights" in n for n in comp["notes"])
+    for arm in comp["arms"]:
+        queue.cancel(ws, arm["job_id"])
 
 
 def test_full_finetune_mode_runs_a_pirl_arm(setup):

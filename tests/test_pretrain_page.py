@@ -148,3 +148,33 @@ def test_with_several_gpus_the_page_offers_them_and_the_run_uses_them(ws, demo_d
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert ws.store.job(1)["config"]["nproc"] == 2
+
+
+def test_the_loss_verdict_tells_below_at_and_above_chance_apart():
+    from pirl_core.training.pretraining import learning_verdict
+
+    assert "well below chance" in learning_verdict(3.0, 5.0)
+    assert "below chance: the run has started" in learning_verdict(4.7, 5.0)
+    assert "at chance" in learning_verdict(5.05, 5.0)
+    above = learning_verdict(6.3, 5.0)  # 1.3 above chance, as a run whose loss rose
+    assert "above chance" in above and "at chance" not in above
+
+
+def test_a_run_whose_loss_stayed_at_chance_is_named_too_short_to_judge(ws):
+    from pirl_core.engine.config import PretrainConfig
+    from pirl_core.jobs import queue
+    from pirl_core.training import pretraining
+
+    dataset = ws.store.add_dataset("pool")
+    ws.store.update_dataset(dataset, n_images=100)
+    flat = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), dataset,
+                        start_worker=False)
+    chance = pretraining.chance_loss(ws.store.job(flat), 100)
+    ws.store.add_metrics(flat, 1, 0.5, {"loss": chance + 0.2})
+    ws.store.add_metrics(flat, 2, 1.0, {"loss": chance + 1.3})
+    why = pretraining.learned_nothing(ws, flat)
+    assert why.startswith(f"pretraining run #{flat} is too short to judge PIRL") and "above chance" in why
+    learning = queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), dataset,
+                            start_worker=False)
+    ws.store.add_metrics(learning, 1, 1.0, {"loss": 0.6 * chance})
+    assert pretraining.learned_nothing(ws, learning) is None

@@ -31,6 +31,7 @@ from ..errors import PirlError
 from ..jobs import queue, records
 from ..jobs.queue import JobContext, job_kind
 from ..jobs.records import Record
+from ..training import pretraining
 from ..workspace.folder import Workspace
 from . import labels_saved
 from .statistics import auc_with_ci, outcome, paired_bootstrap_p, roc_points, verdict, youden_threshold
@@ -205,6 +206,11 @@ def start(ws: Workspace, req: CompareRequest) -> int:
             if len({c.pretext for c in run_configs.values()}) > 1:
                 name += f" ({pretext})"
             arms.append({"label": name, "init": init, "pretrain_job": run["id"], "pretext": pretext})
+    if "pirl" in req.inits and not any(a["init"] == "pirl" for a in arms):
+        notes.append("PIRL (from random weights) needs a pretrain run started from random weights; "
+                     + ", ".join(f"#{r['id']}" for r in runs) + " started from ImageNet weights, so "
+                     + ("it is compared as ImageNet+PIRL." if "imagenet+pirl" in req.inits else
+                        "no PIRL arm was run (add ImageNet+PIRL to compare it)."))
     if "imagenet+pirl" in req.inits and not any(a["init"] == "imagenet+pirl" for a in arms):
         notes.append("ImageNet+PIRL needs a pretrain run started from ImageNet weights "
                      "(tick 'Start from ImageNet weights' on the Pretrain page); none was chosen.")
@@ -507,6 +513,10 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
                 if np.array_equal(ids_a, ids_b):
                     entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=2 * n_boot)
     verdicts = []
+    for arm in arms:  # a run that learned nothing is said first: its verdicts are about untrained features
+        why = pretraining.learned_nothing(ws, arm["pretrain_job"]) if arm.get("pretrain_job") else None
+        if why and arm["runs"]:
+            verdicts.append({"text": f"{arm['label']}: {why}", "outcome": "not learned"})
     for entry in table:
         entry["chance"] = entry["ci_low"] <= 0.5  # its interval holds 0.5: not better than chance
         first = "ImageNet" if entry["init"] == "imagenet+pirl" else "scratch"

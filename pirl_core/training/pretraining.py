@@ -86,15 +86,36 @@ def chance_loss(job: dict, n_images: int) -> float:
     return math.log(queue.config_of(job).negatives_for(n_images) + 1)
 
 
+AT_CHANCE = 0.03  # a loss within 3% of chance is "at chance"
+
+
 def learning_verdict(loss: float, chance: float) -> str:
-    """Whether a run is learning, in one plain sentence."""
+    """Whether a run is learning, in one plain sentence: below, at or above chance."""
     if loss < 0.8 * chance:
         state = "well below chance: the run is learning"
-    elif loss < 0.97 * chance:
+    elif loss < (1 - AT_CHANCE) * chance:
         state = "below chance: the run has started to learn"
-    else:
+    elif loss <= (1 + AT_CHANCE) * chance:
         state = "at chance: nothing learned yet"
+    else:
+        state = ("above chance: worse than a network that learned nothing (still warming up, or the learning "
+                 "rate is too high for this batch)")
     return f"Loss {loss:.2f}, {state} (chance {chance:.2f})."
+
+
+def learned_nothing(ws: Workspace, job_id: int) -> str | None:
+    """Why a run is too short to judge PIRL (its last loss at or above chance), or None if it learned."""
+    job = ws.store.job(job_id)
+    dataset = ws.store.dataset(job["dataset_id"]) if job and job["dataset_id"] else None
+    losses = ws.store.metrics(job_id, ["loss"]) if dataset else []
+    if not losses:
+        return None
+    chance, last = chance_loss(job, dataset["n_images"]), losses[-1]["value"]
+    if last < (1 - AT_CHANCE) * chance:
+        return None
+    return (f"pretraining run #{job_id} is too short to judge PIRL: its loss ended at {last:.2f}, "
+            f"{'at' if last <= (1 + AT_CHANCE) * chance else 'above'} chance ({chance:.2f}), so its features are "
+            "no better than untrained ones. Pretrain longer (the Pretrain page says when a run is learning).")
 
 
 class _JobCallbacks(Callbacks):
