@@ -8,7 +8,7 @@ from pirl_core.data import image_cache
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import compare
 from pirl_core.evaluation.statistics import calibration, errors_at, format_p, threshold_metrics, youden_threshold
-from pirl_core.fmt import csv_safe
+from pirl_core.fmt import csv_safe, tail
 from pirl_core.jobs import queue
 from pirl_core.models import predict
 from pirl_core.training import pretraining
@@ -329,7 +329,7 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
             heat = dict(zip(explained, _heatmaps(str(ws.root), job_id, dataset_id, tuple(explained), called)
                             if explained else []))
             st.image([heat.get(r["id"], t) for r, t in thumbs], width=110, caption=[
-                f"{plain(r['orig_name'][-20:])} · p {p_of[r['id']]:.2f}" + (" · heatmap" if r["id"] in heat else "")
+                f"{plain(tail(r['orig_name'], 20))} · p {p_of[r['id']]:.2f}" + (" · heatmap" if r["id"] in heat else "")
                 for r, _ in thumbs])
             if len(found) > 24:
                 st.caption(f"The 24 most confident of {len(found)} mistakes.")

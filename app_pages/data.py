@@ -8,6 +8,7 @@ from app_pages._pacs_tab import pacs_tab
 from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
 from pirl_core.data import image_cache, ingest, patients, sources
+from pirl_core.fmt import tail
 
 ws = workspace()
 store = ws.store
@@ -203,7 +204,7 @@ window = shown[(page_no - 1) * PAGE_SIZE: page_no * PAGE_SIZE]
 if window:
     thumbs = list(image_cache.iter_thumbnails(ws, ds["id"], window))
     st.image([t for _, t in thumbs], width=112,
-             caption=[plain(r["orig_name"][-22:]) + (f" · {plain(r['label'])}" if r["label"] else "")
+             caption=[plain(tail(r["orig_name"], 22)) + (f" · {plain(r['label'])}" if r["label"] else "")
                       for r, _ in thumbs])
 else:
     st.caption("No image matches.")

@@ -6,6 +6,7 @@ from app_pages._shared import guarded, plain, plot_text, workspace
 from pirl_core.data import image_cache, preprocess
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import neighbours
+from pirl_core.fmt import tail
 from pirl_core.search import vectors
 from pirl_core.training import pretraining
 
@@ -88,7 +89,7 @@ with pick:
     cols = st.columns(6)
     for n, (row, thumb) in enumerate(image_cache.iter_thumbnails(ws, dataset_id, [rows[p] for p in window])):
         with cols[n % 6]:
-            st.image(thumb, caption=plain(row["orig_name"][-20:]), width=100)
+            st.image(thumb, caption=plain(tail(row["orig_name"], 20)), width=100)
             if st.button("Neighbours", key=f"ex-q-{row['id']}"):
                 st.session_state["ex-query"] = row["id"]
 with upload:
@@ -140,7 +141,7 @@ with dups:
             left, mid, right = st.columns([2, 1, 2])
             for col, side in ((left, "a"), (right, "b")):
                 row, thumb = next(image_cache.iter_thumbnails(ws, dataset_id, [rows[pair[f"position_{side}"]]]))
-                col.image(thumb, width=140, caption=f"{plain(row['orig_name'][-30:])} · "
+                col.image(thumb, width=140, caption=f"{plain(tail(row['orig_name'], 30))} · "
                                                     f"{pair['split_' + side] or 'no split'}")
             mid.metric("similarity", f"{pair['similarity']:.3f}")
             if pair["leak"]:
@@ -157,12 +158,12 @@ if query is None:
 if isinstance(query, int):
     label = f" · {plain(rows[query]['label'])}" if rows[query]["label"] else ""
     st.caption(f"Query: **{plain(rows[query]['orig_name'])}**{label}")
-    thumbs([query], [plain(rows[query]["orig_name"][-20:])])
+    thumbs([query], [plain(tail(rows[query]["orig_name"], 20))])
 else:
     st.caption(f"Query: **{plain(file.name)}** (uploaded)")
-    st.image(uploaded, width=110, caption=plain(file.name[-20:]))
+    st.image(uploaded, width=110, caption=plain(tail(file.name, 20)))
 hits = neighbours.search(space, query, k)
 thumbs([h["position"] for h in hits],
-       [f"#{h['rank']} · {h['similarity']:.3f} · {plain(rows[h['position']]['orig_name'][-18:])}"
+       [f"#{h['rank']} · {h['similarity']:.3f} · {plain(tail(rows[h['position']]['orig_name'], 18))}"
         + (f" · {plain(rows[h['position']]['label'])}" if rows[h["position"]]["label"] else "") for h in hits])
 st.caption("Cosine similarity: 1 = same direction in the representation, 0 = unrelated.")

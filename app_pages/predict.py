@@ -7,7 +7,7 @@ import streamlit as st
 
 from app_pages._shared import guarded, plain, workspace
 from pirl_core.errors import PirlError
-from pirl_core.fmt import csv_safe
+from pirl_core.fmt import csv_safe, tail
 from pirl_core.models import predict
 
 ws = workspace()
@@ -97,6 +97,6 @@ for start in range(0, len(result.rows), per_row):
     for col, row, image, heat in zip(cols, result.rows[start:start + per_row], result.images[start:start + per_row],
                                      result.heatmaps[start:start + per_row]):
         col.image(predict.overlay(image, heat) if show_heat else image, width="stretch",
-                  caption=f"{plain(row['file'][-28:])} · {plain(row['decision'])} "
-                          f"({max(v for k, v in row.items() if k.startswith('p(')):.2f})"
+                  caption=f"{plain(tail(row['file'], 28))} · {plain(row['decision'])} "
+                          f"(p {predict.decided_probability(row):.2f})"
                           + (" · no region stood out" if show_heat and heat.max() <= 0 else ""))

@@ -15,3 +15,9 @@ def csv_safe(value):
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+def tail(text: str, width: int) -> str:
+    """The end of a long name (where file names differ) with an ellipsis where it was cut: "…/benign_00000.png"."""
+    text = str(text)
+    return text if len(text) <= width else "…" + text[-(width - 1):]

@@ -127,3 +127,8 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
 
     colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
     return ((1 - alpha) * image + alpha * colours).clip(0, 255).astype(np.uint8)
+
+
+def decided_probability(row: dict) -> float:
+    """The probability of the class a row's decision names (not the top class: at a threshold they differ)."""
+    return row[f"p({row['decision']})"]
