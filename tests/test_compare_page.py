@@ -61,7 +61,9 @@ def test_finished_comparison_shows_roc_table_threshold_and_efficiency(filled, mo
     scratch_job = next(a["job_id"] for a in compare.comparison(ws, cid)["arms"] if a["label"] == "scratch")
     own_test = set(jobs_model_test_ids(ws, scratch_job))
     captions = [img.caption.replace("\\", "") for element in at.get("image") for img in element.proto.imgs]
-    benign_names = {r["orig_name"][-20:]: r["id"] for r in ws.store.images(compare.comparison(ws, cid)["config"][
+    from pirl_core.fmt import tail
+
+    benign_names = {tail(r["orig_name"], 20): r["id"] for r in ws.store.images(compare.comparison(ws, cid)["config"][
         "labeled_dataset_id"]) if r["label"] == "benign"}
     marked = {c.split(" · ")[0]: c.endswith("· heatmap") for c in captions}
     assert marked and any(marked.values()) and not all(marked.values())
