@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages._shared import STATUS_ICON, can_edit, when, workspace
+from app_pages._shared import JOB_NAMES, STATUS_ICON, can_edit, when, workspace
 from pirl_core import demo
 from pirl_core.access import audit
 from pirl_core.jobs.queue import ACTIVE
@@ -32,48 +32,59 @@ for row in (STEPS[:4], STEPS[4:]):  # two rows: every step's name whole
             except Exception:  # the page is run on its own (tests), or hidden from a viewer
                 st.markdown(label)
 
-if store.dataset(demo.POOL) and store.dataset(demo.LABELED):
+own = [d for d in store.datasets() if d["name"] not in (demo.POOL, demo.LABELED)]
+if store.dataset(demo.POOL) and store.dataset(demo.LABELED) and own:
+    st.caption(f"Beside your own images, the demo's synthetic sets ({demo.POOL}, {demo.LABELED}) are still here; "
+               "delete them on the Data page once you no longer need them.")
+elif store.dataset(demo.POOL) and store.dataset(demo.LABELED):
     st.info(f"This workspace holds synthetic demo images, not patient data: **{demo.POOL}** (unlabeled, for "
             f"pretraining) and **{demo.LABELED}** (benign vs malignant, for comparing initialisations). First, "
             "watch the demo pipeline below finish, then open Compare to read its verdict; then bring your own "
             "images on the Data page.", icon=":material/science:")
-pipeline = demo.pipeline_status(ws)
-if pipeline:
-    st.subheader("Demo pipeline")
-    for step in pipeline:
-        st.markdown(f"{STATUS_ICON.get(step['status'], ':material/schedule:')} {step['step']}: **{step['status']}**")
+@st.fragment(run_every=3)
+def now() -> None:
+    """The demo pipeline, the counts, the datasets and the jobs, redrawn every few seconds like the sidebar."""
+    pipeline = demo.pipeline_status(ws)
+    if pipeline:
+        st.subheader("Demo pipeline")
+        for step in pipeline:
+            icon = STATUS_ICON.get(step["status"], ":material/schedule:")
+            st.markdown(f"{icon} {step['step']}: **{step['status']}**")
 
-datasets = store.datasets()
-jobs = store.jobs()
+    datasets = store.datasets()
+    jobs = store.jobs()
+    running = [j for j in jobs if j["status"] in ACTIVE]
+
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Datasets", len(datasets))
+    distinct = store.distinct_images()
+    c2.metric("Images", distinct, help="Each image counted once, however many datasets hold it.")
+    c3.metric("Jobs running / queued", len(running))
+    c4.metric("Exported models", len(store.exports()))
+
+    st.subheader("Datasets")
+    if datasets:
+        st.dataframe(
+            pd.DataFrame([{"name": d["name"], "images": d["images"], "labeled": d["labeled"],
+                           "added": when(d["created_at"])} for d in datasets]),
+            hide_index=True)
+    else:
+        st.info("No datasets yet. Bring in a folder of images to start.")
+
+    st.subheader("Jobs")
+    if jobs:
+        st.dataframe(
+            pd.DataFrame([{"id": j["id"], "kind": JOB_NAMES.get(j["kind"], j["kind"]), "status": j["status"],
+                           "progress": f"{100 * (j['progress'] or 0):.0f}%", "started": when(j["started_at"]),
+                           "finished": when(j["finished_at"])} for j in jobs]),
+            hide_index=True)
+    else:
+        st.info("No training jobs yet.")
+
+
+
+now()
 exports = store.exports()
-running = [j for j in jobs if j["status"] in ACTIVE]
-
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Datasets", len(datasets))
-distinct = store.distinct_images()
-c2.metric("Images", distinct, help="Each image counted once, however many datasets hold it.")
-c3.metric("Jobs running / queued", len(running))
-c4.metric("Exported models", len(exports))
-
-st.subheader("Datasets")
-if datasets:
-    st.dataframe(
-        pd.DataFrame([{"name": d["name"], "images": d["images"], "labeled": d["labeled"],
-                       "added": when(d["created_at"])} for d in datasets]),
-        hide_index=True)
-else:
-    st.info("No datasets yet. Bring in a folder of images to start.")
-
-st.subheader("Jobs")
-if jobs:
-    st.dataframe(
-        pd.DataFrame([{"id": j["id"], "kind": j["kind"], "status": j["status"],
-                       "progress": f"{100 * (j['progress'] or 0):.0f}%", "started": when(j["started_at"]),
-                       "finished": when(j["finished_at"])} for j in jobs]),
-        hide_index=True)
-else:
-    st.info("No training jobs yet.")
-
 st.subheader("Models")
 if exports:
     st.dataframe(pd.DataFrame([{"id": e["id"], "job": e["job_id"], "file": e["path"],

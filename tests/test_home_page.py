@@ -44,3 +44,16 @@ def test_entry_point_runs_the_home_page_opening_the_workspace_once(ws, monkeypat
     assert len(opened) == 1  # app.py's, shared with the page (and the sidebar badge) for this run
     at.run()
     assert len(opened) == 2  # one more for the next run, not a stale handle
+
+
+def test_the_demo_notice_stops_saying_synthetic_only_once_real_images_are_imported(ws):
+    from pirl_core import demo
+
+    for name in (demo.POOL, demo.LABELED):
+        ws.store.add_dataset(name)
+    at = _run()
+    assert any("synthetic demo images, not patient data" in i.value for i in at.info)
+    ws.store.add_dataset("breast-us")
+    at = _run()
+    assert not any("not patient data" in i.value for i in at.info)
+    assert any("Beside your own images, the demo's synthetic sets" in c.value for c in at.caption)
