@@ -71,7 +71,7 @@ def results(ws: Workspace) -> None:
     table = st.dataframe(pd.DataFrame([s.row() for s in found.studies]), hide_index=True, on_select="rerun",
                          selection_mode="multi-row", key="pacs-table")
     chosen = [found.studies[i].uid for i in table.selection.rows]
-    with st.form("pacs-pull"):
+    with st.form("pacs-pull", enter_to_submit=False):
         dataset = st.text_input("Into the dataset", key="pacs-dataset", placeholder="e.g. breast-us-2024",
                                 help="A new name makes a new dataset. The name of an unlabeled pool not yet "
                                      "pretrained on adds to it: studies it holds already are not pulled again.")

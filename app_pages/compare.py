@@ -41,7 +41,7 @@ backbone = queue.config_of(first_run).backbone
 problem = imagenet_problem(backbone)
 runnable = [i for i in compare.INITS if not (problem and i.startswith("imagenet"))]  # what can run here
 
-with st.form("compare"):
+with st.form("compare", enter_to_submit=False):  # jobs start from the button only
     c1, c2 = st.columns(2)
     by_name = {d["name"]: d for d in labeled}
     dataset = c1.selectbox("Labeled images", list(by_name), key="cmp-dataset",

@@ -47,7 +47,7 @@ if not datasets:
 
 if editors_only("Starting a pretraining run"):
     defaults = pretraining.default_config()
-    with st.form("start"):
+    with st.form("start", enter_to_submit=False):  # a run starts from its button, not from Enter
         by_name = {d["name"]: d for d in datasets}
         name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
                             format_func=lambda n: f"{n} ({by_name[n]['images']} images)")

@@ -59,7 +59,9 @@ def test_pretrain_from_the_page_live_curve_reload_and_cancel(app_server, page, t
     for label, value in (("Image size (px)", "96"), ("Epochs", "40"), ("Batch size", "8")):
         box = page.get_by_role("spinbutton", name=label)  # the default start: efficientnet_lite0 from ImageNet
         box.fill(value)
-        box.press("Tab")
+        box.press("Enter")  # Enter in a field starts nothing: a run starts from its button
+    time.sleep(3)
+    assert ws.store.jobs() == [] and page.get_by_text("Queued pretraining run").count() == 0
     page.get_by_role("button", name="Start pretraining").click()
     page.get_by_text("Queued pretraining run #1").wait_for(timeout=30_000)
 
