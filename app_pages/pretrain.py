@@ -130,7 +130,8 @@ def runs_table() -> None:
 
 runs_table()
 
-run_id = st.selectbox("Run", [r["id"] for r in runs], key="pretrain-run",
+live = next((i for i, r in enumerate(runs) if r["status"] in queue.ACTIVE), 0)  # a fresh visit shows the live run
+run_id = st.selectbox("Run", [r["id"] for r in runs], index=live, key="pretrain-run",
                       format_func=lambda i: f"#{i}")
 
 
@@ -162,7 +163,7 @@ def live_run(job_id: int) -> None:
             queue.cancel(ws, job_id)
             st.toast(f"Cancelling run #{job_id} ...")
     if job["status"] in queue.RESUMABLE and c2.button(
-            "Resume from last checkpoint", key=f"resume-{job_id}"):
+            "Resume from last checkpoint" if job["checkpoint"] else "Start it again", key=f"resume-{job_id}"):
         with guarded("Resume"):
             queue.resume(ws, job_id)
             st.toast(f"Run #{job_id} queued to resume.")

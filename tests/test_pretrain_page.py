@@ -1,3 +1,4 @@
+import os
 import time
 
 from streamlit.testing.v1 import AppTest
@@ -178,3 +179,16 @@ def test_a_run_whose_loss_stayed_at_chance_is_named_too_short_to_judge(ws):
                             start_worker=False)
     ws.store.add_metrics(learning, 1, 1.0, {"loss": 0.6 * chance})
     assert pretraining.learned_nothing(ws, learning) is None
+
+
+def test_a_fresh_visit_shows_the_running_run_and_a_never_started_run_offers_to_start_again(ws, demo_dir):
+    ds = _pool(ws, demo_dir)
+    running = queue.submit(ws, "pretrain", PretrainConfig(image_size=32).to_dict(), ds, start_worker=False)
+    ws.store.update_job(running, status="running", pid=os.getpid(), heartbeat_at=time.time())  # alive
+    later = queue.submit(ws, "pretrain", PretrainConfig(image_size=32).to_dict(), ds, start_worker=False)
+    queue.cancel(ws, later)  # cancelled before it started: newer than the running run, and no checkpoint
+    at = _page().run()
+    assert not at.exception
+    assert at.selectbox(key="pretrain-run").value == running
+    at.selectbox(key="pretrain-run").set_value(later).run()
+    assert at.button(key=f"resume-{later}").label == "Start it again"
