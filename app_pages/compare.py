@@ -183,7 +183,8 @@ def show(comparison_id: int) -> None:
         rows.append(row)
     right.dataframe(pd.DataFrame(rows), hide_index=True)
     right.caption(("Macro one-vs-rest AUC. " if len(classes) > 2
-                   else f"AUC for '{plain(classes[1])}' vs '{plain(classes[0])}'. ")
+                   else f"AUC for '{plain(classes[1])}' (the positive class: set it on the Data page) vs "
+                        f"'{plain(classes[0])}'. ")
                   + "CI: stratified bootstrap of the test images; vs: paired AUC difference [95% CI] and p from a "
                   "paired bootstrap on the same images. "
                   + ("Out-of-fold predictions pooled over the folds (mean over repeated k-fold). "

@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages._pacs_tab import pacs_tab
 from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
-from pirl_core.data import image_cache, ingest, patients, sources
+from pirl_core.data import image_cache, ingest, labels, patients, sources
 from pirl_core.fmt import tail
 
 ws = workspace()
@@ -175,6 +175,20 @@ if counts:
                        category_orders={"split": ["train", "val", "test"]})
     left.plotly_chart(fig, use_container_width=True)
     right.dataframe(split_rows.value_counts().unstack(fill_value=0), use_container_width=True)
+    positive = labels.positive_class(list(counts), ds["info"].get("positive"))
+    if can_edit():
+        options = sorted(counts)
+        chosen_positive = st.selectbox(
+            "Positive class: the finding the figures are about", options, index=options.index(positive),
+            key=f"positive-{ds['id']}", help="Compare's sensitivity, PPV, ROC and threshold, Predict's decision and "
+                                             "the model card are stated for this class; comparisons started from "
+                                             "now on use it.")
+        if chosen_positive != positive:
+            with guarded("Setting the positive class"):
+                datasets_service.set_positive(ws, chosen, chosen_positive)
+                st.rerun()
+    else:
+        st.caption(f"Positive class: {plain(positive)}.")
     conflicts = ds["info"].get("label_conflicts", [])
     if conflicts:
         st.warning(f"{len(conflicts)} set(s) of near-identical images carry different labels. One of each set is "

@@ -195,3 +195,23 @@ def test_full_finetune_mode_runs_a_pirl_arm(setup):
 def test_runs_saved_before_the_rotation_pretext_still_load():
     cfg = PretrainConfig.from_dict({"jigsaw_weight": 0.3, "image_size": 64})
     assert cfg.pretext_weight == 0.3 and cfg.pretext == "jigsaw"
+
+
+def test_a_chosen_positive_class_orders_the_classes_of_a_new_comparison(setup, monkeypatch):
+    from pirl_core.data import datasets
+
+    ws, run, _ = setup
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    datasets.set_positive(ws, "lab", "benign")
+    try:
+        cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch"],
+                                                       folds=0, epochs=1, fractions=[1.0]))
+        comp = compare.comparison(ws, cid)
+        assert comp["classes"] == ["malignant", "benign"]  # the positive class last: index 1 of the model
+        job = ws.store.job(comp["arms"][0]["job_id"])
+        assert queue.config_of(job).classes == ["malignant", "benign"]
+        queue.cancel(ws, job["id"])
+        with pytest.raises(PirlError, match="is not a class of"):
+            datasets.set_positive(ws, "lab", "MALIGNANT")
+    finally:
+        datasets.set_positive(ws, "lab", "malignant")

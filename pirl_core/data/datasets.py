@@ -72,3 +72,14 @@ def delete(ws: Workspace, name: str) -> str:
     gone = describe(dep)
     audit.record(ws, "delete dataset", name, f"{row['n_images']} images; with {gone}")
     return gone
+
+
+def set_positive(ws: Workspace, name: str, label: str) -> None:
+    """The class a labeled set's figures are about (sensitivity, PPV, the ROC, the threshold); comparisons
+    started from now on use it, earlier ones keep the class they were run with."""
+    row = _dataset(ws, name)
+    classes = ws.store.class_counts(row["id"])
+    if label not in classes:
+        raise PirlError(f"{label!r} is not a class of {name!r} ({', '.join(classes)}).")
+    ws.store.update_dataset(row["id"], info={**row["info"], "positive": label})
+    audit.record(ws, "positive class", name, label)

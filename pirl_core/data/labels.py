@@ -159,3 +159,31 @@ def header_labels_csv(names: list[str], labels: list[str | None]) -> bytes:
     writer.writerow(["filename", "label"])
     writer.writerows((n, lab) for n, lab in zip(names, labels) if lab is not None)
     return out.getvalue().encode()
+
+
+# -- the positive class ------------------------------------------------------------------------
+FINDINGS = ("malignan", "pneumonia", "disease", "abnormal", "cancer", "carcinoma", "tumor", "tumour", "melanoma",
+            "fracture", "lesion", "positive", "covid", "effusion", "nodule", "mass", "patholog")
+NEGATIONS = ("not", "non", "no", "without", "negative", "benign", "normal", "healthy")
+
+
+def is_finding(label: str) -> bool:
+    """A class named like a finding ("malignant", "pneumonia"), not its absence ("not malignant", "non-tumour")."""
+    words = label.lower().replace("-", " ").replace("_", " ").split()
+    return any(f in label.lower() for f in FINDINGS) and not any(w in NEGATIONS for w in words)
+
+
+def positive_class(classes: list[str], chosen: str | None = None) -> str:
+    """The class whose sensitivity, PPV, ROC and threshold the figures report: the user's choice; else the one
+    class named like a finding; else the second in name order (what earlier releases used)."""
+    classes = sorted(classes)
+    if chosen in classes:
+        return chosen
+    findings = [c for c in classes if is_finding(c)]
+    return findings[0] if len(findings) == 1 else classes[min(1, len(classes) - 1)]
+
+
+def class_order(classes, chosen: str | None = None) -> list[str]:
+    """Classes in model order: the positive class last (index 1 of two), the rest in name order."""
+    positive = positive_class(list(classes), chosen)
+    return [c for c in sorted(classes) if c != positive] + [positive]

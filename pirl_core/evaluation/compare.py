@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data import duplicates
 from ..data.image_cache import cache_size_for, dataset_cache
+from ..data.labels import class_order
 from ..data.splits import assign_folds, assign_splits, nested_subset
 from ..engine import checkpoint
 from ..engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
@@ -66,6 +67,7 @@ class ComparisonConfig(Record):
     finetune: FinetuneConfig
     repeats: int = 1
     bn_dataset_id: int | None = None  # the pool whose whole images give a scratch arm its BatchNorm statistics
+    classes: list[str] = field(default_factory=list)  # model order, the positive class last; empty: name order
     duplicate_aware: bool = True  # near-copies share a fold (off only in benchmarks of what that changes)
 
     def __post_init__(self):
@@ -226,6 +228,7 @@ def start(ws: Workspace, req: CompareRequest) -> int:
     config = ComparisonConfig(labeled_dataset_id=dataset["id"], labeled=req.labeled, backbone=backbone,
                               image_size=image_size, folds=folds, repeats=repeats if folds else 1,
                               fractions=sorted(set(fractions)), seed=req.seed, bn_dataset_id=runs[0]["dataset_id"],
+                              classes=class_order(counts, dataset["info"].get("positive")),
                               finetune=FinetuneConfig(mode=req.mode, image_size=image_size, epochs=req.epochs,
                                                       seed=req.seed))
     for arm in arms:
@@ -233,7 +236,7 @@ def start(ws: Workspace, req: CompareRequest) -> int:
         arm["job_id"] = queue.submit(ws, "finetune", job, dataset["id"], start_worker=False)
     comparison = {"kind": "comparison", "created": time.time(), "config": records.dump(config),
                   "request": asdict(req),
-                  "arms": arms, "notes": notes, "classes": sorted(counts)}
+                  "arms": arms, "notes": notes, "classes": config.classes}
     comparison_id = store.add_evaluation(None, comparison)
     queue.ensure_worker(ws)
     return comparison_id
@@ -352,7 +355,7 @@ def finetune_job(ctx: JobContext) -> FinetuneOutcome:
     all_rows = store.images(dataset_id)
     position = {r["id"]: i for i, r in enumerate(all_rows)}
     rows = [r for r in all_rows if r["label"] is not None]
-    classes = sorted({r["label"] for r in rows})
+    classes = cfg.classes or sorted({r["label"] for r in rows})
     y = np.array([classes.index(r["label"]) for r in rows])
     images = dataset_cache(ws, dataset_id, cache_size_for(cfg.image_size))
     at = np.array([position[r["id"]] for r in rows])

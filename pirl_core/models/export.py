@@ -88,6 +88,7 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
     return {
         "format": BUNDLE_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "task": {"type": "image classification", "classes": state["classes"],
+                 "positive_class": state["classes"][-1],  # what sensitivity, PPV and the threshold are about
                  "output": "softmax probabilities, one per class, in this order"},
         "preprocessing": {"input_size": state["image_size"], "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                           "channels": "RGB; grayscale images repeated to 3 channels",
@@ -139,6 +140,7 @@ def _card_markdown(card: dict) -> str:
 | | |
 |---|---|
 | Task | {card['task']['type']}; classes, in output order: {', '.join(card['task']['classes'])} |
+| Positive class | {card['task']['classes'][-1]}: the finding sensitivity, PPV and the threshold are about |
 | Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
