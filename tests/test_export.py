@@ -70,6 +70,8 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
     assert "{" not in md.split("## Use it")[0] and "[" not in md.split("## Use it")[0]  # no Python reprs
     assert "classes, in output order: benign, malignant" in md and "PIRL Studio " in md
     assert card["test_metrics"]["auc"] == card["test_metrics"]["auc"] and card["training_data"]["dataset_content_hash"]
+    assert card["test_metrics"]["on"].startswith("its own test part (the fixed test split)")
+    assert "images this model never trained on" in md and "| Positive class | malignant" in md
     assert card["training_data"]["labels"] == {"source": "imported with the images (class folders or a labels CSV)"}
 
 

@@ -46,3 +46,27 @@ def test_the_data_page_sets_the_positive_class_of_a_labeled_set(ws, tmp_path):
     assert not at.exception
     assert ws.store.dataset("lab")["info"]["positive"] == "benign"
     assert at.selectbox(key=f"positive-{ws.store.dataset('lab')['id']}").value == "benign"
+
+
+def test_the_model_card_states_an_auc_the_exported_model_earned_on_images_it_never_saw(ws):
+    import numpy as np
+
+    from pirl_core.engine.finetune import FinetuneConfig
+    from pirl_core.evaluation import compare
+    from pirl_core.jobs import queue, records
+    from pirl_core.models import export
+
+    cfg = compare.FinetuneJob(labeled_dataset_id=1, labeled="lab", backbone="resnet18", image_size=32, folds=3,
+                              fractions=[1.0], seed=0, finetune=FinetuneConfig(), label="scratch")
+    job_id = queue.submit(ws, "finetune", cfg, start_worker=False)
+    rng = np.random.default_rng(0)
+    runs = []
+    for fold in range(3):  # 3 folds of 20 images; the exported model is fold 1's, tested on images 0-19 only
+        y = rng.integers(0, 2, 20)
+        probs = np.stack([1 - (0.3 + 0.4 * y), 0.3 + 0.4 * y], 1) if fold == 0 else rng.random((20, 2))
+        runs.append({"repeat": 0, "fold": fold, "fraction": 1.0, "n_train": 40,
+                     "image_ids": list(range(20 * fold, 20 * fold + 20)), "y": y.tolist(), "probs": probs.tolist()})
+    ws.store.update_job(job_id, result=records.dump(compare.FinetuneOutcome(["a", "b"], runs)))
+    own = export._own_test(ws.store.job(job_id), {"fold": 0, "test_image_ids": list(range(20))})
+    assert own["n"] == 20 and own["auc"] == 1.0  # fold 1's own predictions, not the pooled 60
+    assert own["on"].startswith("its own test part (fold 1 of 3)") and "never trained on" in own["on"]

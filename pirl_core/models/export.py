@@ -41,6 +41,7 @@ from ..engine.train_state import load_pretrained
 from ..engine.views import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
+from ..evaluation.statistics import auc_with_ci
 from ..jobs import queue
 from ..workspace.atomic import atomic_path
 from ..workspace.folder import Workspace
@@ -69,6 +70,21 @@ def _label_origin(dataset: dict) -> dict:
             "disagreements_left_out": origin["conflicts_left_out"]}
 
 
+def _own_test(job: dict, state: dict) -> dict | None:
+    """The exported model's own figure: AUC with its 95% CI on its own test part, images it never trained on (a
+    cross-validated AUC pools the other folds' models, whose test images trained this one)."""
+    runs = queue.result_of(job).runs
+    full = max((r["fraction"] for r in runs), default=None)
+    run = next((r for r in runs if r["image_ids"] == state.get("test_image_ids") and r["fraction"] == full), None)
+    if run is None:
+        return None
+    cfg = queue.config_of(job)
+    where = (f"fold {state['fold'] + 1} of {cfg.folds}" if state["fold"] is not None else "the fixed test split")
+    ci = auc_with_ci(np.asarray(run["y"]), np.asarray(run["probs"]))
+    return {**{k: ci[k] for k in ("auc", "ci_low", "ci_high", "n", "level")},
+            "on": f"its own test part ({where}): images this model never trained on"}
+
+
 def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) -> dict:
     cfg = queue.config_of(job)
     store = ws.store
@@ -82,6 +98,9 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
         summary = comparison_row["result"].get("summary") or {}
         metrics = next(({k: e[k] for k in ("auc", "ci_low", "ci_high", "n", "level", "fold_aucs")}
                         for e in summary.get("table", []) if e["arm"] == cfg.label), None)
+        if metrics and cfg.folds:
+            metrics["on"] = (f"cross-validated: {cfg.folds} folds x {cfg.repeats} repeat(s) of this recipe, pooled "
+                             "(an estimate for the recipe; the exported model trained on some of these images)")
         saved = next(({"against": r["baseline"], "sentence": r["sentence"], "points": r["points"]}
                       for r in summary.get("labels_saved", []) if r["arm"] == cfg.label), None)
     pretrain = store.job(cfg.pretrain_job) if cfg.pretrain_job is not None else None
@@ -105,7 +124,8 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
         "training_data": {"dataset_content_hash": store.dataset(cfg.labeled_dataset_id)["content_hash"],
                           "counts_per_split_and_class": per_split,
                           "labels": _label_origin(store.dataset(cfg.labeled_dataset_id))},
-        "test_metrics": metrics,
+        "test_metrics": _own_test(job, state),
+        "cross_validated_metrics": metrics if cfg.folds else None,
         "labels_saved": saved,
         "decision_threshold": decision_threshold(ws, job["id"]),
         "intended_use": "Research use only. Not a medical device; not for diagnosis or treatment decisions.",
@@ -122,8 +142,12 @@ def _numbers(values) -> str:
 
 def _card_markdown(card: dict) -> str:
     m = card["test_metrics"]
-    metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}, {m['n']} test images)"
+    metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}) on {m['n']} images: {m['on']}"
               if m else "not recorded")
+    cv = card.get("cross_validated_metrics")
+    if cv:
+        metric += (f"; the recipe, cross-validated: AUC {cv['auc']:.3f} (95% CI {cv['ci_low']:.3f}-"
+                   f"{cv['ci_high']:.3f}, {cv['n']} images, every image tested once per repeat)")
     pre, model, sw = card["preprocessing"], card["model"], card["software"]
     t = card.get("decision_threshold")
     decision = (f"'{card['task']['classes'][1]}' when its probability is at least {t['value']:.2f} ({t['how']})"
