@@ -7,7 +7,14 @@ from app_pages._shared import STATUS_ICON, can_edit, guarded, plain, plot_text, 
 from pirl_core.data import image_cache
 from pirl_core.errors import PirlError
 from pirl_core.evaluation import compare
-from pirl_core.evaluation.statistics import calibration, errors_at, format_p, threshold_metrics, youden_threshold
+from pirl_core.evaluation.statistics import (
+    calibration,
+    errors_at,
+    format_p,
+    roc_area,
+    threshold_metrics,
+    youden_threshold,
+)
 from pirl_core.fmt import csv_safe, tail
 from pirl_core.jobs import queue
 from pirl_core.models import predict
@@ -119,8 +126,8 @@ def roc_figure(table: list[dict], cls: int) -> go.Figure:
                     name="chance", hoverinfo="skip")
     for entry in table:
         roc = entry["roc"][str(cls)] if str(cls) in entry["roc"] else entry["roc"][cls]
-        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name=f"{entry['arm']} (AUC {entry['auc']:.3f})",
-                        line={"color": colour[entry["arm"]]})
+        fig.add_scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line={"color": colour[entry["arm"]]},
+                        name=f"{entry['arm']} (AUC {roc_area(roc):.3f})")  # this class's, not the macro
     fig.update_layout(xaxis_title="1 - specificity (false positive rate)",
                       yaxis_title="sensitivity (true positive rate)", height=460,
                       legend={"orientation": "h", "y": -0.2}, margin={"t": 30})

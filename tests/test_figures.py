@@ -70,3 +70,20 @@ def test_the_model_card_states_an_auc_the_exported_model_earned_on_images_it_nev
     own = export._own_test(ws.store.job(job_id), {"fold": 0, "test_image_ids": list(range(20))})
     assert own["n"] == 20 and own["auc"] == 1.0  # fold 1's own predictions, not the pooled 60
     assert own["on"].startswith("its own test part (fold 1 of 3)") and "never trained on" in own["on"]
+
+
+def test_each_class_of_three_gets_its_own_auc_in_the_roc_legend():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from pirl_core.evaluation.statistics import roc_area, roc_points
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 90)
+    probs = rng.dirichlet([1, 1, 1], 90)
+    probs[np.arange(90), y] += rng.random(90) * np.array([0.1, 0.5, 2.0])[y]  # classes separable by degrees
+    probs /= probs.sum(1, keepdims=True)
+    per_class = [roc_area(roc_points(y, probs, c)) for c in range(3)]
+    for c in range(3):
+        assert abs(per_class[c] - roc_auc_score(y == c, probs[:, c])) < 1e-9
+    assert len({round(a, 6) for a in per_class}) == 3  # three different figures, not the macro average thrice
