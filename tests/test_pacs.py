@@ -334,6 +334,8 @@ def test_a_second_pull_into_a_pool_adds_only_the_studies_it_lacks(configured, or
     queue.submit(ws, "pretrain", PretrainConfig(image_size=32, epochs=1).to_dict(), pool["id"], start_worker=False)
     with pytest.raises(PirlError, match="has been pretrained on or labeled"):
         ingest.add_to(ws, "pool", [])
+    with pytest.raises(PirlError, match="has been pretrained on or labeled"):  # before anything is fetched
+        pacs_pull.pull(ws, pacs_pull.PullConfig("test", "pool", query={"ModalitiesInStudy": "MR"}), tmp_path / "j4")
 
 
 @pytest.mark.browser

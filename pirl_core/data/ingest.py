@@ -258,12 +258,8 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
         stored.close()
 
 
-def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: list[dict] | None = None,
-           on_progress: Callable[[int, int, str], None] | None = None,
-           should_stop: Callable[[], bool] | None = None) -> Report:
-    """Add `files` to an unlabeled pool nothing has used yet (a second pull from a PACS): its images keep their
-    ids and rows, the new ones follow; an image the pool already holds is reported, not added. One transaction."""
-    row = ws.store.dataset(dataset)
+def check_addable(ws: Workspace, row: dict | None, dataset: str) -> None:
+    """Raise unless `row` is an unlabeled pool nothing has used yet (so adding images changes no run's data)."""
     if row is None:
         raise PirlError(f"No dataset named {dataset!r}.")
     if row["kind"] != "unlabeled":
@@ -271,6 +267,15 @@ def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: li
     if any(j["dataset_id"] == row["id"] for j in ws.store.jobs()) or ws.store.label_batches(row["id"]):
         raise PirlError(f"{dataset!r} has been pretrained on or labeled; adding images would change what those "
                         "runs saw. Add them to a new dataset.")
+
+
+def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: list[dict] | None = None,
+           on_progress: Callable[[int, int, str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Report:
+    """Add `files` to an unlabeled pool nothing has used yet (a second pull from a PACS): its images keep their
+    ids and rows, the new ones follow; an image the pool already holds is reported, not added. One transaction."""
+    row = ws.store.dataset(dataset)
+    check_addable(ws, row, dataset)
     report = Report(dataset=dataset, dataset_id=row["id"], skipped=list(pre_skipped or []))
     held = {im["content_hash"]: im["orig_name"] for im in ws.store.images(row["id"])}
     stored = FileStore(ws)

@@ -127,6 +127,8 @@ def pull(ws: Workspace, cfg: PullConfig, folder: Path, on_progress: Callable[[fl
     if existing is not None and cfg.label_attribute:
         raise PirlError(f"{cfg.dataset.strip()!r} exists; labels from the header make a new labeled set: choose "
                         "a new name.")
+    if existing is not None:
+        ingest.check_addable(ws, existing, cfg.dataset.strip())  # before minutes of downloading, not after
     srv = pacs.server(cfg.server, allow_any_url)
     client = pacs.connect(srv)
     report(0.0, f"Listing the studies on {srv.label} ...")
