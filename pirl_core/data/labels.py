@@ -113,15 +113,22 @@ def folder_label(name: str) -> str | None:
 
 
 # -- labels from a DICOM header --------------------------------------------------------------
+def _header_tag(attribute: str) -> int | None:
+    """The tag a keyword (`StudyDescription`) or a written tag (`0011,1010`, `(0011,1010)`) names, or None."""
+    from pydicom.datadict import tag_for_keyword
+
+    digits = attribute.strip().strip("()").replace(",", "").replace(" ", "")
+    if tag_for_keyword(attribute.strip()) is not None:
+        return tag_for_keyword(attribute.strip())
+    return int(digits, 16) if len(digits) == 8 and all(c in "0123456789abcdefABCDEF" for c in digits) else None
+
+
 def header_rule(attribute: str, table: str) -> tuple[str, list[list[str]]]:
     """A DICOM attribute (keyword `StudyDescription`, or tag `0011,1010` for a private one) and the typed table
     `MALIG = malignant, BENIGN = benign` (commas or new lines) as (attribute, [[keyword, class], ...]). An image
     takes the class of the first keyword its attribute contains (case ignored); none: no label."""
-    from pydicom.datadict import tag_for_keyword
-
     attribute = attribute.strip()
-    tag = attribute.strip("()").replace(",", "").replace(" ", "")
-    if tag_for_keyword(attribute) is None and not (len(tag) == 8 and all(c in "0123456789abcdefABCDEF" for c in tag)):
+    if _header_tag(attribute) is None:
         raise PirlError(f"{attribute!r} is neither a DICOM keyword (e.g. StudyDescription, BodyPartExamined) nor a "
                         "tag like 0011,1010.")
     pairs = []
@@ -137,17 +144,16 @@ def header_rule(attribute: str, table: str) -> tuple[str, list[list[str]]]:
     return attribute, pairs
 
 
-def header_label(data: bytes, attribute: str, pairs: list[list[str]]) -> str | None:
-    """The class `pairs` give the file's `attribute` (see `header_rule`), or None."""
+def header_label(path: str | Path, attribute: str, pairs: list[list[str]]) -> str | None:
+    """The class `pairs` give the file's `attribute` (see `header_rule`), or None. Reads the header only, not
+    the pixel data the import reads anyway."""
     import pydicom
-    from pydicom.datadict import tag_for_keyword
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001  (an unreadable file gets no label; the import names why it is skipped)
         return None
-    tag = tag_for_keyword(attribute) or int(attribute.strip("()").replace(",", "").replace(" ", ""), 16)
-    element = ds.get(tag)
+    element = ds.get(_header_tag(attribute))
     value = str(element.value if element is not None else "").upper()
     return next((label for keyword, label in pairs if keyword.upper() in value), None) if value else None
 

@@ -88,15 +88,15 @@ def _plan(srv: pacs.Server, client, uids: list[str], staging: Path, key: bytes, 
 def _download(srv: pacs.Server, client, plan, workers: int, on_done: Callable[[int, int], None],
               should_stop: Callable[[], bool]) -> tuple[int, int]:
     """Fetch every planned file not already staged, `workers` at a time; returns (downloaded, reused)."""
-    todo = [(inst, path) for inst, _, path in plan if not path.exists()]
-    reused = len(plan) - len(todo)
+    missing = [(inst, path) for inst, _, path in plan if not path.exists()]  # not staged by an earlier try
+    reused = len(plan) - len(missing)
 
     def fetch(inst, path):
         write_bytes_atomic(path, pacs.retrieve(srv, client, inst))
 
     done, pending = 0, set()
     with ThreadPoolExecutor(workers) as pool:
-        items = iter(todo)
+        items = iter(missing)
         while True:
             while len(pending) < 2 * workers and not should_stop():
                 item = next(items, None)
@@ -163,7 +163,7 @@ def pull(ws: Workspace, cfg: PullConfig, folder: Path, on_progress: Callable[[fl
     labels_csv = None
     if cfg.label_attribute:
         labels_csv = labels.header_labels_csv([name for _, name, _ in plan], [
-            labels.header_label(path.read_bytes(), cfg.label_attribute, cfg.label_map) for _, _, path in plan])
+            labels.header_label(path, cfg.label_attribute, cfg.label_map) for _, _, path in plan])
     importing = lambda i, n, _: report(0.8 + 0.2 * i / max(n, 1), f"importing {i} of {n}")  # noqa: E731
     if existing is not None:
         result = ingest.add_to(ws, existing["name"], files, refused, importing, should_stop)
