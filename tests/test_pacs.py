@@ -124,9 +124,10 @@ def test_a_server_that_stalls_mid_study_fails_clearly_and_the_resumed_pull_fetch
     finally:
         os.kill(orthanc.proc.pid, signal.SIGCONT)
     staged = list((folder / "staged").rglob("*.dcm"))
-    assert len(staged) == 3 and ws.store.dataset("stalled") is None
+    # 3 done when the PACS stopped; a 4th may have been answered already (one request is always in flight)
+    assert 3 <= len(staged) <= 4 and ws.store.dataset("stalled") is None
     outcome = pacs_pull.pull(ws, cfg, folder)
-    assert outcome.reused == 3 and outcome.downloaded == outcome.instances - 3
+    assert outcome.reused == len(staged) and outcome.downloaded == outcome.instances - len(staged)
     assert ws.store.dataset("stalled")["n_images"] == 7  # the 2024 studies: 2 + 2 + 3 chest images
 
 
