@@ -34,6 +34,9 @@ def test_search_pages_through_every_match_and_counts_them_before_anything_is_pul
     assert ultrasound.total == 2 and all("US" in s.modalities for s in ultrasound.studies)
     assert pacs.search(configured, {"StudyDate": "20240101-20241231"}).total == 3
     assert pacs.search(configured, {"PatientID": "P1"}).total == 2
+    assert pacs.search(configured, {"StudyDescription": "*chest*"}).total == 3  # matched here: Orthanc finds none
+    assert pacs.search(configured, {"StudyDescription": "BREAST US", "ModalitiesInStudy": "US"}).total == 2
+    assert pacs.search(configured, {"StudyDescription": "*knee*"}, page_size=2).total == 0
     row = ultrasound.studies[0].row()
     assert set(row) == {"study date", "modality", "description", "images"}  # no patient unless asked
     assert row["study date"] == "2023-06-10"

@@ -19,6 +19,7 @@ server's name (or its URL) only. Every failure comes back as a `PacsError` that 
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tomllib
 from contextlib import contextmanager
@@ -244,22 +245,29 @@ class Search:
 
 def search(srv: Server, filters: dict[str, str], show_patients: bool = False, page_size: int = PAGE_SIZE,
            max_studies: int = MAX_STUDIES, on_page=None) -> Search:
-    """Every study matching `filters`, page by page (so 50,000 matches are counted before anything is pulled)."""
+    """Every study matching `filters`, page by page (so 50,000 matches are counted before anything is pulled).
+    The study description is matched here, on what the server returns (`*` for anything, case ignored): Orthanc's
+    DICOMweb plugin (1.7, with Orthanc 1.10) answers a StudyDescription filter with no study, even an exact one."""
     client = connect(srv)
     fields = STUDY_FIELDS + (["PatientID", "PatientName"] if show_patients else [])
+    described = filters.get("StudyDescription")
+    asked = {k: v for k, v in filters.items() if k != "StudyDescription"}
     studies: list[Study] = []
+    offset = 0
     with asking(srv, "the study search"):
         while len(studies) < max_studies:
-            page = client.search_for_studies(offset=len(studies), limit=page_size, fields=fields,
-                                             search_filters=filters)
+            page = client.search_for_studies(offset=offset, limit=page_size, fields=fields, search_filters=asked)
+            offset += len(page)
             for item in page:
+                description = str(_value(item, "StudyDescription", ""))
+                if described and not fnmatch.fnmatchcase(description.upper(), described.upper()):
+                    continue
                 patient = None
                 if show_patients:
                     patient = " · ".join(str(v) for v in (_value(item, "PatientID"), _value(item, "PatientName"))
                                          if v) or "(none)"
                 studies.append(Study(_value(item, "StudyInstanceUID", ""), str(_value(item, "StudyDate", "")),
-                                     str(_value(item, "ModalitiesInStudy", "")),
-                                     str(_value(item, "StudyDescription", "")),
+                                     str(_value(item, "ModalitiesInStudy", "")), description,
                                      int(_value(item, "NumberOfStudyRelatedInstances", 0) or 0), patient))
             if on_page:
                 on_page(len(studies))
