@@ -14,6 +14,8 @@ changes nothing. A new source (a PACS, a labeling loop) is a new list of `Source
 from __future__ import annotations
 
 import hashlib
+import re
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +115,8 @@ class FileStore:
 
     def add(self, item: Decoded) -> dict:
         """Store one image; returns its images-table row (without dataset, label, group, split)."""
-        suffix = Path(item.src.name).suffix.lower() or ".bin"
+        suffix = Path(item.src.name).suffix.lower()
+        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ".bin"  # the name's, if it is short
         stored = self.ws.images / item.digest[:2] / f"{item.digest}{suffix}"
         if not stored.exists():
             write_bytes_atomic(stored, item.data)
@@ -193,10 +196,14 @@ def commit(ws: Workspace, report: Report, stored: FileStore, images: list[dict],
     store = ws.store
     with store.transaction():
         stored.restore_missing(images)
-        dataset_id = store.add_dataset(report.dataset, kind=kind, source=source, info={
-            "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
-            "label_conflicts": report.label_conflicts, "labels": report.labels,
-            "duplicates": len(report.duplicates)})
+        try:
+            dataset_id = store.add_dataset(report.dataset, kind=kind, source=source, info={
+                "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
+                "label_conflicts": report.label_conflicts, "labels": report.labels,
+                "duplicates": len(report.duplicates)})
+        except sqlite3.IntegrityError:  # another import took the name while this one decoded
+            raise PirlError(f"Another import created a dataset named {report.dataset!r} while this one ran; "
+                            "nothing was imported. Import again under another name.") from None
         store.update_dataset(dataset_id, content_hash=content_hash, n_images=len(images))
         store.add_images({**im, "dataset_id": dataset_id} for im in images)
         store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])

@@ -13,21 +13,36 @@ from pathlib import Path, PurePosixPath
 from ..errors import PirlError
 
 
-def read_labels_csv(data: bytes | str | Path) -> dict[str, tuple[str, str | None]]:
-    """filename -> (label, group) from a CSV with columns filename,label[,group]. UTF-8 (or Windows-1252 as
-    spreadsheets save it); two rows that give one file different labels are an error naming them."""
-    if isinstance(data, Path) or (isinstance(data, str) and "\n" not in data and Path(data).is_file()):
-        data = Path(data).read_bytes()
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            try:
-                text = data.decode("cp1252")
-            except UnicodeDecodeError:
-                raise PirlError("The labels CSV is not text in UTF-8 or Windows-1252; save it as CSV UTF-8.") from None
+def _text(data: bytes) -> str:
+    """CSV bytes as text: UTF-8 (with or without its BOM), UTF-16 (as Excel's "Unicode text" saves it, with or
+    without a BOM), else Windows-1252 as older spreadsheets save it."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encodings = ["utf-16"]
+    elif len(data) >= 2 and data.count(b"\x00") > len(data) // 4:  # UTF-16 without a BOM: every other byte NUL
+        encodings = ["utf-16-le" if data[1:2] == b"\x00" else "utf-16-be"]
     else:
-        text = data
+        encodings = ["utf-8-sig", "cp1252"]
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if "\x00" not in text:
+            return text
+    raise PirlError("The labels CSV is not readable text (UTF-8, UTF-16 or Windows-1252): save it as "
+                    "\"CSV UTF-8\" from your spreadsheet.")
+
+
+def read_labels_csv(data: bytes | str | Path) -> dict[str, tuple[str, str | None]]:
+    """filename -> (label, group) from a CSV with columns filename,label[,group] (bytes in UTF-8, UTF-16 or
+    Windows-1252; or a path); two rows that give one file different labels are an error naming them."""
+    if isinstance(data, str) and "\n" not in data and Path(data).is_file():
+        data = Path(data)
+    if isinstance(data, Path):
+        if not data.is_file():
+            raise PirlError(f"The labels CSV {data} does not exist or is not a file: check the path.")
+        data = data.read_bytes()
+    text = _text(data) if isinstance(data, bytes) else data
     reader = csv.DictReader(io.StringIO(text))
     cols = [c.strip().lower() for c in reader.fieldnames or []]
     if "filename" not in cols or "label" not in cols:

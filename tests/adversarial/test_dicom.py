@@ -79,14 +79,13 @@ def test_a_png_named_dcm_is_decoded_by_its_content(tmp_path):
     assert tuple(np.asarray(decode(buf.getvalue(), "scan.dcm").image)[3, 3]) == RED
 
 
-def test_an_animated_gif_and_a_multi_page_tiff_use_frame_one_and_say_so(tmp_path):
+def test_a_multi_page_tiff_uses_frame_one_and_says_so(tmp_path):
     import io
 
     from PIL import Image
 
-    for fmt in ("GIF", "TIFF"):
-        buf = io.BytesIO()
-        first, *rest = [Image.new("RGB", (40, 40), c) for c in (RED, BLUE, (0, 255, 0))]
-        first.save(buf, fmt, save_all=True, append_images=rest)
-        decoded = decode(buf.getvalue(), f"cine.{fmt.lower()}")
-        assert tuple(np.asarray(decoded.image)[5, 5])[0] > 200 and "3 frames: first frame used" in decoded.note
+    buf = io.BytesIO()
+    first, *rest = [Image.new("RGB", (40, 40), c) for c in (RED, BLUE, (0, 255, 0))]
+    first.save(buf, "TIFF", save_all=True, append_images=rest)
+    decoded = decode(buf.getvalue(), "cine.tif")
+    assert tuple(np.asarray(decoded.image)[5, 5])[0] > 200 and "3 frames: first frame used" in decoded.note

@@ -170,3 +170,34 @@ def test_odd_zip_member_names_are_named_skips(ws, tmp_path):
     files, refused = sources.zip_source(z)
     report = ingest.ingest(ws, files, "odd", pre_skipped=refused)
     assert report.imported == 2 and _skips(report)["."].startswith("no file name")
+
+
+def test_a_file_name_with_a_very_long_extension_is_imported_under_a_bounded_name(ws, tmp_path):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    (folder / ("x." + "y" * 238)).write_bytes(_png(5))
+    (folder / "ok.PNG").write_bytes(_png(6))
+    report = ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "long")
+    assert report.imported == 2 and not report.skipped
+    stored = sorted(im["path"].rsplit(".", 1)[1] for im in ws.store.images(report.dataset_id))
+    assert stored == ["bin", "png"]
+
+
+def test_an_import_whose_name_another_import_takes_meanwhile_says_so(ws, tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for k, folder in enumerate((first, second)):
+        folder.mkdir()
+        for i in range(3):
+            (folder / f"{i}.png").write_bytes(_png(10 * k + i))
+    taken, groups = [], ingest.patients.groups
+
+    def meanwhile(*args):  # after the first import found the name free, another one lands under it
+        if not taken:
+            taken.append(None)
+            taken[0] = ingest.ingest(Workspace(ws.root), sources.folder_source(second, check_roots=False), "scans")
+        return groups(*args)
+
+    monkeypatch.setattr(ingest.patients, "groups", meanwhile)
+    with pytest.raises(PirlError, match="Another import created a dataset named 'scans'"):
+        ingest.ingest(ws, sources.folder_source(first, check_roots=False), "scans")
+    assert [d["name"] for d in ws.store.datasets()] == ["scans"] and taken[0].imported == 3

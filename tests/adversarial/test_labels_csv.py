@@ -50,3 +50,24 @@ def test_a_class_of_one_image_is_found_before_any_image_is_decoded(ws):
     with pytest.raises(PirlError, match="y has 1"):
         ingest.ingest(ws, files, "lab2", labels_csv=csv)
     assert decoded == []
+
+
+def test_a_csv_saved_as_utf_16_with_or_without_its_bom_is_read():
+    text = "filename,label\nl\u00e9sion.png,b\u00e9nin\n"
+    for data in (text.encode("utf-16"), text.encode("utf-16-le"), text.encode("utf-16-be"),
+                 b"\xef\xbb\xbf" + text.encode()):
+        assert labels.read_labels_csv(data) == {"l\u00e9sion.png": ("b\u00e9nin", None)}
+
+
+def test_a_csv_that_is_not_text_says_to_save_it_as_utf_8():
+    with pytest.raises(PirlError, match='save it as "CSV UTF-8"') as err:
+        labels.read_labels_csv(b"filename,label\n\x00\x81\x8d\x8f\x90\x9d" * 3)
+    assert "\x00" not in str(err.value)
+
+
+def test_a_labels_csv_that_does_not_exist_is_one_sentence_in_the_cli(tmp_path, demo_dir, capsys):
+    from pirl_core.cli import main
+
+    code = main(["-w", str(tmp_path / "ws"), "ingest", str(demo_dir / "labeled"), "--labels", str(tmp_path / "no.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
