@@ -150,8 +150,14 @@ def _check_inflation(data: bytes) -> None:
     if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
         raise BadImage("deflated DICOM without the standard file header: cannot be read safely")
     start = 144 + int.from_bytes(data[140:144], "little")  # after the file meta group, whose length is at 140
-    inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[start:], MAX_INFLATED + 1)
-    if len(inflated) > MAX_INFLATED:
+    inflater, rest, total = zlib.decompressobj(-zlib.MAX_WBITS), data[start:], 0
+    while rest and total <= MAX_INFLATED:  # counted 16 MB at a time, nothing kept
+        try:
+            total += len(inflater.decompress(rest, 16 * 2**20))
+        except zlib.error as exc:
+            raise BadImage(f"deflated DICOM whose data does not inflate ({exc})") from None
+        rest = inflater.unconsumed_tail
+    if total > MAX_INFLATED:
         raise BadImage(f"deflated DICOM that inflates past {MAX_INFLATED // 2**20} MB (a decompression bomb?)")
 
 
