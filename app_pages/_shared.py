@@ -6,6 +6,7 @@ import datetime as dt
 import html
 import logging
 import re
+import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -44,6 +45,7 @@ def workspace_for_this_run() -> Iterator[Workspace]:
     """`with workspace_for_this_run():` around a script run: every `workspace()` inside it (the page's) gets the
     handle opened here. Each script run has its own thread, so sessions never share one."""
     token = _THIS_RUN.set(workspace())
+    mark_active()
     try:
         yield _THIS_RUN.get()
     finally:
@@ -61,19 +63,37 @@ def _signed_in_user(ws: Workspace) -> str:
             st.stop()
         st.session_state["pirl_role"] = "editor"
         return ws.actor
+    idle = users.idle_too_long(st.session_state.get("pirl_seen"))
     if mode == "oidc":
+        if idle and st.user.get("is_logged_in"):
+            st.session_state.pop("pirl_seen", None)
+            st.logout()
+            st.stop()
         if not st.user.get("is_logged_in"):
             _only(_identity_provider_sign_in)
         name = str(st.user.get("email") or st.user.get("name") or "unknown")
-        st.session_state["pirl_role"] = users.role_of(ws, name)
+        role = users.role_of(ws, name, users.allowed_accounts(Path.cwd()))
+        if role is None:
+            _only(lambda: _not_admitted(name))
+        st.session_state["pirl_role"] = role
         return name
     name = st.session_state.get("pirl_user")
     user = ws.store.user(name) if name else None
-    if user is None or not user["password_hash"]:  # never signed in, or removed since
+    if idle and user is not None:
+        st.session_state["sign-in-note"] = f"Signed out after {users.IDLE_MINUTES:g} minutes without use."
+        user = None
+    if user is None or not user["password_hash"]:  # never signed in, idle too long, or removed since
         st.session_state.pop("pirl_user", None)
+        st.session_state.pop("pirl_seen", None)
         _only(lambda: _local_sign_in_form(ws))
     st.session_state["pirl_role"] = user["role"]  # a changed role counts from the next click
     return name
+
+
+def mark_active() -> None:
+    """A visitor's own click or page load (app.py's full runs, not the timed redraws of fragments): the idle
+    timeout counts from here."""
+    st.session_state["pirl_seen"] = time.time()
 
 
 PAGE_PATHS = ("data", "pretrain", "label", "compare", "explore", "predict", "export")  # app.py's pages, Home aside
@@ -85,6 +105,13 @@ def _only(sign_in) -> None:
     pages += [st.Page(sign_in, title="Sign in", url_path=path) for path in PAGE_PATHS]
     st.navigation(pages, position="hidden").run()
     st.stop()
+
+
+def _not_admitted(name: str) -> None:
+    st.title("PIRL Studio")
+    st.error(f"The account {plain(name)} is not admitted to this server. Ask an editor to add it "
+             "(`pirl users add NAME --role viewer`) or to allow its domain (README: Sign-in).")
+    st.button("Sign out", on_click=st.logout)
 
 
 def _identity_provider_sign_in() -> None:
@@ -99,12 +126,20 @@ def _local_sign_in_form(ws: Workspace) -> None:
         name = st.text_input("User name", key="sign-in-name")
         password = st.text_input("Password", type="password", key="sign-in-password")
         submitted = st.form_submit_button("Sign in", type="primary")
+    note = st.session_state.pop("sign-in-note", None)
+    if note and not submitted:
+        st.info(note)
     if submitted:
-        user = users.authenticate(ws, name, password)
+        try:
+            user = users.authenticate(ws, name, password, source=st.context.ip_address or "")
+        except PirlError as exc:
+            st.error(plain(exc))
+            return
         if user is None:
             st.error("Wrong user name or password.")
         else:
             st.session_state["pirl_user"] = user["name"]
+            mark_active()
             st.rerun()
 
 
@@ -134,13 +169,16 @@ def sign_out_button() -> None:
         st.button("Sign out", key="sign-out", on_click=st.logout)
 
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")  # links, images, emphasis, HTML, formulas, tables
+# Links, images, emphasis, HTML, formulas, tables; ":" and "@" too, so that GitHub Markdown's bare-address links
+# (http://..., mailto:, name@host) never form; "www." is broken apart below.
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$:@])")
+_WWW = re.compile(r"(?i)\b(www)\.")
 
 
 def plain(text: object) -> str:
     """User text (file names, labels, dataset names, messages that quote them) for Streamlit's Markdown:
     shown as itself, never a link, an image the browser would fetch, a formula or a colour directive."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+    return _WWW.sub(r"\1\\.", _MARKDOWN.sub(r"\\\1", str(text)))
 
 
 def plot_text(text: object) -> str:

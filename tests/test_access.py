@@ -28,11 +28,43 @@ def test_passwords_are_stored_as_argon2_hashes_and_checked(ws):
         users.add_user(ws, "bob", PASSWORD, "admin")
 
 
-def test_an_identity_provider_user_is_a_viewer_unless_listed_as_editor(ws):
-    assert users.role_of(ws, "carol@hospital.org") == "viewer"
+def test_an_identity_provider_account_gets_in_only_when_listed_or_allowed(ws, tmp_path):
+    assert users.role_of(ws, "mallory@gmail.com") is None  # any account of a public provider: nothing
+    allowed = users.allowed_accounts(tmp_path)
+    assert allowed == []
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('[access]\nallowed_accounts = ["@Hospital.org", '
+                                                          '"dr.who@gmail.com"]\n')
+    allowed = users.allowed_accounts(tmp_path)
+    assert users.role_of(ws, "carol@hospital.org", allowed) == "viewer"
+    assert users.role_of(ws, "dr.who@gmail.com", allowed) == "viewer"
+    assert users.role_of(ws, "mallory@gmail.com", allowed) is None
+    assert users.role_of(ws, "eve@evilhospital.org.example", allowed) is None
     users.add_user(ws, "carol@hospital.org", None, "editor")
-    assert users.role_of(ws, "carol@hospital.org") == "editor"
+    users.add_user(ws, "dana@clinic.example", None, "viewer")
+    assert users.role_of(ws, "carol@hospital.org", allowed) == "editor"
+    assert users.role_of(ws, "dana@clinic.example") == "viewer"  # listed: in without the allow-list
     assert users.authenticate(ws, "carol@hospital.org", "") is None  # no password: st.login only
+
+
+def test_wrong_passwords_slow_down_the_next_try_per_name_and_per_address(ws, monkeypatch):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    for _ in range(users.THROTTLE_AFTER):
+        assert users.authenticate(ws, "alice", "guess guess guess", source="10.0.0.9") is None
+    with pytest.raises(PirlError, match=r"wait 30 s"):  # the right password, unchecked for now
+        users.authenticate(ws, "alice", PASSWORD, source="10.0.0.7")
+    refused = [e for e in audit.entries(ws) if e["action"] == "sign-in refused"]
+    assert len(refused) == users.THROTTLE_AFTER and all(e["detail"] == "from 10.0.0.9" for e in refused)
+    now = users.time.time()
+    monkeypatch.setattr(users.time, "time", lambda: now + 31)
+    assert users.authenticate(ws, "alice", PASSWORD) == {"name": "alice", "role": "editor"}  # and the count resets
+    assert users.authenticate(ws, "alice", "guess guess guess") is None
+    assert users.authenticate(ws, "alice", PASSWORD) is not None
+    for k in range(users.THROTTLE_AFTER_SOURCE):  # one address guessing across many names
+        assert users.authenticate(ws, f"user{k}", "guess guess guess", source="10.0.0.66") is None
+    with pytest.raises(PirlError, match="wait"):
+        users.authenticate(ws, "alice", PASSWORD, source="10.0.0.66")
+    assert users.authenticate(ws, "alice", PASSWORD, source="10.0.0.8") is not None
 
 
 @pytest.mark.parametrize("address, refused", [("127.0.0.1", False), ("localhost", False), ("::1", False),
@@ -78,6 +110,32 @@ def test_with_users_the_page_shows_only_the_sign_in_form_until_signed_in(ws, dem
     at.button[0].click().run()
     assert not at.exception
     assert "Data" in [t.value for t in at.title] and len(at.tabs) == 4  # the import tabs: an editor
+
+
+def test_repeated_wrong_passwords_on_the_form_say_to_wait(ws):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    at = _data_page().run()
+    at.text_input(key="sign-in-name").input("alice")
+    for _ in range(users.THROTTLE_AFTER):
+        at.text_input(key="sign-in-password").input("not the password")
+        at.button[0].click().run()
+    at.text_input(key="sign-in-password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception and any("Too many wrong passwords" in e.value for e in at.error)
+    assert "Data" not in [t.value for t in at.title]
+
+
+def test_a_session_idle_too_long_must_sign_in_again(ws):
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    at = _data_page()
+    at.session_state["pirl_user"] = "alice"
+    at.session_state["pirl_seen"] = users.time.time() - 60 * users.IDLE_MINUTES + 60  # a minute left
+    at.run()
+    assert "Data" in [t.value for t in at.title]
+    at.session_state["pirl_seen"] = users.time.time() - 60 * users.IDLE_MINUTES - 1
+    at.run()
+    assert [t.label for t in at.text_input] == ["User name", "Password"]
+    assert any("Signed out after 30 minutes without use" in i.value for i in at.info)
 
 
 def test_a_viewer_browses_but_is_not_offered_import(ws, demo_dir):

@@ -117,16 +117,18 @@ def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_
 
 
 EVIL = "![x](http://evil.example/t.png)"
+LINK = "<img src=http://evil.example/x> www.evil.example"  # GitHub Markdown makes links of bare addresses
 
 
 def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server, page, tmp_path, demo_dir):
-    """A label and a dataset name written as Markdown images stay text; the browser fetches nothing from
-    another host (the page icon and fonts included)."""
+    """A label and a dataset name written as Markdown images, and a label with bare addresses, stay text (no
+    link, no stray backslash); the browser fetches nothing from another host (the page icon and fonts
+    included)."""
     from pirl_core.data import ingest, sources
     from pirl_core.workspace.folder import Workspace
 
     files = sorted((demo_dir / "labeled").rglob("*.png"))[:12]
-    csv = "filename,label\n" + "".join(f"{f.name},{EVIL if i % 2 else 'benign'}\n" for i, f in enumerate(files))
+    csv = "filename,label\n" + "".join(f"{f.name},{[EVIL, 'benign', LINK][i % 3]}\n" for i, f in enumerate(files))
     ws = Workspace(tmp_path / "ws")
     ingest.ingest(ws, sources.upload_source([(f.name, f.read_bytes()) for f in files]), EVIL, labels_csv=csv)
     requests: list[str] = []
@@ -141,7 +143,9 @@ def test_user_text_is_shown_as_text_and_no_request_leaves_the_machine(app_server
     wait_for_app(page)
     page.get_by_text("Class balance by split").first.wait_for()
     assert page.get_by_text(EVIL).count() >= 1  # shown as the text it is
+    assert page.get_by_text(LINK).count() >= 1
     assert page.locator('img[src*="evil.example"]').count() == 0
+    assert page.locator('a[href*="evil.example"]').count() == 0
     elsewhere = sorted({u for u in requests if not u.startswith(server.url) and not u.startswith(("data:", "blob:"))})
     assert elsewhere == []
 

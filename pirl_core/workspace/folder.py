@@ -1,7 +1,9 @@
 """The workspace folder: one place for the database, image caches, checkpoints and exports.
 
 Default `./pirl-workspace`; `PIRL_HOME` or the CLI's `--workspace` point elsewhere.
-Delete the folder and the app starts fresh.
+Delete the folder and the app starts fresh. A folder created here is its owner's alone (0700, the database
+0600: it holds password hashes, the audit log, file names and labels); an existing folder keeps the
+permissions its owner gave it.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ class Workspace:
         self.actor = actor or os_user()  # who the audit log names for what this handle does
         self.root = Path(root).expanduser().resolve() if root else default_root()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)
             for name in self.SUBDIRS:
-                (self.root / name).mkdir(exist_ok=True)
+                (self.root / name).mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise WorkspaceUnusable(f"The workspace folder {self.root} cannot be created or written "
                                     f"({exc.strerror or exc}). Point PIRL_HOME (or --workspace) at a folder you "

@@ -8,6 +8,7 @@ the CLI, training workers) read and write it at once.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -178,13 +179,15 @@ class Store:
     def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
         self.path = Path(path)
         try:
+            if not self.path.exists():  # created the owner's alone (SQLite gives its -wal and -shm the same)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 60000")
             conn.execute("PRAGMA foreign_keys = ON")
             self.db = sqlite_utils.Database(conn)
             self.db.enable_wal()
             self._migrate(migrate_to)
-        except sqlite3.DatabaseError as exc:  # corrupt, not a database, read-only, or a full disk
+        except (sqlite3.DatabaseError, OSError) as exc:  # corrupt, not a database, read-only, or a full disk
             raise WorkspaceUnusable(
                 f"The workspace database {self.path} cannot be used ({exc}). If the folder is read-only, make it "
                 "writable or point PIRL_HOME elsewhere; if the file is damaged, restore it from a backup or move "
@@ -478,6 +481,18 @@ class Store:
 
     def audit(self, limit: int = 500) -> list[dict]:
         return self.db.execute_returning_dicts("SELECT * FROM audit ORDER BY id DESC LIMIT ?", [limit])
+
+    def audit_times(self, actions: list[str], since: float, target: str | None = None,
+                    detail: str | None = None) -> list[tuple[float, str]]:
+        """(time, action) of the entries with these actions since `since`, newest first; optionally only those
+        with this target, or with this detail."""
+        where, args = [f"action IN ({','.join('?' * len(actions))})", "time >= ?"], [*actions, since]
+        for column, value in (("target", target), ("detail", detail)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        return [(r["time"], r["action"]) for r in self.db.execute_returning_dicts(
+            f"SELECT time, action FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC", args)]
 
 
 class _Transaction:

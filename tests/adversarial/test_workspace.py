@@ -43,3 +43,21 @@ def test_a_resume_whose_checkpoint_was_deleted_says_so(ws, demo_dir):
     queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)
     assert job["status"] == "failed" and "checkpoint of this run" in job["message"] and "is gone" in job["message"]
+
+
+def test_a_new_workspace_is_its_owners_alone_and_an_existing_folder_keeps_its_permissions(tmp_path):
+    from pirl_core.data import demo_data, ingest, sources
+    from pirl_core.workspace.folder import Workspace
+
+    ws = Workspace.open(tmp_path / "new" / "ws")
+    demo_data.generate(tmp_path / "demo", n=4, unlabeled=4, size=40)
+    ingest.ingest(ws, sources.folder_source(tmp_path / "demo" / "unlabeled", check_roots=False), "pool")
+    mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
+    assert mode(ws.root) == 0o700 and all(mode(ws.root / d) == 0o700 for d in Workspace.SUBDIRS)
+    assert mode(ws.root / "pirl.db") == 0o600
+    assert mode(ws.root / "pirl.db-wal") == 0o600  # SQLite gives its journal the database's permissions
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o750)  # the owner's choice: a group may read it
+    Workspace.open(shared)
+    assert mode(shared) == 0o750
