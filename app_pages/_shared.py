@@ -16,7 +16,7 @@ import streamlit as st
 
 from pirl_core.access import users
 from pirl_core.errors import PirlError
-from pirl_core.workspace.folder import Workspace
+from pirl_core.workspace.folder import DB_NAME, Workspace, default_root
 
 log = logging.getLogger("pirl_studio")
 
@@ -35,9 +35,16 @@ def workspace() -> Workspace:
         ws = Workspace.open()
         ws.actor = _signed_in_user(ws)
         return ws
-    except PirlError as exc:
-        st.error(plain(exc))
+    except PirlError as exc:  # before anyone signed in: no server path on the page, the log has them
+        log.warning("workspace cannot be opened: %s", exc)
+        st.error(plain(without_paths(exc)) + " (The server's log names the folder.)")
         st.stop()
+
+
+def without_paths(message: object) -> str:
+    """A message with the workspace's location taken out, for visitors who may not see server paths."""
+    root = default_root()
+    return str(message).replace(str(root / DB_NAME), DB_NAME).replace(str(root), "the workspace folder")
 
 
 @contextmanager

@@ -15,7 +15,8 @@ st.markdown(
     "finetune on a **small labeled set** and see whether it beats training from scratch and from ImageNet,  \n"
     "all on this machine: no image leaves it."
 )
-st.caption(f"Workspace: `{ws.root}`")
+if can_edit():  # a server path: editors only
+    st.caption(f"Workspace: `{ws.root}`")
 
 STEPS = [("app_pages/data.py", "1 · Bring in images", ":material/photo_library:"),
          ("app_pages/pretrain.py", "2 · Pretrain with PIRL", ":material/model_training:"),

@@ -165,6 +165,17 @@ def test_a_removed_user_is_signed_out_at_the_next_click(ws):
     assert [t.label for t in at.text_input] == ["User name", "Password"]
 
 
+def test_only_editors_see_the_workspace_path_on_home(ws):
+    users.add_user(ws, "victor", PASSWORD, "viewer")
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    for name, shown in (("victor", False), ("alice", True)):
+        at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60)
+        at.session_state["pirl_user"] = name
+        at.run()
+        assert not at.exception
+        assert any(str(ws.root) in c.value for c in at.caption) == shown, name
+
+
 def test_editors_read_the_audit_log_on_home(ws):
     users.add_user(ws, "alice", PASSWORD, "editor")
     at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60)

@@ -58,8 +58,10 @@ def test_bundle_holds_no_image_data_or_source_paths(finished, demo_dir, tmp_path
         for member in zf.namelist():
             data = zf.read(member)
             assert not data.startswith((b"\x89PNG", b"\xff\xd8\xff"))
-            for needle in [str(demo_dir), str(ws.root), *names[:10]]:
-                assert needle.encode() not in data, (member, needle)
+            for needle in [str(demo_dir), str(ws.root), sys.prefix, str(ROOT), *names[:10]]:
+                assert needle.encode() not in data, (member, needle)  # nor the build's paths
+        with zipfile.ZipFile(io.BytesIO(zf.read("model.ts"))) as ts:  # nor the image it was traced with
+            assert not [n for n in ts.namelist() if "traced_inputs" in n or n.endswith(".debug_pkl")]
         card = json.loads(zf.read("model_card.json"))
     assert card["task"]["classes"] == ["benign", "malignant"] and "not a medical device" in card["intended_use"].lower()
     # the threshold chosen on the model's validation predictions, stated in the card

@@ -230,12 +230,12 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     with torch.no_grad():
         reference = model(x)
         with _torchscript():
-            scripted = torch.jit.trace(model, x[:1])
+            scripted = torch.jit.trace(model, x[:1], _store_inputs=False)  # the input is a patient's image
         ts_diff = float((torch.softmax(scripted(x), 1) - torch.softmax(reference, 1)).abs().max())
     # ONNX through torch.export (the dynamo exporter; the TorchScript-based one is deprecated), any batch size
     program = torch.onnx.export(model, (x[:2],), dynamo=True, input_names=["image"], output_names=["logits"],
                                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-    onnx_bytes = program.model_proto.SerializeToString()
+    onnx_bytes = _without_stack_traces(program.model_proto).SerializeToString()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -252,7 +252,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     buf = io.BytesIO()
     with _torchscript():
         torch.jit.save(scripted, buf)
-    members["model.ts"] = buf.getvalue()
+    members["model.ts"] = _without_debug_info(buf.getvalue())
     members["model.onnx"] = onnx_bytes
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
@@ -347,6 +347,39 @@ def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tupl
 
 
 @torch.no_grad()
+def _without_debug_info(torchscript: bytes) -> bytes:
+    """A TorchScript archive without its `.debug_pkl` members: source ranges that name the files of the build
+    (the virtualenv's paths). torch.jit.load does not need them."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(torchscript)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if not info.filename.endswith(".debug_pkl"):
+                dst.writestr(info, src.read(info.filename))
+    return out.getvalue()
+
+
+def _without_stack_traces(proto):
+    """An ONNX model without the exporter's per-node metadata and doc strings: Python stack traces that name
+    the files of the build. Inference does not read them."""
+    def clean(graph):
+        del graph.metadata_props[:]
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    clean(sub)
+
+    clean(proto.graph)
+    for function in proto.functions:
+        del function.metadata_props[:]
+        for node in function.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    del proto.metadata_props[:]
+    return proto
+
+
 def predict_files(bundle: str | Path, paths: list[str | Path], trusted_key: str | Path | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     """One row per file: its class probabilities, or the reason it could not be read. `log` hears which
