@@ -1,10 +1,21 @@
 """PIRL Studio: the Streamlit entry point. Run with `pirl app` or `streamlit run app.py`."""
 
+import sqlite3
 from pathlib import Path
 
 import streamlit as st
 
-from app_pages._shared import can_edit, sidebar_badge, sign_out_button, workspace_for_this_run
+from app_pages._shared import (
+    can_edit,
+    log,
+    plain,
+    sidebar_badge,
+    sign_out_button,
+    without_paths,
+    workspace_for_this_run,
+)
+from pirl_core.workspace import backup
+from pirl_core.workspace.folder import default_root
 
 # A local file: a Material icon here makes the browser fetch the favicon from Google's font CDN.
 st.set_page_config(page_title="PIRL Studio", page_icon=str(Path(__file__).parent / "assets" / "icon.png"),
@@ -25,4 +36,9 @@ with workspace_for_this_run():  # the sign-in form, and nothing else, until the 
     with st.sidebar:
         sidebar_badge()
         sign_out_button()
-    page.run()
+    try:
+        page.run()
+    except sqlite3.DatabaseError as exc:  # met while drawing the page: damaged, read-only, busy or full
+        log.warning("workspace database: %s", exc)
+        message = backup.explain(default_root(), exc)
+        st.error(plain(message if can_edit() else without_paths(message)))

@@ -8,11 +8,14 @@ module with `add_parsers(sub)`; a command is a function `(args, ws) -> exit code
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
+from pathlib import Path
 
 from .. import __version__
 from ..errors import PirlError
-from ..workspace.folder import Workspace
+from ..workspace import backup
+from ..workspace.folder import Workspace, default_root
 from . import access, app, data, evaluate, label, models, train
 
 GROUPS = (app, data, train, evaluate, label, models, access)
@@ -40,4 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except PirlError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # met while working: damaged, read-only, busy or full
+        root = Path(args.workspace).expanduser().resolve() if args.workspace else default_root()
+        print(f"error: {backup.explain(root, exc)}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import sqlite_utils
 
 from ..errors import SchemaTooNew, WorkspaceUnusable
+from . import backup
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -178,20 +179,33 @@ class Store:
 
     def __init__(self, path: str | Path, migrate_to: int = SCHEMA_VERSION):
         self.path = Path(path)
+        folder = self.path.parent
+        self.read_only = self.path.exists() and not (os.access(folder, os.W_OK) and os.access(self.path, os.W_OK))
         try:
-            if not self.path.exists():  # created the owner's alone (SQLite gives its -wal and -shm the same)
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 60000")
+            if self.read_only:  # a copy to review: read as it is, nothing written (no journal, no migration)
+                conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                                       isolation_level=None)
+            else:
+                if not self.path.exists():  # created the owner's alone (SQLite gives its -wal and -shm the same)
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+                conn = sqlite3.connect(str(self.path), timeout=60, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout = 60000")
             conn.execute("PRAGMA foreign_keys = ON")
             self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()
-            self._migrate(migrate_to)
-        except (sqlite3.DatabaseError, OSError) as exc:  # corrupt, not a database, read-only, or a full disk
-            raise WorkspaceUnusable(
-                f"The workspace database {self.path} cannot be used ({exc}). If the folder is read-only, make it "
-                "writable or point PIRL_HOME elsewhere; if the file is damaged, restore it from a backup or move "
-                "it away to start a fresh workspace.") from None
+            if self.read_only:
+                if self.version < SCHEMA_VERSION:
+                    raise WorkspaceUnusable(f"The read-only workspace {folder} was written by an older PIRL Studio "
+                                            "and cannot be updated: open a writable copy of it.")
+            else:
+                self.db.enable_wal()
+                self._migrate(migrate_to)
+                backup.daily(folder, conn)
+        except OSError as exc:
+            raise WorkspaceUnusable(f"The workspace database {self.path} cannot be created or opened "
+                                    f"({exc.strerror or exc}). Point PIRL_HOME (or --workspace) at a folder you may "
+                                    "write.") from None
+        except sqlite3.DatabaseError as exc:  # not a database, damaged, read-only, busy or a full disk
+            raise WorkspaceUnusable(backup.explain(folder, exc)) from None
 
     # -- schema --------------------------------------------------------------------------
     @property
