@@ -36,6 +36,11 @@ except PirlError as exc:
     st.error(plain(exc))
     st.stop()
 st.caption(f"{plain(model.description)}. Classes: {', '.join(plain(c) for c in model.classes)}.")
+if model.signature and not model.trusted:
+    st.warning(f"This bundle is {plain(model.signature)}. Use its predictions only if you know where it came from "
+               "(a colleague's key goes in the workspace's keys/trusted/ folder).", icon=":material/gpp_maybe:")
+elif model.signature:
+    st.caption(f"Bundle {plain(model.signature)}.")
 if model.threshold:
     st.caption(f"Decision: '{plain(model.classes[1])}' when its probability is at least "
                f"{model.threshold['value']:.2f}, {plain(model.threshold['how'])}.")

@@ -199,6 +199,33 @@ def test_backbone_export_is_a_torchvision_state_dict(finished, tmp_path):
     assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected
 
 
+def test_the_predict_page_checks_a_bundles_signature_against_the_keys_the_workspace_trusts(finished, tmp_path,
+                                                                                         monkeypatch):
+    ws, job_id, _ = finished
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    bundle = tmp_path / "served.zip"
+    export.export_finetune(ws, job_id, bundle)
+    original = tmp_path / "original.zip"
+    original.write_bytes(bundle.read_bytes())
+
+    def predict_page():
+        at = AppTest.from_file(str(ROOT / "app_pages/predict.py"), default_timeout=120)
+        at.session_state["pr-model"] = f"bundle:{bundle}"
+        return at.run()
+
+    at = predict_page()
+    assert not at.exception and not at.warning
+    assert any("signed by a key this workspace trusts" in c.value for c in at.caption)
+    card = json.loads(zipfile.ZipFile(bundle).read("model_card.json"))
+    card["test_metrics"]["auc"] = 0.99  # changed on the server's disk, re-hashed into the manifest
+    _rewrite(original, bundle, lambda n, d: _rehashed(n, d, {"model_card.json": json.dumps(card).encode()}))
+    at = predict_page()
+    assert not at.exception and any("does not trust, or changed after signing" in w.value for w in at.warning)
+    _rewrite(original, bundle, lambda n, d: None if n == export.SIGNATURE else d)
+    at = predict_page()
+    assert any("not signed" in w.value for w in at.warning)
+
+
 def test_export_page_builds_a_bundle(finished, monkeypatch):
     ws, job_id, _ = finished
     monkeypatch.setenv("PIRL_HOME", str(ws.root))

@@ -296,13 +296,15 @@ def export_backbone(ws: Workspace, pretrain_job: int, out: str | Path | None = N
 
 
 # -- predicting from a bundle alone -------------------------------------------------------------
-def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tuple[Classifier, dict]:
+def open_bundle(path: str | Path, trusted_key: str | Path | None = None,
+                keys: list | None = None) -> tuple[Classifier, dict]:
     """Check the bundle and rebuild its model; a PirlError names whatever is wrong.
 
     Every member the format has must be present and listed in the manifest, and every listed member must
     match its SHA-256: that detects damage, not a deliberate change (anyone can re-hash). With
     `trusted_key` (a .pub file) the manifest's signature must verify against it: that detects tampering.
-    `meta["signature"]` says which check held."""
+    With `keys` (a workspace's trusted keys) nothing is refused on the signature: `meta["trusted"]` says
+    whether one of them signed it. `meta["signature"]` says which check held."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -327,8 +329,12 @@ def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tupl
             signature = zf.read(SIGNATURE) if SIGNATURE in names else None
     except (zipfile.BadZipFile, KeyError, TypeError, json.JSONDecodeError, OSError, EOFError) as exc:
         raise PirlError(f"{path} is not a complete PIRL Studio bundle ({type(exc).__name__}: {exc}).") from None
+    trusted = False
     if trusted_key is not None:
-        checked = signing.verify(signing.load_public_key(trusted_key), manifest_bytes, signature, str(path))
+        checked, trusted = signing.verify(signing.load_public_key(trusted_key), manifest_bytes, signature,
+                                          str(path)), True
+    elif keys is not None:
+        trusted, checked = signing.who_signed(keys, manifest_bytes, signature)
     else:
         checked = ("hashes match (integrity only: pass --trust KEY.pub to check the signature)"
                    if signature else "hashes match (unsigned)")
@@ -343,10 +349,9 @@ def open_bundle(path: str | Path, trusted_key: str | Path | None = None) -> tupl
     except (RuntimeError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise PirlError(f"{path}: the weights do not fit the model the bundle describes "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}).") from None
-    return model.eval(), {**state, "card": card, "signature": checked}
+    return model.eval(), {**state, "card": card, "signature": checked, "trusted": trusted}
 
 
-@torch.no_grad()
 def _without_debug_info(torchscript: bytes) -> bytes:
     """A TorchScript archive without its `.debug_pkl` members: source ranges that name the files of the build
     (the virtualenv's paths). torch.jit.load does not need them."""
@@ -380,6 +385,7 @@ def _without_stack_traces(proto):
     return proto
 
 
+@torch.no_grad()
 def predict_files(bundle: str | Path, paths: list[str | Path], trusted_key: str | Path | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict]:
     """One row per file: its class probabilities, or the reason it could not be read. `log` hears which

@@ -18,6 +18,7 @@ from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
 from ..jobs import queue
 from ..workspace.folder import Workspace
+from . import signing
 from .export import decide, load_classifier, open_bundle
 
 BATCH = 16
@@ -31,6 +32,8 @@ class Model:
     description: str
     threshold: dict | None = None  # {"value", "how"}: binary models only
     test_image_ids: frozenset = frozenset()  # a comparison's model: the images of its own test part
+    signature: str | None = None  # a bundle: who signed it, in words
+    trusted: bool = True  # a bundle: signed by a key the workspace trusts (a workspace model always is)
 
 
 @dataclass
@@ -55,12 +58,13 @@ def sources(ws: Workspace) -> list[dict]:
 def load(ws: Workspace, key: str) -> Model:
     kind, _, ref = key.partition(":")
     if kind == "bundle":
-        classifier, meta = open_bundle(ref)
+        classifier, meta = open_bundle(ref, keys=signing.trusted_keys(ws))
         card = meta["card"]
         trained = card["model"]["trained_on"]
         return Model(classifier, meta["classes"], meta["image_size"],
                      f"{card['model']['backbone']}, {card['model']['initialisation']} start, trained on {trained} "
-                     f"({card['model']['n_train']} images)", card.get("decision_threshold"))
+                     f"({card['model']['n_train']} images)", card.get("decision_threshold"),
+                     signature=meta["signature"], trusted=meta["trusted"])
     if kind == "job":
         job = ws.store.job(int(ref))
         if job is None or job["kind"] != "finetune" or not queue.result_of(job).model:

@@ -3,6 +3,7 @@
 The manifest's SHA-256 hashes detect a damaged bundle, not a deliberate change: whoever alters a member can
 re-hash it. A signature checked against a public key the user trusts (`pirl predict --trust KEY.pub`) detects
 that too. The private key stays in the workspace (keys/, readable by its owner only); share the .pub file.
+A server trusts its own key and the .pub files placed in `keys/trusted/` (other workspaces of the team).
 """
 
 from __future__ import annotations
@@ -76,3 +77,28 @@ def verify(key: Ed25519PublicKey, data: bytes, signature: bytes | None, what: st
         raise PirlError(f"{what}: the signature does not match the trusted key {fingerprint(key)} "
                         "(changed after signing, or signed by another key). Do not use it.") from None
     return f"signed by the trusted key {fingerprint(key)}"
+
+
+def trusted_keys(ws: Workspace) -> list[Ed25519PublicKey]:
+    """The keys this workspace trusts: its own, then every readable .pub in keys/trusted/."""
+    keys = [workspace_key(ws).public_key()]
+    for path in sorted((ws.root / "keys" / "trusted").glob("*.pub")):
+        try:
+            keys.append(load_public_key(path))
+        except PirlError:
+            continue
+    return keys
+
+
+def who_signed(keys: list[Ed25519PublicKey], data: bytes, signature: bytes | None) -> tuple[bool, str]:
+    """(trusted, a sentence): whether one of `keys` signed `data`, said for the person about to use it."""
+    if signature is None:
+        return False, "not signed: it may have been changed since it was exported"
+    for key in keys:
+        try:
+            key.verify(signature, data)
+            return True, f"signed by a key this workspace trusts ({fingerprint(key)})"
+        except InvalidSignature:
+            continue
+    return False, ("signed by a key this workspace does not trust, or changed after signing: it may not be the "
+                   "model that was exported")
