@@ -19,6 +19,10 @@ st.caption("Look up the nearest neighbours of any image in what a pretrain run l
            "and find near-duplicates that would leak between training and test.")
 
 runs = pretraining.runs(ws, with_checkpoint=True)
+gone = pretraining.checkpoint_gone(ws)
+if gone:
+    st.caption(f"Not offered: run{'s' if len(gone) > 1 else ''} {', '.join(f'#{i}' for i in gone)}, whose checkpoint "
+               "file was deleted.")
 if not runs:
     st.info("No pretrain run with a checkpoint yet: start one on the Pretrain page.")
     st.stop()

@@ -156,3 +156,18 @@ def test_clicking_a_point_on_the_map_makes_it_the_query(run, app_server, page):
     page.get_by_role("tab", name="Near-duplicates").click()
     page.get_by_text("Similarity at least").wait_for(timeout=10_000)
     assert_no_exception(page)
+
+
+def test_a_run_whose_checkpoint_was_deleted_is_not_explores_default_and_is_named(run, monkeypatch, tmp_path):
+    ws, job = run
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    source = ws.store.job(job)
+    newer = ws.store.add_job("pretrain", source["config"], source["dataset_id"])  # newer: the default if usable
+    ws.store.update_job(newer, status="succeeded", checkpoint=str(tmp_path / "deleted.pt"), result=source["result"])
+    try:
+        at = AppTest.from_file(str(ROOT / "app_pages/explore.py"), default_timeout=120).run()
+        assert not at.exception and not at.error
+        assert at.selectbox(key="ex-run").value == job and f"#{newer}" not in at.selectbox(key="ex-run").options
+        assert any(f"#{newer}, whose checkpoint file was deleted" in c.value for c in at.caption)
+    finally:
+        ws.store.db.execute("DELETE FROM jobs WHERE id = ?", [newer])

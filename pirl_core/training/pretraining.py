@@ -77,8 +77,18 @@ def start_like(ws: Workspace, job_id: int, **changes) -> int:
 
 
 def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
-    """Pretrain runs, newest first; `with_checkpoint`: only those a comparison or search can use."""
-    return [j for j in ws.store.jobs(kind="pretrain") if j["checkpoint"] or not with_checkpoint]
+    """Pretrain runs, newest first; `with_checkpoint`: only those a comparison or search can use (a checkpoint
+    file that is there)."""
+    return [j for j in ws.store.jobs(kind="pretrain") if not with_checkpoint or has_checkpoint(j)]
+
+
+def has_checkpoint(job: dict) -> bool:
+    return bool(job["checkpoint"]) and Path(job["checkpoint"]).is_file()
+
+
+def checkpoint_gone(ws: Workspace) -> list[int]:
+    """Runs that wrote a checkpoint whose file has since been deleted."""
+    return [j["id"] for j in ws.store.jobs(kind="pretrain") if j["checkpoint"] and not has_checkpoint(j)]
 
 
 def chance_loss(job: dict, n_images: int) -> float:
