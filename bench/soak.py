@@ -2,7 +2,9 @@
 
 Prints, once a minute, the resident memory of the app server and of the job worker, the page visits and how
 many failed (an exception element, an HTTP error or a timeout), and at the end rows lost or duplicated
-(every import that reported success has its dataset and all its images; no dataset twice).
+(every import that reported success has its dataset and all its images; no dataset twice), jobs that failed,
+how long a page took to show (click to the end of its run: median, 95th percentile, share under 2 s) and the
+server's memory in the first and the last 5 minutes.
 
     python bench/soak.py --minutes 30          # the full soak
     python bench/soak.py --minutes 3 --sessions 3 --jobs 3
@@ -67,11 +69,13 @@ def browse(url: str, name: str, password: str, pages: list[str], stop: threading
             path = pages[i % len(pages)]
             i += 1
             ok, why = True, ""
+            started = time.perf_counter()
             try:
                 link = {"": "Home"}.get(path, path.capitalize())
                 page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link).click(timeout=30_000)
                 page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
                                        timeout=60_000)
+                took = time.perf_counter() - started
                 errors = page.locator('[data-testid="stException"]')
                 ok = errors.count() == 0
                 why = "" if ok else f"/{path}: {errors.first.inner_text()[:300]}"
@@ -80,6 +84,8 @@ def browse(url: str, name: str, password: str, pages: list[str], stop: threading
             with lock:
                 counts["visits"] += 1
                 counts["failed"] += not ok
+                if ok:
+                    counts.setdefault("seconds", []).append(took)
                 if why:
                     counts.setdefault("why", []).append(why)
             time.sleep(1)
@@ -123,7 +129,7 @@ def main() -> None:
                     for k in range(args.sessions)]
         for t in sessions:
             t.start()
-        imported, import_failures, n = {}, 0, 0
+        imported, import_failures, n, memory = {}, 0, 0, []
         t0, next_report = time.time(), time.time()
         print("minute  server MB  worker MB  visits  failed  imports", flush=True)
         while time.time() - t0 < args.minutes * 60:
@@ -137,6 +143,7 @@ def main() -> None:
                 print(f"import {n} failed: {exc}", flush=True)
             if time.time() >= next_report:
                 worker = next((j["pid"] for j in ws.store.running_jobs()), None)
+                memory.append((time.time() - t0, rss_mb(server.pid)))
                 with lock:
                     print(f"{(time.time() - t0) / 60:6.1f}  {rss_mb(server.pid):9.0f}  {rss_mb(worker):9.0f}  "
                           f"{counts['visits']:6d}  {counts['failed']:6d}  {len(imported):7d}", flush=True)
@@ -149,12 +156,21 @@ def main() -> None:
         lost = [name for name, k in imported.items()
                 if name not in names or len(ws.store.images(ws.store.dataset(name)["id"])) != k]
         duplicated = len(names) - len(set(names))
+        failed_jobs = [j["id"] for j in ws.store.jobs(statuses=["failed"])]
         for job in ws.store.jobs(statuses=queue.ACTIVE):
             queue.cancel(ws, job["id"])
         server.terminate()
         print(f"\n{counts['visits']} page visits by {args.sessions} signed-in sessions, {counts['failed']} failed; "
               f"{len(imported)} imports, {import_failures} failed, {len(lost)} lost, {duplicated} duplicated "
-              f"dataset rows; {args.jobs} jobs queued and training throughout.", flush=True)
+              f"dataset rows; {args.jobs} jobs queued and training throughout, {len(failed_jobs)} failed.", flush=True)
+        seconds = sorted(counts.get("seconds", [0.0]))
+        print(f"a page shown in {seconds[len(seconds) // 2]:.2f} s (median), {seconds[int(len(seconds) * 0.95)]:.2f} s "
+              f"(95th percentile), {sum(t < 2 for t in seconds) / len(seconds):.0%} under 2 s", flush=True)
+        first = [mb for t, mb in memory if t < 300]
+        last = [mb for t, mb in memory if t > memory[-1][0] - 300] if memory else []
+        if first and last:
+            print(f"server memory: {sum(first) / len(first):.0f} MB in the first 5 minutes, "
+                  f"{sum(last) / len(last):.0f} MB in the last 5", flush=True)
         for why in sorted(set(counts.get("why", [])))[:10]:
             print("failed visit:", why, flush=True)
 
