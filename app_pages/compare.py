@@ -151,8 +151,13 @@ def show(comparison_id: int) -> None:
             rows = store.metrics(arm["job_id"], ["val_auc"])
             curves.add_scatter(x=[r["step"] for r in rows], y=[r["value"] for r in rows], name=arm["label"],
                                mode="lines+markers", line={"color": colour[arm["label"]]})
-        curves.update_layout(title="Validation AUC while training", xaxis_title="epoch (all folds in order)",
-                             yaxis_title="val AUC", height=320)
+        if compare.comparison_config(comp).finetune.mode == "linear":  # a probe has no epochs: one fit each
+            curves.update_layout(title="Each linear probe fitted so far: its inner cross-validated AUC",
+                                 xaxis_title="probes fitted (one per fold and share of the labels, in order)",
+                                 yaxis_title="inner CV AUC", height=320)
+        else:
+            curves.update_layout(title="Validation AUC while training", xaxis_title="epoch (all folds in order)",
+                                 yaxis_title="val AUC", height=320)
         st.plotly_chart(curves, key=f"live-{comparison_id}")
     for arm in summary["arms"]:
         if arm["status"] in ("failed", "interrupted"):

@@ -98,12 +98,12 @@ if editors_only("Starting a pretraining run"):
                 pretext_weight=lam, seed=int(seed), pretext=pretext, nproc=int(nproc))
             job_id = pretraining.start(ws, name, config)
             st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
-            if config.time_budget_s:
-                st.success(f"Queued pretraining run #{job_id} on {plain(name)} for "
-                           f"{duration(config.time_budget_s)}: its epochs are set from the speed of its first steps.")
+            if config.time_budget_s:  # a toast: a banner would outlive the run (the page body is not redrawn)
+                st.toast(f"Queued pretraining run #{job_id} on {plain(name)} for "
+                         f"{duration(config.time_budget_s)}: its epochs are set from the speed of its first steps.")
             else:
                 seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
-                st.success(f"Queued pretraining run #{job_id} on {plain(name)}: about {duration(seconds)} ({source}).")
+                st.toast(f"Queued pretraining run #{job_id} on {plain(name)}: about {duration(seconds)} ({source}).")
 
 runs = pretraining.runs(ws)
 if not runs:

@@ -89,6 +89,23 @@ def test_start_a_comparison_from_the_form(filled, monkeypatch):
         queue.cancel(ws, job["id"])
 
 
+def test_a_linear_comparison_in_progress_charts_its_probes_not_epochs(filled, monkeypatch):
+    ws, run, _ = filled
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[run], inits=["scratch"],
+                                                   mode="linear", folds=0, fractions=[1.0]))
+    try:
+        at = _page(ws, monkeypatch)
+        at.session_state["cmp-open"] = cid
+        at.run()
+        assert not at.exception
+        titles = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+        assert "Each linear probe fitted so far" in titles and "epoch" not in titles
+    finally:
+        for job in ws.store.jobs(kind="finetune", statuses=["queued"]):
+            queue.cancel(ws, job["id"])
+
+
 @pytest.mark.browser
 def test_compare_in_the_browser_runs_and_shows_roc_and_table(filled, app_server, page, tmp_path):
     ws, run, _ = filled

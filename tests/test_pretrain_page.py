@@ -45,7 +45,7 @@ def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
     at.number_input(key="pt-batch").set_value(16)
     at.button[0].click().run()
     assert not at.exception, at.exception
-    assert any("Queued pretraining run #1" in s.value for s in at.success)
+    assert any("Queued pretraining run #1" in t.value for t in at.toast)  # a toast: a banner would outlive the run
     job = ws.store.job(1)
     assert job["config"]["image_size"] == 32 and job["config"]["epochs"] == 1
     assert queue.wait(ws, 1, timeout_s=120)["status"] == "succeeded"
