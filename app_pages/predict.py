@@ -86,6 +86,17 @@ if not result.rows:
 table = pd.DataFrame(result.rows)
 counts = table["decision"].value_counts()
 st.success(f"{len(table)} image(s): " + ", ".join(f"{n} called {plain(c)}" for c, n in counts.items()) + ".")
+if model.synthetic:
+    st.warning("This model was trained on synthetic demo images, not on patient scans: what it calls a real image "
+               "means nothing.", icon=":material/science:")
+far, known = int(table["unlike its training images"].sum()), int(table["one of its training images"].sum())
+if far:
+    st.warning(f"{far} of {len(table)} image(s) look unlike the images this model was trained on (in its own "
+               "features, further out than 99 in 100 of those): another modality, machine or protocol? Do not "
+               "trust its probabilities for them.", icon=":material/help:")
+if known:
+    st.info(f"{known} image(s) are among this model's own training images: its answer for them says nothing about "
+            "how it does on new images.")
 st.dataframe(table, hide_index=True, column_config={
     c: st.column_config.ProgressColumn(c, min_value=0.0, max_value=1.0, format="%.3f")
     for c in table.columns if c.startswith("p(")})

@@ -36,7 +36,10 @@ def ensure_demo_workspace(ws: Workspace, log: Callable[[str], None] = print, pip
     for name, sub, labels in ((POOL, "unlabeled", False), (LABELED, "labeled", True)):
         if ws.store.dataset(name) is None:
             log(f"Ingesting {name} ...")
-            ingest.ingest(ws, sources.folder_source(folder / sub, check_roots=False), name, folder_labels=labels)
+            report = ingest.ingest(ws, sources.folder_source(folder / sub, check_roots=False), name,
+                                   folder_labels=labels)
+            info = ws.store.dataset(report.dataset_id)["info"]
+            ws.store.update_dataset(report.dataset_id, info={**info, "synthetic": True})  # the model card says so
     if pipeline and not ws.store.jobs():
         log("Queueing the demo pipeline: pretrain -> compare -> export (a few minutes) ...")
         start_pipeline(ws, **pretrain_settings)

@@ -157,3 +157,47 @@ def test_the_compare_page_opens_at_the_threshold_chosen_on_validation_prediction
     rule = compare.decision_threshold(ws, job_id)
     assert at.slider(key=f"thr-{comparison_id}-{arm}").value == pytest.approx(round(rule["value"], 2))
     assert any("never on test images" in c.value and "which it was not chosen on" in c.value for c in at.caption)
+
+
+def test_the_familiarity_score_flags_features_off_or_far_along_the_training_distribution():
+    from pirl_core.models import familiarity
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 5, generator=g))[0].T  # training features live near a 5-d subspace
+
+    def sample(n, scale=1.0):
+        return (torch.randn(n, 5, generator=g) * scale) @ basis + 0.05 * torch.randn(n, 64, generator=g)
+
+    ref = familiarity.from_features(sample(400), sample(100))
+    assert sum(familiarity.unlike(ref, sample(500))) <= 15  # about 1 in 100 of like features
+    off = sample(50) + 1.0 * torch.nn.functional.normalize(torch.randn(50, 64, generator=g), dim=1)
+    assert all(familiarity.unlike(ref, off))  # off the subspace, however near its centre
+    assert all(familiarity.unlike(ref, sample(50, scale=20.0)))  # far out along it
+    assert familiarity.unlike(None, off) == [False] * 50  # an old bundle without statistics flags nothing
+
+
+def test_predict_flags_unlike_inputs_and_its_own_training_images_and_bundles_keep_the_statistics(finished,
+                                                                                                 tmp_path):
+    import io
+
+    from PIL import Image
+
+    ws, job_id, _ = finished
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((96, 96, 3), np.uint8)).save(buf, "PNG")
+    unlike = [("black.png", buf.getvalue())]  # a blank frame: nothing like the lesion photographs it learned
+    test_ids = set(ws.store.job(job_id)["result"]["runs"][0]["image_ids"])
+    rows = ws.store.images(ws.store.job(job_id)["dataset_id"])
+    trained = [r for r in rows if r["id"] not in test_ids][:4]
+    unseen = [r for r in rows if r["id"] in test_ids][:4]
+    own = [(r["orig_name"], (ws.root / r["path"]).read_bytes()) for r in trained + unseen]
+    export.export_finetune(ws, job_id, tmp_path / "b.zip")
+    bundle = next(s["key"] for s in predict.sources(ws) if s["key"].startswith("bundle:"))
+    for key in (f"job:{job_id}", bundle):
+        result = predict.predict(predict.load(ws, key), own + unlike)
+        flags = [r["unlike its training images"] for r in result.rows]
+        assert flags[-1] and sum(flags[:-1]) <= 1, (key, flags)
+        if key.startswith("job:"):  # the workspace knows which images it trained on; a bundle keeps no trace
+            assert [r["one of its training images"] for r in result.rows[:8]] == [True] * 4 + [False] * 4
+    images = export.open_bundle(tmp_path / "b.zip")[1]["card"]["training_data"]["images"]
+    assert images["synthetic"] is False and images["images"] > 0 and 0 < images["pixel_mean"] < 255

@@ -45,7 +45,7 @@ from ..evaluation.statistics import auc_with_ci
 from ..jobs import queue
 from ..workspace.atomic import atomic_path
 from ..workspace.folder import Workspace
-from . import signing
+from . import familiarity, signing
 
 BUNDLE_FORMAT = 1
 SIGNATURE = "manifest.sig"  # Ed25519 over manifest.json (signing.py)
@@ -140,6 +140,15 @@ def _numbers(values) -> str:
     return " / ".join(f"{v:.3f}" for v in values)
 
 
+def _images_line(images: dict | None) -> str:
+    if not images:
+        return "not recorded"
+    return (f"{images['images']} images{' (SYNTHETIC demo images, not patient data)' if images['synthetic'] else ''}; "
+            f"8-bit intensity mean {images['pixel_mean']:.0f}, spread {images['pixel_std']:.0f}; "
+            f"{images['grayscale_share']:.0%} grayscale. Predict flags an input whose features lie beyond what 99% "
+            "of these and the test part show")
+
+
 def _card_markdown(card: dict) -> str:
     m = card["test_metrics"]
     metric = (f"AUC {m['auc']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f}) on {m['n']} images: {m['on']}"
@@ -169,6 +178,7 @@ def _card_markdown(card: dict) -> str:
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
 | Labels | {labels} |
+| Training images | {_images_line(card['training_data'].get('images'))} |
 | Labels saved | {saved} |
 | Decision | {decision} |
 | Input | {pre['input_size']} x {pre['input_size']} px colour (RGB), each channel normalised: minus mean \
@@ -223,6 +233,9 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
     size = state["image_size"]
     labeled_dataset_id = queue.config_of(job).labeled_dataset_id
+    known = familiarity.from_workspace(ws, model, labeled_dataset_id, state["test_image_ids"], size)
+    card["training_data"]["images"] = familiarity.statement(
+        known, synthetic=bool(store.dataset(labeled_dataset_id)["info"].get("synthetic")))
     rows = {r["id"]: i for i, r in enumerate(store.images(labeled_dataset_id))}
     cache = dataset_cache(ws, labeled_dataset_id, cache_size_for(size))
     test = [rows[i] for i in state["test_image_ids"] if i in rows][:64]
@@ -256,7 +269,8 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     members["model.onnx"] = onnx_bytes
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
-                "image_size": size}, buf)
+                "image_size": size,
+                "familiarity": {k: known[k] for k in ("mean", "components", "variances", "residual", "limit")}}, buf)
     members["state_dict.pt"] = buf.getvalue()
     members["model_card.json"] = json.dumps(card, indent=2, default=str).encode()
     members["model_card.md"] = _card_markdown(card).encode()

@@ -3,6 +3,7 @@ the workspace. Binary models decide at the threshold chosen on the comparison (s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,7 @@ from ..errors import BadImage, PirlError
 from ..evaluation.compare import decision_threshold
 from ..jobs import queue
 from ..workspace.folder import Workspace
-from . import signing
+from . import familiarity, signing
 from .export import decide, load_classifier, open_bundle
 
 BATCH = 16
@@ -34,6 +35,9 @@ class Model:
     test_image_ids: frozenset = frozenset()  # a comparison's model: the images of its own test part
     signature: str | None = None  # a bundle: who signed it, in words
     trusted: bool = True  # a bundle: signed by a key the workspace trusts (a workspace model always is)
+    familiarity: dict | None = None  # the training images' feature statistics (models/familiarity.py)
+    synthetic: bool = False  # trained on synthetic demo images
+    training_hashes: frozenset = frozenset()  # a workspace model: content hashes of the images it could train on
 
 
 @dataclass
@@ -64,18 +68,25 @@ def load(ws: Workspace, key: str) -> Model:
         return Model(classifier, meta["classes"], meta["image_size"],
                      f"{card['model']['backbone']}, {card['model']['initialisation']} start, trained on {trained} "
                      f"({card['model']['n_train']} images)", card.get("decision_threshold"),
-                     signature=meta["signature"], trusted=meta["trusted"])
+                     signature=meta["signature"], trusted=meta["trusted"], familiarity=meta.get("familiarity"),
+                     synthetic=bool(card["training_data"].get("images", {}).get("synthetic")))
     if kind == "job":
         job = ws.store.job(int(ref))
         if job is None or job["kind"] != "finetune" or not queue.result_of(job).model:
             raise PirlError(f"No finetuned model for job {ref}.")
         classifier, state = load_classifier(queue.result_of(job).model)
-        trained = (f"fold {state['fold'] + 1} of {queue.config_of(job).folds}" if state["fold"] is not None
+        cfg = queue.config_of(job)
+        trained = (f"fold {state['fold'] + 1} of {cfg.folds}" if state["fold"] is not None
                    else "the fixed training split")
+        test_ids = frozenset(state.get("test_image_ids", ()))
+        rows = ws.store.images(cfg.labeled_dataset_id)
         return Model(classifier, state["classes"], state["image_size"],
                      f"{state['backbone']}, {job['config']['label']} start, trained on {trained} "
-                     f"({state['n_train']} images)", decision_threshold(ws, int(ref)),
-                     frozenset(state.get("test_image_ids", ())))
+                     f"({state['n_train']} images)", decision_threshold(ws, int(ref)), test_ids,
+                     familiarity=familiarity.from_workspace(ws, classifier, cfg.labeled_dataset_id, test_ids,
+                                                            state["image_size"]),
+                     synthetic=bool(ws.store.dataset(cfg.labeled_dataset_id)["info"].get("synthetic")),
+                     training_hashes=frozenset(r["content_hash"] for r in rows if r["id"] not in test_ids))
     raise PirlError(f"Unknown model {key!r}.")
 
 
@@ -85,9 +96,11 @@ def predict(model: Model, files: list[tuple[str, bytes]],
     are listed in `skipped` with the reason."""
     out = Predictions()
     readable: list[tuple[str, np.ndarray]] = []
+    seen: list[bool] = []
     for name, data in files:
         try:
             readable.append((name, preprocess.cache_row(data, name, model.image_size)))
+            seen.append(hashlib.sha256(data).hexdigest() in model.training_hashes)
         except BadImage as exc:
             out.skipped.append({"file": name, "reason": str(exc)})
     for start in range(0, len(readable), BATCH):
@@ -95,12 +108,15 @@ def predict(model: Model, files: list[tuple[str, bytes]],
         rows = np.stack([row for _, row in chunk])
         x = next(eval_batches(rows, model.image_size, batch_size=len(chunk)))
         with torch.no_grad():
-            probs = torch.softmax(model.classifier(x), 1).numpy()
+            feats = model.classifier.backbone(x)
+            probs = torch.softmax(model.classifier.classify(feats), 1).numpy()
         decided = [decide(p, model.threshold) for p in probs]
         heat = _heatmaps(model, x, decided, rows.shape[1:3])
-        for (name, row), p, d, h in zip(chunk, probs, decided, heat):
+        unlike = familiarity.unlike(model.familiarity, feats)
+        for (name, row), p, d, h, far, known in zip(chunk, probs, decided, heat, unlike, seen[start:start + BATCH]):
             out.rows.append({"file": name, **{f"p({c})": float(v) for c, v in zip(model.classes, p)},
-                             "decision": model.classes[d]})
+                             "decision": model.classes[d], "unlike its training images": far,
+                             "one of its training images": known})
             out.images.append(row)
             out.heatmaps.append(h)
         if on_progress:
