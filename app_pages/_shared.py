@@ -176,16 +176,18 @@ def sign_out_button() -> None:
         st.button("Sign out", key="sign-out", on_click=st.logout)
 
 
-# Links, images, emphasis, HTML, formulas, tables; ":" and "@" too, so that GitHub Markdown's bare-address links
-# (http://..., mailto:, name@host) never form; "www." is broken apart below.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$:@])")
-_WWW = re.compile(r"(?i)\b(www)\.")
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")  # links, images, emphasis, HTML, formulas, tables
+# GitHub Markdown makes links of bare addresses (http://..., www...., mailto:, name@host) whatever is escaped: an
+# invisible word joiner after the scheme or before "@" keeps them text.
+_BARE_LINK = re.compile(r"(?i)(?<=https)(?=:)|(?<=http)(?=:)|(?<=ftp)(?=:)|(?<=mailto)(?=:)|(?<=xmpp)(?=:)"
+                        r"|(?<=www)(?=\.)|(?=@)")
+JOINER = "\u2060"
 
 
 def plain(text: object) -> str:
     """User text (file names, labels, dataset names, messages that quote them) for Streamlit's Markdown:
     shown as itself, never a link, an image the browser would fetch, a formula or a colour directive."""
-    return _WWW.sub(r"\1\\.", _MARKDOWN.sub(r"\\\1", str(text)))
+    return _BARE_LINK.sub(JOINER, _MARKDOWN.sub(r"\\\1", str(text)))
 
 
 def plot_text(text: object) -> str:
