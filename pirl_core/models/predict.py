@@ -95,17 +95,16 @@ def predict(model: Model, files: list[tuple[str, bytes]],
     """Probabilities, the decision, and a heatmap of the decided class for every readable file; the rest
     are listed in `skipped` with the reason."""
     out = Predictions()
-    readable: list[tuple[str, np.ndarray]] = []
-    seen: list[bool] = []
+    readable: list[tuple[str, np.ndarray, bool]] = []  # name, cache row, one of its training images
     for name, data in files:
         try:
-            readable.append((name, preprocess.cache_row(data, name, model.image_size)))
-            seen.append(hashlib.sha256(data).hexdigest() in model.training_hashes)
+            readable.append((name, preprocess.cache_row(data, name, model.image_size),
+                             hashlib.sha256(data).hexdigest() in model.training_hashes))
         except BadImage as exc:
             out.skipped.append({"file": name, "reason": str(exc)})
     for start in range(0, len(readable), BATCH):
         chunk = readable[start:start + BATCH]
-        rows = np.stack([row for _, row in chunk])
+        rows = np.stack([row for _, row, _ in chunk])
         x = next(eval_batches(rows, model.image_size, batch_size=len(chunk)))
         with torch.no_grad():
             feats = model.classifier.backbone(x)
@@ -113,7 +112,7 @@ def predict(model: Model, files: list[tuple[str, bytes]],
         decided = [decide(p, model.threshold) for p in probs]
         heat = _heatmaps(model, x, decided, rows.shape[1:3])
         unlike = familiarity.unlike(model.familiarity, feats)
-        for (name, row), p, d, h, far, known in zip(chunk, probs, decided, heat, unlike, seen[start:start + BATCH]):
+        for (name, row, known), p, d, h, far in zip(chunk, probs, decided, heat, unlike):
             out.rows.append({"file": name, **{f"p({c})": float(v) for c, v in zip(model.classes, p)},
                              "decision": model.classes[d], "unlike its training images": far,
                              "one of its training images": known})
