@@ -46,11 +46,15 @@ else:
 k = st.slider("Neighbours (k)", 1, 30, 8, key="ex-k")
 
 try:
-    with st.spinner("Loading the run's vectors ..."):
+    with st.spinner("Loading the run's vectors and their search index ..."):
         space = neighbours.load_space(ws, run_id, space_name, dataset_id)
 except PirlError as exc:
     st.error(str(exc))
     st.stop()
+if space.index_note:
+    st.info(space.index_note)
+if space.searcher().info.kind == "ivf":
+    st.caption(f"Neighbours come from an {space.searcher().info.describe()}.")
 rows = store.images(dataset_id)
 position = {r["id"]: i for i, r in enumerate(rows)}
 
@@ -117,19 +121,24 @@ with atlas:
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
                       format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
     colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
-    coords = _projection(space.key, method)
-    frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
-                          "file": [plot_text(r["orig_name"]) for r in rows],
-                          "label": [plot_text(r["label"] or "unlabeled") for r in rows],
-                          "split": [r["split"] or "none" for r in rows]})
-    fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
-    fig.update_traces(marker={"size": 6})
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
-    points = event.selection.points if event and event.selection else []
-    picked = _picked_position(points[0]) if points else None
-    if picked is not None and 0 <= picked < len(rows):
-        st.session_state["ex-query"] = rows[picked]["id"]
-    st.caption("Click a point to make it the query.")
+    try:
+        coords = _projection(space.key, method)
+    except PirlError as exc:
+        coords = None
+        st.error(plain(exc))
+    if coords is not None:
+        frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
+                              "file": [plot_text(r["orig_name"]) for r in rows],
+                              "label": [plot_text(r["label"] or "unlabeled") for r in rows],
+                              "split": [r["split"] or "none" for r in rows]})
+        fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
+        fig.update_traces(marker={"size": 6})
+        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
+        points = event.selection.points if event and event.selection else []
+        picked = _picked_position(points[0]) if points else None
+        if picked is not None and 0 <= picked < len(rows):
+            st.session_state["ex-query"] = rows[picked]["id"]
+        st.caption("Click a point to make it the query.")
 with dups:
     threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
     pairs = neighbours.duplicate_pairs(space, rows, threshold)

@@ -15,9 +15,9 @@ from tests.conftest import ROOT, assert_no_exception, uploader, wait_for_app
 
 def test_known_vectors_give_known_neighbours_across_blocks():
     v = F.normalize(torch.tensor([[1.0, 0], [0.9, 0.1], [0, 1], [-1, 0], [0.7, 0.7]]), dim=1)
-    s, i = vectors.topk(v, v[:1], 3, block=2)  # blocks of 2 rows: the merge across blocks matters
+    s, i = vectors.topk(v, v[:1], 3)
     assert i[0].tolist() == [0, 1, 4]
-    s, i = vectors.topk(v, v[:1], 2, block=2, exclude=torch.tensor([0]))
+    s, i = vectors.topk(v, v[:1], 2, exclude=torch.tensor([0]))
     assert i[0].tolist() == [1, 4] and s[0, 0] == pytest.approx(float(v[0] @ v[1]))
 
 
@@ -120,6 +120,25 @@ def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
     assert not at.exception and any(m.label == "similarity" for m in at.metric)
 
 
+def test_explore_says_when_neighbours_come_from_an_approximate_index(run, monkeypatch):
+    from pathlib import Path
+
+    from pirl_core.search import index as search_index
+
+    ws, job = run
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    monkeypatch.setattr(search_index, "EXACT_UP_TO", 10)
+    neighbours._cache.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app_pages/explore.py"), default_timeout=120).run()
+        assert not at.exception and not at.error
+        assert any("Neighbours come from an approximate search over 25 vectors" in c.value for c in at.caption)
+    finally:
+        for kept in Path(ws.store.job(job)["checkpoint"]).parent.glob("index-*"):
+            kept.unlink()
+        neighbours._cache.clear()
+
+
 @pytest.mark.browser
 def test_explore_in_the_browser_pick_and_upload(run, app_server, page, tmp_path, demo_dir):
     ws, job = run
@@ -148,6 +167,7 @@ def test_clicking_a_point_on_the_map_makes_it_the_query(run, app_server, page):
     page.get_by_role("tab", name="Embedding map").click()
     point = page.locator(".js-plotly-plot .scatterlayer .point").first
     point.wait_for(timeout=60_000)
+    point.scroll_into_view_if_needed()  # a point below the window's edge takes no click
     box = point.bounding_box()
     page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     wait_for_app(page)

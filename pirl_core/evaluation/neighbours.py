@@ -6,7 +6,9 @@ Two spaces:
 * features: backbone features of every image with the run's final weights, computed once per run and
   dataset and kept beside the checkpoint (the Label page and `pirl suggest` read them in a second).
 
-The search itself is `search.vectors`; this module loads a run's vectors and names the hits.
+The search itself is `search.index`; this module loads a run's vectors, keeps the search index of a
+large space beside the checkpoint (rebuilt when it is missing, stale or from an older version), and
+names the hits.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ..data.preprocess import model_input
 from ..engine.model import PirlModel, embed_dataset
 from ..engine.train_state import load_pretrained
 from ..errors import PirlError
-from ..search.vectors import near_duplicates, topk
+from ..search.index import VectorIndex
+from ..search.vectors import near_duplicates
 from ..workspace.atomic import atomic_path
 from ..workspace.folder import Workspace
 
@@ -38,6 +41,13 @@ class Space:
     model: PirlModel
     image_size: int
     key: tuple = ()  # (workspace, run, space, dataset, checkpoint time): what a cached result of it depends on
+    index: VectorIndex | None = None
+    index_note: str = ""  # why the kept index was rebuilt, when it was
+
+    def searcher(self) -> VectorIndex:
+        if self.index is None:
+            self.index = VectorIndex.build(self.vectors)
+        return self.index
 
 
 # -- loading a run's spaces, cached ------------------------------------------------------------
@@ -69,9 +79,24 @@ def load_space(ws: Workspace, job_id: int, space: str = "bank", dataset_id: int 
             vectors = _kept_features(ws, path, model, config.image_size, dataset_id, image_ids)
         else:
             raise PirlError(f"Unknown space {space!r}: use 'bank' or 'features'.")
+        index, note = _kept_index(path.with_name(f"index-{space}-dataset{dataset_id}.faiss"), vectors)
         _cache.clear()  # one run at a time stays in memory
-        _cache[key] = Space(job_id, space, dataset_id, image_ids, vectors, model, config.image_size, key)
+        _cache[key] = Space(job_id, space, dataset_id, image_ids, vectors, model, config.image_size, key, index, note)
         return _cache[key]
+
+
+def _kept_index(path: Path, vectors: torch.Tensor) -> tuple[VectorIndex, str]:
+    """The space's search index: the one kept at `path` when it was built from these very vectors by this
+    version; otherwise built now, and kept when it is an approximate one (an exact index builds in
+    milliseconds). The note says why a kept index was rebuilt (empty when nothing was kept or it was used)."""
+    kept, why = VectorIndex.load(path, vectors)
+    if kept is not None:
+        return kept, ""
+    index = VectorIndex.build(vectors)
+    if index.info.kind == "exact":
+        return index, ""
+    index.save(path)
+    return index, "" if why.startswith("no search index") else f"Search index rebuilt: {why}."
 
 
 def _kept_features(ws: Workspace, checkpoint: Path, model: PirlModel, image_size: int, dataset_id: int,
@@ -101,9 +126,9 @@ def embed_image(space: Space, data: bytes, name: str) -> torch.Tensor:
 def search(space: Space, query: torch.Tensor | int, k: int = 10) -> list[dict]:
     """Neighbours of a vector, or of the image at position `query` in the space (itself excluded)."""
     if isinstance(query, int):
-        s, i = topk(space.vectors, space.vectors[query][None], k, exclude=torch.tensor([query]))
+        s, i = space.searcher().search(space.vectors[query][None], k, exclude=torch.tensor([query]))
     else:
-        s, i = topk(space.vectors, query[None], k)
+        s, i = space.searcher().search(query[None], k)
     return [{"rank": r + 1, "position": int(p), "image_id": space.image_ids[int(p)], "similarity": float(v)}
             for r, (v, p) in enumerate(zip(s[0].tolist(), i[0].tolist()))]
 
@@ -112,7 +137,7 @@ def duplicate_pairs(space: Space, rows: list[dict], threshold: float) -> list[di
     """Near-duplicate pairs with file names and splits; `leak` marks pairs that straddle splits
     (one image in train, its near twin in test inflates every test AUC)."""
     out = []
-    for i, j, sim in near_duplicates(space.vectors, threshold):
+    for i, j, sim in near_duplicates(space.vectors, threshold, index=space.searcher()):
         a, b = rows[i], rows[j]
         out.append({"position_a": i, "position_b": j, "a": a["orig_name"], "b": b["orig_name"],
                     "similarity": round(sim, 4),
