@@ -157,7 +157,7 @@ if can_edit():
                 gone = datasets_service.delete(ws, chosen)
                 st.session_state["dataset-flash"] = f"Deleted {chosen}, with {gone}."
                 st.rerun()
-
+st.caption(datasets_service.describe_disk(datasets_service.disk_usage(ws, ds["id"]), len(images)))
 people = patients.count([im["group_id"] for im in images])
 if people.patients:
     st.markdown(f"**{people.patients:,} patients** (from the DICOM headers) hold {people.images_with_patient:,} of "

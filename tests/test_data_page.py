@@ -59,6 +59,21 @@ def test_filled_workspace_lists_datasets_and_skipped_files(ws, demo_dir, tmp_pat
     assert any("1 skipped file" in e.label for e in at.expander)
 
 
+def test_the_data_page_says_how_much_disk_a_dataset_uses(ws, demo_dir):
+    from pirl_core.data import datasets
+
+    ds = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    originals = sum((ws.root / im["path"]).stat().st_size for im in ws.store.images(ds))
+    caches = sum(f.stat().st_size for f in ws.cache.glob(f"dataset-{ds}-*.npy"))
+    n = len(ws.store.images(ds))
+    assert caches >= n * 256 * 256 * 3  # the 256 px base cache: 196,608 bytes an image
+    assert datasets.disk_usage(ws, ds) == {"originals": originals, "caches": caches, "total": originals + caches}
+    at = _page().run()
+    assert not at.exception
+    shown = f"({(originals + caches) / n / 1024:,.0f} KB an image: the original files"
+    assert any(c.value.startswith("On disk: ") and shown in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 @pytest.mark.browser
 def test_conflicting_labels_among_copies_are_listed_in_the_browser(ws, demo_dir, tmp_path, app_server, page):
     import shutil

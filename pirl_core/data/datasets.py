@@ -83,3 +83,20 @@ def set_positive(ws: Workspace, name: str, label: str) -> None:
         raise PirlError(f"{label!r} is not a class of {name!r} ({', '.join(classes)}).")
     ws.store.update_dataset(row["id"], info={**row["info"], "positive": label})
     audit.record(ws, "positive class", name, label)
+
+
+def disk_usage(ws: Workspace, dataset_id: int) -> dict:
+    """Bytes on disk a dataset uses: its stored original files (shared with another dataset holding the same file)
+    and its training caches (`image_cache`: 196,608 bytes an image at the 256 px base, plus derived sizes)."""
+    files = [ws.root / im["path"] for im in ws.store.images(dataset_id)]
+    originals = sum(f.stat().st_size for f in files if f.exists())
+    caches = sum(f.stat().st_size for f in ws.cache.glob(f"dataset-{dataset_id}-*.npy"))
+    return {"originals": originals, "caches": caches, "total": originals + caches}
+
+
+def describe_disk(usage: dict, n_images: int) -> str:
+    gib = usage["total"] / 2**30
+    size = f"{gib:.1f} GB" if gib >= 1 else f"{usage['total'] / 2**20:.0f} MB"
+    per = usage["total"] / max(n_images, 1) / 1024
+    return (f"On disk: {size} ({per:,.0f} KB an image: the original files "
+            f"{usage['originals'] / 2**20:,.0f} MB, the training caches {usage['caches'] / 2**20:,.0f} MB).")
