@@ -2,6 +2,11 @@
 
     python bench/ingest.py ../shared/data/busi256 --large 5000 --large-size 2000
     python bench/ingest.py --large 0 --bombs --concurrent 8
+    python bench/ingest.py --large 0 --archive 10000 100000
+
+--archive: a generated archive of N images (PNG and JPEG, 64 to 640 px, 2% byte-identical copies, 0.5%
+damaged files), each N imported in a process of its own: images/s, peak memory (flat in N when ingest
+streams), disk per image (stored originals and the training cache).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import shutil
 import tempfile
 import time
 import zipfile
@@ -85,6 +91,52 @@ def concurrent(tmp: Path, n: int) -> None:
           f"{failures} failed, {lost} files lost, {time.perf_counter() - t:.1f} s")
 
 
+def archive(folder: Path, n: int) -> None:
+    """n generated files in sub-folders of 1,000: mixed sizes and formats, some copies, some damaged."""
+    rng = np.random.default_rng(n)
+    base = rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    for i in range(n):
+        path = folder / f"{i // 1000:04d}" / f"img_{i:07d}.{'png' if i % 3 else 'jpg'}"
+        path.parent.mkdir(exist_ok=True)
+        if i % 200 == 199:
+            path.write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+        elif i % 50 == 49:
+            path.write_bytes((folder / "0000" / "img_0000001.png").read_bytes())
+        else:
+            side = int(rng.integers(64, 641))
+            img = np.roll(base, (i % 80, i // 80 % 80), axis=(0, 1)) // 2 + rng.integers(0, 128, 3, dtype=np.uint8)
+            Image.fromarray(img.astype(np.uint8)).resize((side, int(side * rng.uniform(0.75, 1.33)))).save(path)
+
+
+def _archive_ingest(args) -> tuple[int, int, float, float, int]:
+    root, folder = args
+    ws = Workspace(root)
+    files = sources.folder_source(folder, check_roots=False)
+    t = time.perf_counter()
+    report = ingest.ingest(ws, files, "archive")
+    seconds = time.perf_counter() - t
+    disk = sum(f.stat().st_size for f in ws.images.rglob("*") if f.is_file()) + \
+        sum(f.stat().st_size for f in ws.cache.glob("dataset-*.npy"))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return report.imported, len(report.skipped), seconds, peak, disk
+
+
+def archives(tmp: Path, sizes: list[int]) -> None:
+    for n in sizes:
+        folder = tmp / f"archive-{n}"
+        folder.mkdir()
+        t = time.perf_counter()
+        archive(folder, n)
+        made = time.perf_counter() - t
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            imported, skipped, seconds, peak, disk = pool.apply(_archive_ingest, ((tmp / f"ws-archive-{n}", folder),))
+        print(f"archive of {n:,} files (made in {made:.0f} s): {imported:,} imported, {skipped} skipped, "
+              f"{n / seconds:.0f} files/s, peak RSS {peak:,.0f} MiB, disk {disk / imported / 1024:.0f} KB an image",
+              flush=True)
+        shutil.rmtree(folder)
+        shutil.rmtree(tmp / f"ws-archive-{n}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", nargs="?")
@@ -92,6 +144,7 @@ def main() -> None:
     ap.add_argument("--large-size", type=int, default=2000)
     ap.add_argument("--bombs", action="store_true", help="zip bombs: peak memory")
     ap.add_argument("--concurrent", type=int, default=0, help="this many imports into one workspace at once")
+    ap.add_argument("--archive", type=int, nargs="*", default=[], help="generated archives of these sizes")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -113,6 +166,8 @@ def main() -> None:
             bombs(tmp)
         if args.concurrent:
             concurrent(tmp, args.concurrent)
+        if args.archive:
+            archives(tmp, args.archive)
 
 
 if __name__ == "__main__":
