@@ -5,7 +5,7 @@
 1. Top-10 search over N synthetic 128-float vectors (clustered, like embeddings: 2,000 centres plus
    noise), N = 10^4 .. max-n: the exact query time (faiss flat), and above the crossover the IVF
    index that `search.index` builds: build time, the nprobe it chose, query time, recall@10 against
-   exact search on 200 held-out queries, index memory. Vectors above 10^6 live in a temporary memmap.
+   exact search (200 indexed vectors as queries), index memory. Vectors above 10^6 live in a temporary memmap.
 2. Near-copy pairs among 10^5 synthetic 32 x 32 signatures (smooth random images, 5% planted
    copies with noise, the threshold of `data.duplicates`): the exact scan against the IVF range
    search (pairs missed counted), then the IVF range search alone at --near-copy-n.

@@ -4,7 +4,7 @@ Exact (a flat inner-product index) up to `EXACT_UP_TO` vectors; above it an inve
 k-means cells over a sample (`nlist` ~ 4 sqrt(N), at most 4,096), vectors stored as 16-bit floats
 (half the memory of the vectors, scores within about 1e-3 of exact), and `nprobe`, the number of
 cells a query visits, chosen at build time as the smallest that reaches `RECALL_TARGET` recall@10
-against exact search on held-out queries. The recall is measured, kept with the index and shown,
+against exact search, 200 of the indexed vectors as queries. The recall is measured, kept with the index and shown,
 never assumed. `bench/scale.py` measures the crossover, the latency and the recall.
 
 An index kept on disk carries a fingerprint of the vectors it was built from and this module's
