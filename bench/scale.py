@@ -99,6 +99,7 @@ def near_copy_figures(big_n: int) -> None:
     exact_s = time.perf_counter() - t
     t = time.perf_counter()
     index = VectorIndex.build(sig, exact_up_to=0, precision="flat")
+    index.tune_for_pairs(sig, THRESHOLD)
     found = {(i, j) for i, j, _ in near_duplicates(sig, THRESHOLD, max_pairs=10**7, index=index)}
     print(f"near-copies, 100,000 signatures: exact scan {exact_s:.0f} s, {len(exact):,} pairs; IVF range search "
           f"{time.perf_counter() - t:.0f} s (nprobe {index.info.nprobe}), {len(found):,} pairs, "

@@ -92,3 +92,15 @@ def test_the_map_places_every_point_when_fitted_on_a_sample_and_refuses_tsne_the
     assert coords.shape == (400, 2) and np.isfinite(coords).all()
     with pytest.raises(PirlError, match="t-SNE takes minutes above 100 points; this space has 400"):
         vectors.project(x, "tsne")
+
+
+def test_near_copy_search_visits_only_the_cells_its_pairs_need():
+    gen = torch.Generator().manual_seed(3)
+    x = clustered(3000, dim=64, seed=3)
+    x[2000:2300] = F.normalize(x[:300] + 0.003 * torch.randn(300, 64, generator=gen), dim=1)  # 300 planted copies
+    index = VectorIndex.build(x, exact_up_to=100, precision="flat")
+    knn_choice = index.info.nprobe
+    index.tune_for_pairs(x, 0.99)
+    assert index.info.nprobe <= knn_choice
+    found = {(i, j) for i, j, _ in index.pairs_above(x, 0.99, 10_000)}
+    assert len(found & {(i, 2000 + i) for i in range(300)}) >= 297  # 99% of the pairs, by construction of nprobe

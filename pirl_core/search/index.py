@@ -106,6 +106,27 @@ class VectorIndex:
                 break
         self.info.nprobe, self.info.recall_at_10 = nprobe, recall
 
+    def tune_for_pairs(self, x: torch.Tensor | np.ndarray, threshold: float, seed: int = 0) -> None:
+        """For a range search at `threshold` (near-copies), the smallest nprobe that finds 99% of the pairs above
+        it for 1,000 sampled vectors (truth from exact top-64): copies sit in one cell, where kNN recall would
+        ask for far more cells. Keeps the kNN choice when the sample holds no pair."""
+        if self.info.kind != "ivf":
+            return
+        x = _as_array(x)
+        queries = x[np.random.default_rng(seed).choice(len(x), min(len(x), 1000), replace=False)]
+        sims, ids = faiss.knn(queries, x, 64, metric=faiss.METRIC_INNER_PRODUCT)
+        truth = {(q, int(j)) for q, j in zip(*np.nonzero(sims >= threshold)) for j in [ids[q, j]]}
+        if len(truth) <= len(queries):  # only each query itself: no pair to measure on
+            return
+        for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            self.index.nprobe = nprobe
+            lims, _, found_ids = self.index.range_search(queries, float(threshold))
+            lims = lims.astype(np.int64)
+            found = {(q, int(j)) for q in range(len(queries)) for j in found_ids[lims[q]:lims[q + 1]]}
+            if len(found & truth) >= 0.99 * len(truth) or nprobe >= self.info.nlist:
+                break
+        self.info.nprobe = nprobe
+
     def search(self, queries: torch.Tensor | np.ndarray, k: int,
                exclude: torch.Tensor | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-k cosine similarities and indices of each query (Q, D); `exclude` (Q,) drops one index per

@@ -48,6 +48,7 @@ def near_duplicates(vectors: torch.Tensor, threshold: float = 0.95, max_pairs: i
         return []
     if index is None and len(vectors) > NEAR_COPY_EXACT_UP_TO:
         index = VectorIndex.build(vectors, precision="flat")
+        index.tune_for_pairs(vectors, threshold)
     if index is not None and index.info.kind == "ivf":
         return index.pairs_above(vectors, threshold, max_pairs)
     pairs: list[tuple[int, int, float]] = []
