@@ -29,6 +29,7 @@ EXACT_UP_TO = 50_000  # above this an exact query costs over ~2 ms on 2 cores (b
 RECALL_TARGET = 0.97
 MAX_CELLS = 4096
 _PROBE_QUERIES = 200
+_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # the ladder both choices of nprobe climb
 
 
 @dataclass
@@ -77,7 +78,7 @@ class VectorIndex:
         `precision` "flat" keeps full floats in the IVF cells (near-copy finding at a tight threshold)."""
         x = _as_array(vectors)
         n, dim = x.shape
-        info = IndexInfo("exact", n, dim, fingerprint=fingerprint(x))
+        info = IndexInfo("exact", n, dim)
         if n <= (EXACT_UP_TO if exact_up_to is None else exact_up_to):
             index = faiss.IndexFlatIP(dim)
             index.add(x)
@@ -90,7 +91,7 @@ class VectorIndex:
         index.train(x[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))])
         for start in range(0, n, 262_144):
             index.add(x[start:start + 262_144])
-        info.kind, info.nlist = "ivf", nlist
+        info.kind, info.nlist, info.fingerprint = "ivf", nlist, fingerprint(x)  # only an IVF index is kept
         built = cls(index, info)
         built._choose_nprobe(x, rng)
         return built
@@ -98,7 +99,7 @@ class VectorIndex:
     def _choose_nprobe(self, x: np.ndarray, rng: np.random.Generator) -> None:
         queries = x[rng.choice(len(x), min(len(x), _PROBE_QUERIES), replace=False)]
         _, truth = faiss.knn(queries, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        for nprobe in _NPROBES:
             self.index.nprobe = nprobe
             _, found = self.index.search(queries, 10)
             recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
@@ -118,7 +119,7 @@ class VectorIndex:
         truth = {(q, int(j)) for q, j in zip(*np.nonzero(sims >= threshold)) for j in [ids[q, j]]}
         if len(truth) <= len(queries):  # only each query itself: no pair to measure on
             return
-        for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+        for nprobe in _NPROBES:
             self.index.nprobe = nprobe
             lims, _, found_ids = self.index.range_search(queries, float(threshold))
             lims = lims.astype(np.int64)
