@@ -11,11 +11,22 @@ Prints each arm's AUC with its 95% CI, the verdict sentences, label efficiency, 
     python bench/compare_quality.py ../shared/data/busi256
     python bench/compare_quality.py ../shared/data/busi256 --random-minutes 30 --modes linear
     python bench/compare_quality.py ../shared/data/busi256 --modes finetune --tasks binary --finetune-folds 5
+
+One mechanism at a time: --variant NAME:KEY=VALUE[,KEY=VALUE] adds an ImageNet+PIRL run with those pretraining
+settings (PretrainConfig fields) beside the default, compared in the same comparison (the same folds), with the
+paired AUC difference between every two PIRL runs at each fraction. --labels takes the binary task's labels
+(and patient groups) from a filename,label[,group] CSV instead of the class folders:
+
+    python bench/compare_quality.py ../shared/data/busi256 --modes linear --tasks binary \
+        --variant slow-backbone:backbone_lr_scale=0.1
+    python bench/compare_quality.py ../shared/data/cxr256 --modes linear --tasks binary --positive virus \
+        --labels cxr-subtype.csv --variant slow-backbone:backbone_lr_scale=0.1
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import itertools
 import tempfile
@@ -34,7 +45,7 @@ def _pretrain(ws: Workspace, name: str, config) -> int:
     job_id = pretraining.start(ws, "pool", config)
     job = queue.wait(ws, job_id, poll_s=5)
     r = job["result"]
-    print(f"pretrain {name}: {job['status']} {job['message'] or ''}, {(time.time() - t0) / 60:.1f} min, "
+    print(f"pretrain {name} (#{job_id}): {job['status']} {job['message'] or ''}, {(time.time() - t0) / 60:.1f} min, "
           f"{r.get('total_steps', 0)} steps, {r.get('images_per_s', 0):.1f} img/s, "
           f"loss {r.get('last', {}).get('loss', float('nan')):.3f}", flush=True)
     return job_id
@@ -53,6 +64,11 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--finetune-tasks", default="binary", help="full finetuning is slow on a CPU: these tasks only")
     ap.add_argument("--finetune-folds", type=int, default=0, help="full finetuning's folds (0: the fixed split)")
+    ap.add_argument("--labels", help="the binary task's labels: a filename,label[,group] CSV (files named as "
+                                     "class/file under DATA); only its files are labeled")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="another ImageNet+PIRL run with these pretraining settings, in the same comparison")
+    ap.add_argument("--inits", default=",".join(compare.INITS), help="the starts compared")
     args = ap.parse_args()
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +77,12 @@ def main() -> None:
         ingest.ingest(ws, files, "pool")
         tasks = args.tasks.split(",")
         for task in tasks:
+            if args.labels and task == "binary":
+                with open(args.labels, newline="") as f:
+                    listed = {row["filename"] for row in csv.DictReader(f)}
+                report = ingest.ingest(ws, [f for f in files if f.name in listed], task, labels_csv=Path(args.labels))
+                print(f"{task}: {report.labels} from {args.labels}", flush=True)
+                continue
             labels = Path(tmp) / f"labels-{task}.csv"
             with open(labels, "w", newline="") as f:
                 w = csv.writer(f)
@@ -76,19 +98,21 @@ def main() -> None:
         default = pretraining.default_config(**sizes)
         print(f"defaults: {default.backbone}, ImageNet start {default.pretrained_imagenet}, {default.image_size} px, "
               f"{default.epochs} epochs, batch {default.batch_size}, lr {default.learning_rate:g}", flush=True)
-        plans = [("ImageNet+PIRL" if default.pretrained_imagenet else "PIRL", default, list(compare.INITS))]
+        inits = args.inits.split(",")
+        variants = [("default", default)] + [_variant(spec, sizes) for spec in args.variant]
+        plans = [(variants, inits)]
         if args.random_minutes:  # another backbone: its own comparison, scratch vs PIRL
-            plans.append(("PIRL from random", pretraining.default_config(
+            plans.append(([("PIRL from random", pretraining.default_config(
                 pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
-                time_budget_s=60 * args.random_minutes), ["scratch", "pirl"]))
-        for name, config, inits in plans:
-            run = _pretrain(ws, name, config)
+                time_budget_s=60 * args.random_minutes))], ["scratch", "pirl"]))
+        for variants, inits in plans:
+            runs = [_pretrain(ws, name, config) for name, config in variants]
             for task, mode in itertools.product(tasks, args.modes.split(",")):
                 if mode == "finetune" and task not in args.finetune_tasks.split(","):
                     continue
                 t0 = time.time()
                 cid = compare.start(ws, compare.CompareRequest(
-                    labeled=task, pretrain_jobs=[run], mode=mode, inits=inits,
+                    labeled=task, pretrain_jobs=runs, mode=mode, inits=inits,
                     folds=None if mode == "linear" else args.finetune_folds,
                     fractions=None if mode == "linear" else [1.0],  # the product's default fractions
                     epochs=args.finetune_epochs if mode == "finetune" else None))
@@ -106,6 +130,35 @@ def main() -> None:
                           f"{'  NOT BETTER THAN CHANCE' if e.get('chance') else ''}  | {eff}", flush=True)
                 for v in s["verdicts"]:
                     print(f"  {v['text']}", flush=True)
+                for line in _between_runs(ws, cid):
+                    print(f"  {line}", flush=True)
+
+
+def _variant(spec: str, sizes: dict):
+    """NAME:KEY=VALUE[,KEY=VALUE] -> (NAME, the machine's default with those PretrainConfig fields)."""
+    name, _, settings = spec.partition(":")
+    overrides = dict(sizes)
+    for item in filter(None, settings.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):  # a word: a string setting such as pretext=rotation
+            overrides[key] = value
+    return name, pretraining.default_config(**overrides)
+
+
+def _between_runs(ws, comparison_id: int) -> list[str]:
+    """The paired AUC difference of every two PIRL runs at each label fraction (the same held-out images)."""
+    comp = compare.comparison(ws, comparison_id)
+    arms = [{**a, "runs": queue.result_of(ws.store.job(a["job_id"])).runs}
+            for a in comp["arms"] if a.get("pretrain_job")]
+    fractions = compare.comparison_config(comp).fractions
+    lines = []
+    for a, b in itertools.combinations(arms, 2):
+        for fraction, t in compare.by_fraction(a, b, fractions, n_boot=1000).get("tests", {}).items():
+            lines.append(f"{a['label']} - {b['label']} at {float(fraction):.0%}: {t['difference']:+.3f} "
+                         f"(95% CI {t['ci_low']:+.3f} to {t['ci_high']:+.3f}, p {t['p_value']:.3f})")
+    return lines
 
 
 if __name__ == "__main__":

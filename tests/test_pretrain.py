@@ -5,7 +5,9 @@ import torch
 from pirl_core.data.image_cache import open_cache
 from pirl_core.data.ingest import cache_folder
 from pirl_core.engine import checkpoint
+from pirl_core.engine.backbones import build_backbone
 from pirl_core.engine.config import PretrainConfig
+from pirl_core.engine.model import PirlModel
 from pirl_core.engine.pretrain import Callbacks, pretrain
 from pirl_core.engine.train_state import load_pretrained
 from pirl_core.errors import PirlError
@@ -107,6 +109,26 @@ def test_impossible_settings_are_named_up_front(cache, tmp_path):
     msg = str(err.value)
     assert f"N - 1 = {len(ids) - 1}" in msg and "temperature" in msg and "batch size" in msg
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_a_slower_backbone_keeps_closer_to_its_starting_weights_while_the_heads_learn(cache, tmp_path):
+    images, ids = cache
+    torch.manual_seed(3)  # the start TrainState builds for seed 3
+    start = PirlModel(build_backbone("resnet18", False, None)).state_dict()
+    names = {n for n, _ in PirlModel(build_backbone("resnet18", False, None)).named_parameters()}
+
+    def moved(scale):
+        model = checkpoint.load(pretrain(tiny(epochs=1, backbone_lr_scale=scale), images, ids,
+                                         tmp_path / str(scale)).checkpoint)["model"]
+        dist = {part: sum(float((model[n] - start[n]).norm() ** 2) for n in names if n.startswith(part)) ** 0.5
+                for part in ("backbone.", "image_head.", "patch_head.")}
+        return dist
+
+    full, slow = moved(1.0), moved(0.1)
+    assert slow["backbone."] < 0.3 * full["backbone."], (slow, full)
+    assert slow["image_head."] > 0.5 * full["image_head."] and slow["patch_head."] > 0.5 * full["patch_head."]
+    with pytest.raises(PirlError, match="backbone's share of the learning rate"):
+        tiny(backbone_lr_scale=0).validate()
 
 
 def test_load_pretrained_returns_model_and_bank_with_ids(cache, tmp_path):

@@ -34,6 +34,8 @@ def add_parsers(sub) -> None:
                                                  "speed measured in the first steps")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="default: LR_PER_256 per 256 images")
+    p.add_argument("--backbone-lr-scale", type=float,
+                   help="the backbone's learning rate as a share of the heads' (default 1; 0.1 keeps more of ImageNet)")
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
     p.add_argument("--temperature", type=float)
     p.add_argument("--pretext", choices=list(PRETEXTS), help="the transform the representation learns to ignore")
@@ -72,6 +74,7 @@ def _config(args) -> PretrainConfig:
         "weights_path": args.weights, "image_size": args.image_size, "epochs": args.epochs,
         "time_budget_s": args.minutes * 60 if args.minutes else None,
         "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
+        "backbone_lr_scale": args.backbone_lr_scale,
         "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
         "nproc": args.nproc, "nnodes": args.nnodes, "sync_bn": args.sync_bn, "compile": args.compile or None,

@@ -46,6 +46,7 @@ class PretrainConfig:
     time_budget_s: float | None = None  # pretrain for this long: the epochs follow from the measured step time
     batch_size: int = 64
     lr: float | None = None  # default: LR_PER_256 per 256 images
+    backbone_lr_scale: float = 1.0  # the backbone learns at this share of the heads' rate (< 1 keeps more ImageNet)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
@@ -166,6 +167,9 @@ class PretrainConfig:
                             f"use a batch of at least {2 * self.nproc * self.nnodes}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"learning rate must be positive, got {self.lr}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            problems.append("the backbone's share of the learning rate must be in (0, 1], "
+                            f"got {self.backbone_lr_scale}")
         if not 0 < self.temperature <= 10:
             problems.append(f"temperature must be in (0, 10], got {self.temperature}")
         if self.pretext not in PRETEXTS:

@@ -84,7 +84,8 @@ class TrainState:
                               copies=copies).to(device)
         if world.size > 1 and config.sync_bn_for(batch // world.size):
             model = distributed.sync_batchnorm(model, device)
-        optimizer = torch.optim.SGD(param_groups(model, config.weight_decay), lr=config.learning_rate,
+        slower = {model.backbone: config.backbone_lr_scale} if config.backbone_lr_scale != 1 else None
+        optimizer = torch.optim.SGD(param_groups(model, config.weight_decay, slower), lr=config.learning_rate,
                                     momentum=config.momentum)
         state = cls(config, model, optimizer, bank, schedule, batch, steps_per_epoch, total_steps)
         if saved is not None:

@@ -454,7 +454,7 @@ def _labels_used(runs: list[dict], fraction: float) -> float:
     return float(np.mean([r["n_train"] for r in runs if r["fraction"] == fraction]))
 
 
-def _by_fraction(arm: dict, baseline: dict, fractions: list[float], n_boot: int) -> dict:
+def by_fraction(arm: dict, baseline: dict, fractions: list[float], n_boot: int) -> dict:
     """The paired test of `arm` against `baseline` at every label fraction, and the labels-saved reading of the
     curves (labels_saved.py), on the same test images."""
     pooled = {name: {f: _pooled(a["runs"], f) for f in fractions} for name, a in (("a", arm), ("b", baseline))}
@@ -532,7 +532,7 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
         baselines = [e for e in table if e["init"] in BASELINES]
         for entry in (e for e in table if e["init"] in ("pirl", "imagenet+pirl") and baselines):
             best = max(baselines, key=lambda e: e["auc"])
-            reading = _by_fraction(by_label[entry["arm"]], by_label[best["arm"]], config.fractions,
+            reading = by_fraction(by_label[entry["arm"]], by_label[best["arm"]], config.fractions,
                                    max(200, n_boot // 2))
             if reading:
                 saved.append(reading)
