@@ -7,7 +7,7 @@ import streamlit as st
 from app_pages._pacs_tab import pacs_tab
 from app_pages._shared import can_edit, editors_only, guarded, plain, plot_text, when, workspace
 from pirl_core.data import datasets as datasets_service
-from pirl_core.data import image_cache, ingest, labels, patients, sources
+from pirl_core.data import image_cache, ingest, labels, patients, sources, tasks
 from pirl_core.fmt import tail
 
 ws = workspace()
@@ -120,6 +120,23 @@ if editors_only("Importing images"):
     with tab_pacs:
         pacs_tab(ws)
 
+def vs_rest_form(dataset: str, classes: list[str], positive: str, dataset_id: int) -> None:
+    """One class against all the others, as a labeled set of its own (data/tasks.py)."""
+    with st.form(f"vs-rest-{dataset_id}", enter_to_submit=False):
+        st.markdown("**A yes-or-no question** from these classes: one class against all the others (for example "
+                    "malignant against benign and normal together), as a labeled set of its own. The same images, "
+                    "split afresh; this set stays as it is.")
+        target = st.selectbox("Class", classes, index=classes.index(positive), key=f"vs-rest-class-{dataset_id}")
+        if st.form_submit_button("Make the two-class set"):
+            with guarded("Making the two-class set"), st.spinner("Splitting the images ..."):
+                report = tasks.one_vs_rest(ws, dataset, target)
+                st.session_state["dataset-renamed"] = report.dataset
+                made = ", ".join(f"{label} ({n} images)" for label, n in report.labels.items())
+                st.session_state["dataset-flash"] = (f"Made {report.dataset}: {made}, {target} the positive class. "
+                                                     "Compare, Label, Predict and Export can use it now.")
+                st.rerun()
+
+
 st.header("Datasets")
 datasets = store.datasets()
 if not datasets:
@@ -173,8 +190,8 @@ if counts:
     fig = px.histogram(split_rows.assign(label=split_rows["label"].map(plot_text)), x="label", color="split",
                        barmode="group", title="Class balance by split",
                        category_orders={"split": ["train", "val", "test"]})
-    left.plotly_chart(fig, use_container_width=True)
-    right.dataframe(split_rows.value_counts().unstack(fill_value=0), use_container_width=True)
+    left.plotly_chart(fig, width="stretch")
+    right.dataframe(split_rows.value_counts().unstack(fill_value=0), width="stretch")
     positive = labels.positive_class(list(counts), ds["info"].get("positive"))
     if can_edit():
         options = sorted(counts)
@@ -189,6 +206,8 @@ if counts:
                 st.rerun()
     else:
         st.caption(f"Positive class: {plain(positive)}.")
+    if can_edit() and len(counts) > 2:
+        vs_rest_form(chosen, sorted(counts), positive, ds["id"])
     conflicts = ds["info"].get("label_conflicts", [])
     if conflicts:
         st.warning(f"{len(conflicts)} set(s) of near-identical images carry different labels. One of each set is "

@@ -1,4 +1,4 @@
-"""`pirl demo-data | ingest | datasets`: bringing images in."""
+"""`pirl demo-data | ingest | datasets | task`: bringing images in, and the question asked of them."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("datasets", help="list the workspace's datasets (JSON)")
     p.set_defaults(run=run_datasets)
+
+    p = sub.add_parser("task", help="the class a labeled set's figures are about (its positive class); with "
+                                    "--vs-rest, a labeled set of that class against all the others")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--positive", required=True, metavar="CLASS")
+    p.add_argument("--vs-rest", action="store_true",
+                   help="a set of three or more classes: make 'DATASET · CLASS vs rest' (a new labeled set)")
+    p.add_argument("--seed", type=int, default=0, help="with --vs-rest: seed of its train/val/test split")
+    p.set_defaults(run=run_task)
 
 
 def run_demo_data(args, ws) -> int:
@@ -99,4 +108,15 @@ def run_datasets(args, ws) -> int:
     print_json([{"id": d["id"], "name": d["name"], "kind": d["kind"], "images": d["images"], "labeled": d["labeled"],
                  "classes": store.class_counts(d["id"]), "skipped": len(store.skipped(d["id"]))}
                 for d in store.datasets()])
+    return 0
+
+
+def run_task(args, ws) -> int:
+    from ..data import datasets, tasks
+
+    if args.vs_rest:
+        print_json(tasks.one_vs_rest(ws, args.dataset, args.positive, seed=args.seed).to_dict())
+    else:
+        datasets.set_positive(ws, args.dataset, args.positive)
+        print_json({"dataset": args.dataset, "positive": args.positive})
     return 0

@@ -324,6 +324,11 @@ def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: li
         stored.close()
 
 
+def stored_files(ws: Workspace, images: list[dict]) -> list[SourceFile]:
+    """Images already in the workspace as the files of another import (stored once, by content)."""
+    return [SourceFile(im["orig_name"], lambda path=ws.root / im["path"]: path.read_bytes()) for im in images]
+
+
 def attach_labels(ws: Workspace, dataset: str, labels_csv: bytes | str | Path, seed: int = 0) -> Report:
     """Attach a filename,label[,group] CSV to an ingested, not yet labeled dataset, and split it."""
     store = ws.store

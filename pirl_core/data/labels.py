@@ -173,13 +173,18 @@ def header_label(path: str | Path, attribute: str, pairs: list[list[str]]) -> st
     return next((label for keyword, label in pairs if keyword.upper() in value), None) if value else None
 
 
-def header_labels_csv(names: list[str], labels: list[str | None]) -> bytes:
-    """The labels read from headers as the filename,label CSV an import takes."""
+def labels_csv(rows) -> bytes:
+    """(filename, label, group) rows as the filename,label,group CSV an import takes (a None group: none)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["filename", "label"])
-    writer.writerows((n, lab) for n, lab in zip(names, labels) if lab is not None)
+    writer.writerow(["filename", "label", "group"])
+    writer.writerows(rows)
     return out.getvalue().encode()
+
+
+def header_labels_csv(names: list[str], labels: list[str | None]) -> bytes:
+    """The labels read from headers as the CSV an import takes."""
+    return labels_csv((n, lab, None) for n, lab in zip(names, labels) if lab is not None)
 
 
 # -- the positive class ------------------------------------------------------------------------

@@ -9,28 +9,12 @@ against labels spent.
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
 from ..data import ingest
-from ..data.sources import SourceFile
+from ..data.labels import labels_csv
 from ..errors import PirlError
 from ..evaluation import compare
 from ..workspace.folder import Workspace
 from . import annotations, suggestions
-
-
-def _labels_csv(rows: list[tuple[str, str, str | None]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["filename", "label", "group"])
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
-def _reader(path: Path):
-    return lambda: path.read_bytes()
 
 
 def build(ws: Workspace, dataset: str | int, seed: int = 0) -> ingest.Report:
@@ -42,8 +26,8 @@ def build(ws: Workspace, dataset: str | int, seed: int = 0) -> ingest.Report:
     images = [im for im in ws.store.images(pool["id"]) if im["id"] in given.labels]
     if not images:
         raise PirlError(f"No agreed labels in {pool['name']!r} yet: label a batch on the Label page first.")
-    files = [SourceFile(im["orig_name"], _reader(ws.root / im["path"])) for im in images]
-    table = _labels_csv([(im["orig_name"], given.labels[im["id"]], im["group_id"]) for im in images])
+    files = ingest.stored_files(ws, images)
+    table = labels_csv([(im["orig_name"], given.labels[im["id"]], im["group_id"]) for im in images])
     base = f"{pool['name']} · {len(images)} labels"
     for attempt in range(1, 100):
         name = base if attempt == 1 else f"{base} ({attempt})"
