@@ -203,8 +203,7 @@ def show(comparison_id: int) -> None:
                      if table[0]["fold_sd"] is not None else "")
                   + "Copies and near-copies of an image always share a fold.")
 
-    if len(classes) == 2:
-        at_threshold(comp, summary, table, classes, comparison_id)
+    at_threshold(comp, summary, table, classes, cls, comparison_id)
 
     fractions = sorted(float(f) for f in table[0]["efficiency"])
     if len(fractions) > 1:
@@ -275,52 +274,62 @@ def _saved_columns(reading: dict | None) -> dict:
     return out
 
 
-def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str], comparison_id: int) -> None:
+def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str], positive: int,
+                 comparison_id: int) -> None:
     """Sensitivity and specificity at a threshold, the mistakes it makes, and how well the probabilities are
-    calibrated: opens on the best initialisation at the threshold the exported model uses."""
-    st.subheader("At a threshold")
+    calibrated, for the positive class (of three or more: the chosen class against all the others): opens on the
+    best initialisation at the threshold the exported model uses."""
+    pos = classes[positive]
+    binary = len(classes) == 2
+    neg = classes[0] if binary else "another class"
+    st.subheader("At a threshold" + ("" if binary else f": {plain(pos)} against the other classes"))
     preds = summary["predictions"]
     arms = [e["arm"] for e in table]
     best = max(range(len(table)), key=lambda i: table[i]["auc"])
     arm = st.selectbox("Initialisation (opens on the best AUC)", arms, index=best, key=f"thr-arm-{comparison_id}")
     job_id = next(a["job_id"] for a in comp["arms"] if a["label"] == arm)
     y, probs = np.array(preds[arm]["y"]), np.array(preds[arm]["probs"])
-    rule = compare.decision_threshold(ws, job_id)
-    chosen = round(rule["value"] if rule else youden_threshold(y, probs), 2)
-    t = st.slider(f"Call '{plain(classes[1])}' when its probability is at least", 0.0, 1.0, chosen, 0.01,
-                  key=f"thr-{comparison_id}-{arm}")
+    rule = compare.decision_threshold(ws, job_id) if binary else None
+    chosen = round(rule["value"] if rule else youden_threshold(y, probs, positive), 2)
+    t = st.slider(f"Call '{plain(pos)}' when its probability is at least", 0.0, 1.0, chosen, 0.01,
+                  key=f"thr-{comparison_id}-{arm}" + ("" if binary else f"-{positive}"))
     if rule:
         st.caption(f"Starts at {chosen:.2f}, the threshold the exported model states: {rule['how']}. The figures "
                    f"below are measured on the {len(y)} out-of-fold test predictions, which it was not chosen on.")
+    elif not binary:
+        st.caption(f"Starts at {chosen:.2f}: the best sensitivity + specificity (Youden index) for {plain(pos)} "
+                   f"against the other classes on these {len(y)} test predictions, so the figures at it are a little "
+                   f"optimistic. The model itself calls the most probable of its {len(classes)} classes; this asks "
+                   f"what one threshold on the probability of {plain(pos)} would do. Choose the class above the ROC.")
     else:
         st.caption(f"Starts at {chosen:.2f}: the best sensitivity + specificity (Youden index) on these {len(y)} "
                    f"test predictions, so the figures at it are a little optimistic. The models had fewer than "
                    f"{compare.MIN_PER_CLASS} validation images of a class to choose one on; an exported model "
                    "states no threshold.")
-    m = threshold_metrics(y, probs, t)
+    m = threshold_metrics(y, probs, t, positive)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Sensitivity", f"{m['sensitivity']:.1%}")
     c2.metric("Specificity", f"{m['specificity']:.1%}")
     c3.metric("PPV", f"{m['ppv']:.1%}" if m["ppv"] == m["ppv"] else "–")
     c4.metric("NPV", f"{m['npv']:.1%}" if m["npv"] == m["npv"] else "–")
     left, right = st.columns(2)
-    left.dataframe(pd.DataFrame(m["confusion"], index=[f"true {classes[0]}", f"true {classes[1]}"],
-                                columns=[f"called {classes[0]}", f"called {classes[1]}"]))
+    left.dataframe(pd.DataFrame(m["confusion"], index=[f"true {neg}", f"true {pos}"],
+                                columns=[f"called {neg}", f"called {pos}"]))
     cal = go.Figure()
     cal.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "lightgray"},
                     name="perfectly calibrated", hoverinfo="skip")
     colour = colours(arms)
     for name in arms:
-        c = calibration(np.array(preds[name]["y"]), np.array(preds[name]["probs"]))
+        c = calibration(np.array(preds[name]["y"]), np.array(preds[name]["probs"]), positive)
         cal.add_scatter(x=c["predicted"], y=c["observed"], mode="lines+markers", name=name,
                         line={"color": colour[name]}, text=[f"{n} images" for n in c["count"]])
     cal.update_layout(title="Calibration: predicted probability against what happened", height=360,
-                      xaxis_title=f"predicted probability of {plot_text(classes[1])}",
-                      yaxis_title=f"observed share of {plot_text(classes[1])}", legend={"orientation": "h", "y": -0.3},
+                      xaxis_title=f"predicted probability of {plot_text(pos)}",
+                      yaxis_title=f"observed share of {plot_text(pos)}", legend={"orientation": "h", "y": -0.3},
                       margin={"t": 40})
     right.plotly_chart(cal, key=f"cal-{comparison_id}")
 
-    mistakes = errors_at(y, probs, t)
+    mistakes = errors_at(y, probs, t, positive)
     ids = preds[arm]["image_ids"]
     dataset_id = compare.comparison_config(comp).labeled_dataset_id
     rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
@@ -328,19 +337,22 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
     st.caption("Heatmaps (red: where the model looked when it made the call) come from the exported model, "
                + ("which was trained on one fold: they are shown for the images of that fold's test part, the "
                   "others are thumbnails only." if model else "which is not on disk: thumbnails only."))
-    for kind, called, title in (("false_positives", 1, f"Called {classes[1]}, truly {classes[0]}"),
-                                ("false_negatives", 0, f"Called {classes[0]}, truly {classes[1]}")):
+    others = probs.copy()
+    others[:, positive] = -1  # what a missed image was called instead: its most probable other class
+    for kind, title in (("false_positives", f"Called {pos}, truly {neg}"),
+                        ("false_negatives", f"Called {neg}, truly {pos}")):
         found = mistakes[kind]
+        called = {ids[i]: positive if kind == "false_positives" else int(others[i].argmax()) for i in found}
         with st.expander(f"{plain(title)}: {len(found)} image(s)"):
             shown = [rows_by_id[ids[i]] for i in found[:24] if ids[i] in rows_by_id]
             if not shown:
                 st.caption("None at this threshold.")
                 continue
-            p_of = {ids[i]: probs[i, 1] for i in found}
+            p_of = {ids[i]: probs[i, positive] for i in found}
             thumbs = list(image_cache.iter_thumbnails(ws, dataset_id, shown))
             explained = [r["id"] for r, _ in thumbs if model and r["id"] in model.test_image_ids]
-            heat = dict(zip(explained, _heatmaps(str(ws.root), job_id, dataset_id, tuple(explained), called)
-                            if explained else []))
+            heat = dict(zip(explained, _heatmaps(str(ws.root), job_id, dataset_id, tuple(explained),
+                                                 tuple(called[i] for i in explained)) if explained else []))
             st.image([heat.get(r["id"], t) for r, t in thumbs], width=110, caption=[
                 f"{plain(tail(r['orig_name'], 20))} · p {p_of[r['id']]:.2f}" + (" · heatmap" if r["id"] in heat else "")
                 for r, _ in thumbs])
@@ -358,10 +370,11 @@ def _model(root: str, job_id: int):
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing heatmaps ...")
-def _heatmaps(root: str, job_id: int, dataset_id: int, image_ids: tuple, called: int) -> list:
+def _heatmaps(root: str, job_id: int, dataset_id: int, image_ids: tuple, called: tuple) -> list:
+    """Where the model looked for the class it called, image by image (`called`: a class index per image)."""
     rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
     thumbs = [t for _, t in image_cache.iter_thumbnails(ws, dataset_id, [rows_by_id[i] for i in image_ids])]
-    return predict.explain(_model(root, job_id), np.stack(thumbs), [called] * len(thumbs))
+    return predict.explain(_model(root, job_id), np.stack(thumbs), list(called))
 
 
 show(open_id)

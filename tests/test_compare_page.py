@@ -121,3 +121,30 @@ def test_compare_in_the_browser_runs_and_shows_roc_and_table(filled, app_server,
     page.locator('[data-testid="stDataFrame"]').first.wait_for()  # the AUC table (a canvas grid)
     assert_no_exception(page)
     page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+
+def test_three_classes_threshold_calibration_and_mistakes_follow_the_chosen_class(tmp_path_factory, monkeypatch):
+    from pirl_core.data import demo_data
+
+    demo = tmp_path_factory.mktemp("demo3")
+    demo_data.generate(demo, n=30, classes=3, unlabeled=30, size=48)
+    ws, _, cid, _ = compared_workspace(tmp_path_factory.mktemp("cmp3") / "ws", demo, folds=3)
+    at = _page(ws, monkeypatch).run()
+    assert not at.exception, at.exception
+    classes = compare.summarize(ws, cid)["classes"]
+    assert len(classes) == 3
+    shown = classes.index("atypical")
+    at.selectbox(key=f"cls-{cid}").set_value(shown).run()
+    assert not at.exception, at.exception
+    assert any(h.value == "At a threshold: atypical against the other classes" for h in at.subheader)
+    assert any("for atypical against the other classes" in c.value for c in at.caption)
+    at.selectbox(key=f"thr-arm-{cid}").set_value("scratch").run()
+    at.slider(key=f"thr-{cid}-scratch-{shown}").set_value(0.0).run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric][:2] == ["100.0%", "0.0%"]  # everything called atypical
+    y = compare.summarize(ws, cid)["predictions"]["scratch"]["y"]
+    mistakes = [e.label for e in at.expander if "image(s)" in e.label]
+    assert mistakes == [f"Called atypical, truly another class: {sum(v != shown for v in y)} image(s)",
+                        "Called another class, truly atypical: 0 image(s)"]
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("predicted probability of atypical" in t for t in titles)  # calibration of the chosen class
