@@ -117,6 +117,30 @@ def _projection(space_key: tuple, method: str):
     return vectors.project(space.vectors, method)
 
 
+@st.cache_data(max_entries=8, show_spinner="Finding copies in the pixels ...")
+def _pixel_copies(root: str, dataset_id: int, n_images: int) -> list[dict]:
+    """Near-copies from the pixels alone, positions as in the dataset's rows (the workspace folder and the image
+    count are part of the key)."""
+    return neighbours.pixel_copy_pairs(ws, dataset_id, store.images(dataset_id))
+
+
+def show_pairs(found: list[dict], measure: str, none: str) -> None:
+    """Pairs side by side, those straddling splits first (the first 12)."""
+    if not found:
+        st.caption(none)
+        return
+    st.caption(f"{len(found)} pair(s); straddling pairs first" + (", the first 12 shown." if len(found) > 12 else "."))
+    for pair in sorted(found, key=lambda p: (not p["leak"], -p["similarity"]))[:12]:
+        left, mid, right = st.columns([2, 1, 2])
+        for col, side in ((left, "a"), (right, "b")):
+            row, thumb = next(image_cache.iter_thumbnails(ws, dataset_id, [rows[pair[f"position_{side}"]]]))
+            col.image(thumb, width=140, caption=f"{plain(tail(row['orig_name'], 30))} · "
+                                                f"{pair['split_' + side] or 'no split'}")
+        mid.metric(measure, f"{pair['similarity']:.3f}")
+        if pair["leak"]:
+            mid.caption(":material/warning: in different splits")
+
+
 with atlas:
     method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
                       format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
@@ -142,25 +166,20 @@ with atlas:
 with dups:
     threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
     pairs = neighbours.duplicate_pairs(space, rows, threshold)
-    leaks = [p for p in pairs if p["leak"]]
+    copies = _pixel_copies(str(ws.root), dataset_id, len(rows))
+    leaks = [p for p in pairs + copies if p["leak"]]
     if leaks:
         st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
                    "AUCs on the Compare page. Consider grouping them (a CSV `group` column) or removing one.")
-    if pairs:
-        leaks_first = sorted(pairs, key=lambda p: (not p["leak"], -p["similarity"]))
-        st.caption(f"{len(pairs)} pair(s); straddling pairs first" + (", the first 12 shown." if len(pairs) > 12
-                                                                          else "."))
-        for pair in leaks_first[:12]:
-            left, mid, right = st.columns([2, 1, 2])
-            for col, side in ((left, "a"), (right, "b")):
-                row, thumb = next(image_cache.iter_thumbnails(ws, dataset_id, [rows[pair[f"position_{side}"]]]))
-                col.image(thumb, width=140, caption=f"{plain(tail(row['orig_name'], 30))} · "
-                                                    f"{pair['split_' + side] or 'no split'}")
-            mid.metric("similarity", f"{pair['similarity']:.3f}")
-            if pair["leak"]:
-                mid.caption(":material/warning: in different splits")
-    else:
-        st.caption("No pair above this similarity.")
+    st.markdown(f"**Alike in this representation**: {len(pairs)} pair(s) at similarity {threshold:.3f} or more.")
+    show_pairs(pairs, "similarity", "No pair above this similarity.")
+    st.markdown(f"**Copies in the pixels**: {len(copies)} pair(s), what the Data page counts and every split and "
+                "fold keeps together.")
+    show_pairs(copies, "pixel likeness", "No copies in the pixels.")
+    st.caption("Why the two lists differ: the pixel check compares small greyscale thumbnails, so it finds "
+               "re-exports, resizes and light crops of one picture whatever a network learned; the representation "
+               "compares what the network learned, so it also finds different images of look-alike tissue, and can "
+               "place two copies of one picture below the slider's similarity.")
 
 if query is None and st.session_state.get("ex-query") in position:
     query = position[st.session_state["ex-query"]]

@@ -120,6 +120,24 @@ def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
     assert not at.exception and any(m.label == "similarity" for m in at.metric)
 
 
+def test_explore_lists_the_pixel_copies_the_data_page_counts_whatever_the_representation_finds(run, monkeypatch):
+    ws, job = run
+    monkeypatch.setenv("PIRL_HOME", str(ws.root))
+    dataset_id = ws.store.job(job)["dataset_id"]
+    rows = ws.store.images(dataset_id)
+    copies = neighbours.pixel_copy_pairs(ws, dataset_id, rows)
+    assert {"twin.png"} <= {rows[p["position_a"]]["orig_name"].split("/")[-1] for p in copies} | {
+        rows[p["position_b"]]["orig_name"].split("/")[-1] for p in copies}
+    assert not any(p["leak"] for p in copies)  # the splits keep copies together
+    at = AppTest.from_file(str(ROOT / "app_pages/explore.py"), default_timeout=120).run()
+    at.slider(key="ex-dup-threshold").set_value(1.0).run()  # nothing is that alike in the representation
+    assert not at.exception, at.exception
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith("**Copies in the pixels**: " + f"{len(copies)} pair(s)") for t in texts), texts
+    assert [m.label for m in at.metric].count("pixel likeness") == min(12, len(copies))
+    assert any("Why the two lists differ" in c.value for c in at.caption)
+
+
 def test_explore_says_when_neighbours_come_from_an_approximate_index(run, monkeypatch):
     from pathlib import Path
 

@@ -49,13 +49,19 @@ class _Links:
         self.parent[max(a, b)] = min(a, b)
 
 
+def pairs(signatures: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[int, int, float]]:
+    """(i, j, similarity) for every two images whose signatures are at least `threshold` alike."""
+    if len(signatures) < 2:
+        return []
+    return near_duplicates(torch.from_numpy(np.asarray(signatures, dtype=np.float32)), threshold,
+                           max_pairs=10 * len(signatures))
+
+
 def clusters(signatures: np.ndarray, threshold: float = THRESHOLD) -> list[int]:
     """Cluster id per image (its smallest member's index); an image with no copy is its own cluster."""
     links = _Links(len(signatures))
-    if len(signatures) > 1:
-        for i, j, _ in near_duplicates(torch.from_numpy(np.asarray(signatures, dtype=np.float32)), threshold,
-                                       max_pairs=10 * len(signatures)):
-            links.link(i, j)
+    for i, j, _ in pairs(signatures, threshold):
+        links.link(i, j)
     return [links.root(i) for i in range(len(signatures))]
 
 

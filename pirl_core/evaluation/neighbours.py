@@ -17,9 +17,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import duplicates
 from ..data.image_cache import cache_size_for, dataset_cache
 from ..data.preprocess import model_input
 from ..engine.model import PirlModel, embed_dataset
@@ -133,14 +135,23 @@ def search(space: Space, query: torch.Tensor | int, k: int = 10) -> list[dict]:
             for r, (v, p) in enumerate(zip(s[0].tolist(), i[0].tolist()))]
 
 
+def _pair(rows: list[dict], i: int, j: int, similarity: float) -> dict:
+    a, b = rows[i], rows[j]
+    return {"position_a": i, "position_b": j, "a": a["orig_name"], "b": b["orig_name"],
+            "similarity": round(similarity, 4), "split_a": a["split"], "split_b": b["split"],
+            "leak": bool(a["split"] and b["split"] and a["split"] != b["split"])}
+
+
 def duplicate_pairs(space: Space, rows: list[dict], threshold: float) -> list[dict]:
-    """Near-duplicate pairs with file names and splits; `leak` marks pairs that straddle splits
-    (one image in train, its near twin in test inflates every test AUC)."""
-    out = []
-    for i, j, sim in near_duplicates(space.vectors, threshold, index=space.searcher()):
-        a, b = rows[i], rows[j]
-        out.append({"position_a": i, "position_b": j, "a": a["orig_name"], "b": b["orig_name"],
-                    "similarity": round(sim, 4),
-                    "split_a": a["split"], "split_b": b["split"],
-                    "leak": bool(a["split"] and b["split"] and a["split"] != b["split"])})
-    return out
+    """Near-duplicate pairs in the representation with file names and splits; `leak` marks pairs that straddle
+    splits (one image in train, its near twin in test inflates every test AUC)."""
+    return [_pair(rows, i, j, sim) for i, j, sim in near_duplicates(space.vectors, threshold, index=space.searcher())]
+
+
+def pixel_copy_pairs(ws: Workspace, dataset_id: int, rows: list[dict]) -> list[dict]:
+    """The near-copies in the pixels alone (data/duplicates.py: what the Data page counts and every split keeps
+    together), in duplicate_pairs' form, so Explore lists at least what the splits know of."""
+    position = {r["id"]: i for i, r in enumerate(ws.store.images(dataset_id))}
+    thumbs = dataset_cache(ws, dataset_id, duplicates.SIGNATURE_SIZE)
+    signatures = np.stack([duplicates.signature(thumbs[position[r["id"]]]) for r in rows]) if rows else []
+    return [_pair(rows, i, j, sim) for i, j, sim in duplicates.pairs(signatures)]
