@@ -103,7 +103,8 @@ if editors_only("Starting a pretraining run"):
                          f"{duration(config.time_budget_s)}: its epochs are set from the speed of its first steps.")
             else:
                 seconds, source = planning.estimate_seconds(store, config, by_name[name]["images"])
-                st.toast(f"Queued pretraining run #{job_id} on {plain(name)}: about {duration(seconds)} ({source}).")
+                st.toast(f"Queued pretraining run #{job_id} on {plain(name)}: about {duration(seconds)} ({source}, "
+                         "with nothing else using the processor); its ETA below follows from its own first steps.")
 
 runs = pretraining.runs(ws)
 if not runs:

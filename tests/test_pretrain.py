@@ -281,6 +281,22 @@ def test_a_resumed_time_budget_counts_the_time_already_spent():
     assert budget.plan(60, epoch_end=True) == 100
 
 
+def test_a_time_budget_run_says_it_is_timing_its_first_steps_then_shows_its_plan(cache, tmp_path):
+    from pirl_core.engine.budget import TimeBudget
+
+    images, ids = cache
+    rec = Recorder()
+    pretrain(tiny(epochs=30, time_budget_s=60, max_steps=12), images, ids, tmp_path, rec)
+    first_plan = next(i for i, r in enumerate(rec.reports) if r.planned)  # the first steps timed, or an epoch's end
+    timing, planned = rec.reports[:first_plan], rec.reports[first_plan:]
+    assert 1 <= len(timing) < TimeBudget.PROBE_STEPS
+    for r in timing:  # no made-up epochs or ETA from the placeholder total: the budget's own time left
+        assert not r.planned and 0 < r.eta_s <= 60
+        assert r.position() == f"step {r.step} · timing the first steps to plan the epochs that fit the time"
+    assert planned and all(r.planned and r.position() == f"epoch {r.epoch}/{r.epochs} · step {r.step}/{r.total_steps}"
+                           for r in planned)
+
+
 def test_moving_the_end_of_the_schedule_continues_the_cosine_without_a_jump():
     from pirl_core.engine.optim import CosineSchedule, lr_at
 

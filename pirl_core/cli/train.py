@@ -128,7 +128,7 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
 
         def on_step(self, r):
             terms = ", ".join(f"{k[5:]} {v:.3f}" for k, v in r.metrics.items() if k.startswith("loss_"))
-            self.show(r.step, r.total_steps, f"epoch {r.epoch}/{r.epochs} step {r.step}/{r.total_steps} "
+            self.show(r.step, r.total_steps, f"{r.position()} · "
                       f"loss {r.metrics['loss']:.3f} ({terms}) {r.images_per_s:.1f} img/s ETA {duration(r.eta_s)}")
 
     images = open_cache(cache)

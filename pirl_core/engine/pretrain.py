@@ -36,6 +36,13 @@ class StepReport:
     metrics: dict[str, float]
     images_per_s: float
     eta_s: float
+    planned: bool = True  # False while a time budget's first steps are timed: total and epochs not known yet
+
+    def position(self) -> str:
+        """Where the run is, in words: "epoch 2/9 · step 40/180", or the time budget being planned."""
+        if not self.planned:
+            return f"step {self.step} · timing the first steps to plan the epochs that fit the time"
+        return f"epoch {self.epoch}/{self.epochs} · step {self.step}/{self.total_steps}"
 
 
 class Callbacks:
@@ -136,8 +143,12 @@ class _Run:
             if s.budget and s.budget.after_step():
                 self.replan()
             rate = self.images_per_s
+            if s.budget and not s.budget.decided:  # no plan yet: the time the budget has left
+                eta, planned = s.budget.seconds - s.budget.spent(), False
+            else:
+                eta, planned = (s.total_steps - s.step) * s.batch / max(rate, 1e-9), True
             self.callbacks.on_step(StepReport(s.step, s.total_steps, epoch + 1, s.epochs, s.last_metrics, rate,
-                                              (s.total_steps - s.step) * s.batch / max(rate, 1e-9)))
+                                              max(0.0, eta), planned))
             if s.step >= s.total_steps:
                 return True
             if self.agreed(time.monotonic() - self.last_save > config.checkpoint_every_s):

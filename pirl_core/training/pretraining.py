@@ -141,8 +141,7 @@ class _JobCallbacks(Callbacks):
         self.ctx.metrics(r.step, r.step / max(r.total_steps, 1) * r.epochs,
                          {**r.metrics, "images_per_s": r.images_per_s})
         self.ctx.progress(r.step / r.total_steps,
-                          f"epoch {r.epoch}/{r.epochs} · step {r.step}/{r.total_steps} · "
-                          f"{r.images_per_s:.1f} img/s · ETA {duration(r.eta_s)}",
+                          f"{r.position()} · {r.images_per_s:.1f} img/s · ETA {duration(r.eta_s)}",
                           step=r.step, total_steps=r.total_steps, epoch=r.epoch, epochs=r.epochs,
                           images_per_s=r.images_per_s, eta_s=r.eta_s)
 
