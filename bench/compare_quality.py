@@ -19,6 +19,7 @@ paired AUC difference between every two PIRL runs at each fraction. --labels tak
 
     python bench/compare_quality.py ../shared/data/busi256 --modes linear --tasks binary \
         --variant slow-backbone:backbone_lr_scale=0.1
+    python bench/cxr_subtype_labels.py ../shared/data/cxr256 cxr-subtype.csv  # viral vs bacterial, by patient
     python bench/compare_quality.py ../shared/data/cxr256 --modes linear --tasks binary --positive virus \
         --labels cxr-subtype.csv --variant slow-backbone:backbone_lr_scale=0.1
 """
