@@ -291,8 +291,9 @@ def test_a_time_budget_run_says_it_is_timing_its_first_steps_then_shows_its_plan
     timing, planned = rec.reports[:first_plan], rec.reports[first_plan:]
     assert 1 <= len(timing) < TimeBudget.PROBE_STEPS
     for r in timing:  # no made-up epochs or ETA from the placeholder total: the budget's own time left
-        assert not r.planned and 0 < r.eta_s <= 60
+        assert not r.planned and 0 <= r.eta_s <= 60
         assert r.position() == f"step {r.step} · timing the first steps to plan the epochs that fit the time"
+    assert [r.eta_s for r in timing] == sorted((r.eta_s for r in timing), reverse=True)  # the budget runs down
     assert planned and all(r.planned and r.position() == f"epoch {r.epoch}/{r.epochs} · step {r.step}/{r.total_steps}"
                            for r in planned)
 
@@ -312,11 +313,17 @@ def test_moving_the_end_of_the_schedule_continues_the_cosine_without_a_jump():
 
 
 def test_a_run_with_a_time_budget_records_its_epochs_and_resumes_with_them(cache, tmp_path):
+    import time
+
     images, ids = cache
+    started = time.perf_counter()
     result = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
+    wall = time.perf_counter() - started
     state = checkpoint.load(result.checkpoint)
     assert state["budget_decided"] and result.total_steps % 3 == 0 and result.total_steps < 3000
-    assert state["schedule"]["total"] == result.total_steps and 0 < state["budget_spent_s"] < 15
+    assert state["schedule"]["total"] == result.total_steps and 0 < state["budget_spent_s"] <= wall
+    # The budget holds, unless the one epoch a run always trains outlasts it (a busy machine: 20 s was seen)
+    assert state["budget_spent_s"] < 15 or result.total_steps == 3, (state["budget_spent_s"], result.total_steps)
     resumed = pretrain(tiny(epochs=1000, time_budget_s=10), images, ids, tmp_path)
     assert resumed.total_steps == result.total_steps and resumed.step == result.step
 
