@@ -286,7 +286,7 @@ def test_a_time_budget_run_says_it_is_timing_its_first_steps_then_shows_its_plan
 
     images, ids = cache
     rec = Recorder()
-    pretrain(tiny(epochs=30, time_budget_s=60, max_steps=12), images, ids, tmp_path, rec)
+    pretrain(tiny(epochs=30, time_budget_s=60, max_steps=6), images, ids, tmp_path, rec)
     first_plan = next(i for i, r in enumerate(rec.reports) if r.planned)  # the first steps timed, or an epoch's end
     timing, planned = rec.reports[:first_plan], rec.reports[first_plan:]
     assert 1 <= len(timing) < TimeBudget.PROBE_STEPS
