@@ -290,7 +290,7 @@ def test_a_time_budget_run_says_it_is_timing_its_first_steps_then_shows_its_plan
     first_plan = next(i for i, r in enumerate(rec.reports) if r.planned)  # the first steps timed, or an epoch's end
     timing, planned = rec.reports[:first_plan], rec.reports[first_plan:]
     assert 1 <= len(timing) < TimeBudget.PROBE_STEPS
-    for r in timing:  # no made-up epochs or ETA from the placeholder total: the budget's own time left
+    for r in timing:  # before the plan: no epochs or ETA from the configured epochs, the budget's time left instead
         assert not r.planned and 0 <= r.eta_s <= 60
         assert r.position() == f"step {r.step} · timing the first steps to plan the epochs that fit the time"
     assert [r.eta_s for r in timing] == sorted((r.eta_s for r in timing), reverse=True)  # the budget runs down
