@@ -45,7 +45,7 @@ screenshots: install system
 	$(BIN)/python bench/screenshots.py $(SCREENSHOT_WS) $(SCREENSHOT_DATA) docs/screenshots
 
 lint: install
-	$(BIN)/ruff check pirl_core app_pages app.py tests bench
+	$(BIN)/ruff check pirl_core app_pages app.py studio.py tests bench
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import streamlit as st
 
-from pirl_core.access import users
+from pirl_core.access import browser_pass, users
 from pirl_core.errors import PirlError
 from pirl_core.workspace.folder import DB_NAME, Workspace, default_root
 
@@ -25,7 +25,7 @@ _THIS_RUN: ContextVar[Workspace | None] = ContextVar("pirl_workspace_of_this_run
 
 
 def workspace() -> Workspace:
-    """The workspace named by PIRL_HOME, opened once per script run (by app.py, `workspace_for_this_run`; a page
+    """The workspace named by PIRL_HOME, opened once per script run (by studio.py, `workspace_for_this_run`; a page
     run alone, as AppTest runs it, opens its own), once the visitor may see it: where sign-in is configured,
     anyone not signed in gets the sign-in form and nothing else."""
     opened = _THIS_RUN.get()
@@ -53,6 +53,7 @@ def workspace_for_this_run() -> Iterator[Workspace]:
     handle opened here. Each script run has its own thread, so sessions never share one."""
     token = _THIS_RUN.set(workspace())
     mark_active()
+    browser_pass.admit(_pass(), _THIS_RUN.get().actor)  # this browser may now fetch the page's images
     try:
         yield _THIS_RUN.get()
     finally:
@@ -74,7 +75,7 @@ def _signed_in_user(ws: Workspace) -> str:
     if mode == "oidc":
         if idle and st.user.get("is_logged_in"):
             st.session_state.pop("pirl_seen", None)
-            st.logout()
+            _sign_out_of_provider()
             st.stop()
         if not st.user.get("is_logged_in"):
             _only(_identity_provider_sign_in)
@@ -88,6 +89,7 @@ def _signed_in_user(ws: Workspace) -> str:
     user = ws.store.user(name) if name else None
     if idle and user is not None:
         st.session_state["sign-in-note"] = f"Signed out after {users.IDLE_MINUTES:g} minutes without use."
+        browser_pass.revoke(_pass())
         user = None
     if user is None or not user["password_hash"]:  # never signed in, idle too long, or removed since
         st.session_state.pop("pirl_user", None)
@@ -97,13 +99,20 @@ def _signed_in_user(ws: Workspace) -> str:
     return name
 
 
+def _pass() -> str | None:
+    """This browser's pass (browser_pass.Gate gave it with the page): its key to the page's images. None where
+    there is no browser (AppTest's stand-in cookies are not strings)."""
+    value = st.context.cookies.get(browser_pass.COOKIE)
+    return value if isinstance(value, str) else None
+
+
 def mark_active() -> None:
-    """A visitor's own click or page load (app.py's full runs, not the timed redraws of fragments): the idle
+    """A visitor's own click or page load (studio.py's full runs, not the timed redraws of fragments): the idle
     timeout counts from here."""
     st.session_state["pirl_seen"] = time.time()
 
 
-PAGE_PATHS = ("data", "pretrain", "label", "compare", "explore", "predict", "export")  # app.py's pages, Home aside
+PAGE_PATHS = ("data", "pretrain", "label", "compare", "explore", "predict", "export")  # studio.py's pages, Home aside
 
 
 def _only(sign_in) -> None:
@@ -112,6 +121,11 @@ def _only(sign_in) -> None:
     pages += [st.Page(sign_in, title="Sign in", url_path=path) for path in PAGE_PATHS]
     st.navigation(pages, position="hidden").run()
     st.stop()
+
+
+def _sign_out_of_provider() -> None:
+    browser_pass.revoke(_pass())
+    st.logout()
 
 
 def _not_admitted(name: str) -> None:
@@ -170,10 +184,11 @@ def sign_out_button() -> None:
         st.text(f"Signed in as {name} ({st.session_state.get('pirl_role')})")
         if st.button("Sign out", key="sign-out"):
             st.session_state.pop("pirl_user", None)
+            browser_pass.revoke(_pass())
             st.rerun()
     elif st.user.get("is_logged_in"):
         st.text(f"Signed in as {st.user.get('email') or st.user.get('name')} ({st.session_state.get('pirl_role')})")
-        st.button("Sign out", key="sign-out", on_click=st.logout)
+        st.button("Sign out", key="sign-out", on_click=_sign_out_of_provider)
 
 
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#!|<>~$])")  # links, images, emphasis, HTML, formulas, tables

@@ -7,7 +7,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium g++ orthanc orthanc-dicomweb >/dev/null
+$SUDO apt-get install -y -qq chromium g++ orthanc orthanc-dicomweb caddy openssl >/dev/null
 /usr/bin/chromium --version
 g++ --version | head -n 1
 Orthanc --version | head -n 1

@@ -184,3 +184,81 @@ def test_editors_read_the_audit_log_on_home(ws):
     assert not at.exception
     log = next(e for e in at.expander if e.label.startswith("Audit log"))
     assert log.dataframe[0].value["action"].tolist()[:1] == ["add user"]
+
+
+def _through_gate(path: str, cookie: str | None = None, content_type: bytes = b"text/html; charset=utf-8",
+                  headers: list | None = None) -> tuple[int, dict]:
+    """One HTTP request through browser_pass.Gate in front of an app that answers 200 with `content_type`."""
+    import asyncio
+
+    from pirl_core.access import browser_pass
+
+    async def inner(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    request_headers = [*(headers or []), *([(b"cookie", f"theme=x; pirl_pass={cookie}".encode())] if cookie else [])]
+    scope = {"type": "http", "path": path, "scheme": "http", "headers": request_headers}
+    asyncio.run(browser_pass.Gate(inner, base_path="/studio")(scope, receive, send))
+    start = sent[0]
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def test_images_downloads_and_metrics_go_only_to_an_admitted_browser(monkeypatch):
+    """/media (thumbnails, heatmaps, downloads) and /_stcore/metrics below the base path: 403 without a pass,
+    with an unknown one, after sign-out and after the idle time; the pass comes with the page itself only."""
+    from pirl_core.access import browser_pass
+
+    status, headers = _through_gate("/studio/")
+    assert status == 200
+    cookie = headers["set-cookie"]
+    assert cookie.startswith("pirl_pass=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Secure" not in cookie
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert len(token) >= 40
+    # a script or image answered to a browser without a pass sets none: only the page does
+    assert "set-cookie" not in _through_gate("/studio/static/app.js", content_type=b"text/javascript")[1]
+    behind_tls = _through_gate("/studio/", headers=[(b"x-forwarded-proto", b"https")])[1]["set-cookie"]
+    assert "Secure" in behind_tls
+
+    for path in ("/studio/media/0f3a.png", "/studio/_stcore/metrics", "/studio/_stcore/agent/interact"):
+        assert _through_gate(path)[0] == 403
+        assert _through_gate(path, cookie=token)[0] == 403  # given, not yet admitted (no sign-in yet)
+    browser_pass.admit(token, "alice")
+    assert browser_pass.holder(token) == "alice"
+    for path in ("/studio/media/0f3a.png", "/studio/_stcore/metrics"):
+        assert _through_gate(path, cookie=token)[0] == 200
+        assert _through_gate(path, cookie="forged" + token)[0] == 403
+    assert _through_gate("/studio/_stcore/health")[0] == 200  # what a load balancer probes stays open
+    browser_pass.revoke(token)
+    assert _through_gate("/studio/media/0f3a.png", cookie=token)[0] == 403
+    browser_pass.admit(token, "alice", now=1.0)  # admitted long ago: idle past IDLE_MINUTES
+    assert _through_gate("/studio/media/0f3a.png", cookie=token)[0] == 403
+    assert browser_pass.holder(token) is None
+
+
+def test_a_full_page_run_admits_the_browser_and_sign_out_takes_it_back(ws, monkeypatch):
+    """The app admits the browser's pass once the visitor is signed in, not before, and revokes it at sign-out.
+    (AppTest cannot send cookies: the pass is read through `_pass`; the browser test sends a real one.)"""
+    from app_pages import _shared
+    from pirl_core.access import browser_pass
+
+    users.add_user(ws, "alice", PASSWORD, "editor")
+    token = "t" * 43
+    monkeypatch.setattr(_shared, "_pass", lambda: token)
+    at = AppTest.from_file(str(ROOT / "studio.py"), default_timeout=60).run()
+    assert browser_pass.holder(token) is None  # the sign-in form: nothing admitted
+    at.text_input(key="sign-in-name").input("alice")
+    at.text_input(key="sign-in-password").input(PASSWORD)
+    at.button[0].click().run()
+    assert browser_pass.holder(token) == "alice"
+    at.button(key="sign-out").click().run()
+    assert browser_pass.holder(token) is None

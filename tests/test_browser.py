@@ -98,9 +98,7 @@ def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_
         page.get_by_role("textbox", name="Password").wait_for()
         assert page.get_by_text("pool").count() == 0 and page.locator('[data-testid="stSidebarNav"]').count() == 0
         assert_no_exception(page)
-    page.get_by_role("textbox", name="User name").fill("victor")
-    page.get_by_role("textbox", name="Password").fill("viewer password")
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, "victor", "viewer password")
     page.get_by_text("Signed in as victor (viewer)").wait_for(timeout=30_000)
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert "Compare" in nav and "Export" not in nav
@@ -114,6 +112,54 @@ def test_with_sign_in_on_anonymous_sees_only_the_form_and_a_viewer_cannot_reach_
     assert page.get_by_role("button", name="Start pretraining").count() == 0
     assert_no_exception(page)
     assert page.js_errors == []
+
+
+def _anonymous_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def sign_in(page, name: str, password: str) -> None:
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_thumbnails_and_metrics_reach_only_a_signed_in_browser(app_server, page, tmp_path, demo_dir):
+    """A thumbnail's /media address fetched without the browser's pass, before sign-in or after sign-out is
+    refused; the signed-in browser gets it (and the metrics)."""
+    from pirl_core.access import users
+    from pirl_core.data import ingest, sources
+    from pirl_core.workspace.folder import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    users.add_user(ws, "erin", "editor password", "editor")
+    server = app_server(ws.root)
+    assert _anonymous_status(server.url + "/_stcore/metrics") == 403
+    page.goto(server.url + "/data")
+    wait_for_app(page)
+    assert page.request.get(server.url + "/_stcore/metrics").status == 403  # a pass, not yet signed in
+    sign_in(page, "erin", "editor password")
+    page.get_by_text("Signed in as erin (editor)").wait_for(timeout=30_000)
+    thumbnail = page.locator('[data-testid="stImage"] img').first
+    thumbnail.wait_for(timeout=30_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumbnail.element_handle())
+    src = thumbnail.get_attribute("src")
+    media = src if src.startswith("http") else server.url + src
+    assert "/media/" in media
+    assert page.request.get(media).status == 200
+    assert page.request.get(server.url + "/_stcore/metrics").status == 200
+    assert _anonymous_status(media) == 403  # the same address from anywhere else: no image
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("textbox", name="Password").wait_for(timeout=30_000)
+    assert page.request.get(media).status == 403
+    assert_no_exception(page)
 
 
 EVIL = "![x](http://evil.example/t.png)"

@@ -39,9 +39,9 @@ def test_entry_point_runs_the_home_page_opening_the_workspace_once(ws, monkeypat
     real_open = Workspace.open.__func__
     monkeypatch.setattr(Workspace, "open",
                         classmethod(lambda cls, *a, **k: opened.append(1) or real_open(cls, *a, **k)))
-    at = _run("app.py")
+    at = _run("studio.py")
     assert at.title[0].value == "PIRL Studio"
-    assert len(opened) == 1  # app.py's, shared with the page (and the sidebar badge) for this run
+    assert len(opened) == 1  # studio.py's, shared with the page (and the sidebar badge) for this run
     at.run()
     assert len(opened) == 2  # one more for the next run, not a stale handle
 

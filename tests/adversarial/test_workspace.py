@@ -92,7 +92,7 @@ def test_a_database_damaged_after_it_opened_names_the_daily_copy_and_the_copy_re
     assert main(["-w", str(ws.root), "datasets"]) == 2
     err = capsys.readouterr().err
     assert "is damaged" in err and str(copy) in err and "Traceback" not in err
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "studio.py"), default_timeout=60).run()
     assert not at.exception and any("is damaged" in e.value and str(ws.root) not in e.value for e in at.error)
     shutil.copy(copy, ws.root / "pirl.db")  # what the message says to do
     for leftover in ("pirl.db-wal", "pirl.db-shm"):
