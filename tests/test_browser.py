@@ -32,7 +32,7 @@ def test_upload_images_on_the_data_page(app_server, page, tmp_path, demo_dir):
     wait_for_app(page)
     page.locator('[data-testid="stImage"] img').nth(11).wait_for(timeout=30_000)  # the thumbnail grid
     assert_no_exception(page)
-    # opened by URL on a fresh server, the page still runs inside app.py's navigation and sidebar
+    # opened by URL on a fresh server, the page still runs inside studio.py's navigation and sidebar
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     assert "Pretrain" in nav and "shared" not in nav
     page.get_by_text("No job running.").wait_for()
