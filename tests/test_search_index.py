@@ -94,13 +94,29 @@ def test_the_map_places_every_point_when_fitted_on_a_sample_and_refuses_tsne_the
         vectors.project(x, "tsne")
 
 
-def test_near_copy_search_visits_only_the_cells_its_pairs_need():
+def test_near_copies_among_many_vectors_are_found_in_a_projection_and_checked_on_the_full_vectors(monkeypatch):
+    """Above the exact scan's size: the same pairs and similarities as the exact scan, though the 64-dimensional
+    projection alone would also pair images that are merely alike (same cluster)."""
+    import faiss
+
+    from pirl_core.search import projected_pairs
+
     gen = torch.Generator().manual_seed(3)
-    x = clustered(3000, dim=64, seed=3)
-    x[2000:2300] = F.normalize(x[:300] + 0.003 * torch.randn(300, 64, generator=gen), dim=1)  # 300 planted copies
-    index = VectorIndex.build(x, exact_up_to=100, precision="flat")
-    knn_choice = index.info.nprobe
-    index.tune_for_pairs(x, 0.99)
-    assert index.info.nprobe <= knn_choice
-    found = {(i, j) for i, j, _ in index.pairs_above(x, 0.99, 10_000)}
-    assert len(found & {(i, 2000 + i) for i in range(300)}) >= 297  # 99% of the pairs, by construction of nprobe
+    x = clustered(3000, dim=256, seed=3)
+    x[2000:2300] = F.normalize(x[:300] + 0.02 * torch.randn(300, 256, generator=gen), dim=1)  # 300 planted copies
+    exact = vectors.near_duplicates(x, 0.9, max_pairs=10**6)
+    assert len(exact) >= 300
+    monkeypatch.setattr(vectors, "NEAR_COPY_EXACT_UP_TO", 500)
+    found = vectors.near_duplicates(x, 0.9, max_pairs=10**6)
+    assert [(i, j) for i, j, _ in found] == [(i, j) for i, j, _ in exact]
+    assert np.allclose([s for *_, s in found], [s for *_, s in exact], atol=1e-5)
+    assert vectors.near_duplicates(x, 0.9, max_pairs=50) == found[:50]  # the most similar first
+
+    pca = faiss.PCAMatrix(256, projected_pairs.PROJECTED_DIMS)
+    pca.train(x.numpy())
+    y = pca.apply(x.numpy())
+    flat = faiss.IndexFlatL2(y.shape[1])
+    flat.add(y)
+    lims, _, _ = flat.range_search(y, 2 - 2 * 0.9)
+    projected = (int(lims[-1]) - len(y)) // 2  # pairs within the radius in the projection, each once
+    assert projected > 2 * len(exact)  # the check on the full vectors is what keeps them out

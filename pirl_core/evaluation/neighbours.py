@@ -145,7 +145,7 @@ def _pair(rows: list[dict], i: int, j: int, similarity: float) -> dict:
 def duplicate_pairs(space: Space, rows: list[dict], threshold: float) -> list[dict]:
     """Near-duplicate pairs in the representation with file names and splits; `leak` marks pairs that straddle
     splits (one image in train, its near twin in test inflates every test AUC)."""
-    return [_pair(rows, i, j, sim) for i, j, sim in near_duplicates(space.vectors, threshold, index=space.searcher())]
+    return [_pair(rows, i, j, sim) for i, j, sim in near_duplicates(space.vectors, threshold)]
 
 
 def pixel_copy_pairs(ws: Workspace, dataset_id: int, rows: list[dict]) -> list[dict]:

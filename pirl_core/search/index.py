@@ -29,7 +29,7 @@ EXACT_UP_TO = 50_000  # above this an exact query costs over ~2 ms on 2 cores (b
 RECALL_TARGET = 0.97
 MAX_CELLS = 4096
 _PROBE_QUERIES = 200
-_NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # the ladder both choices of nprobe climb
+NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # the ladder every choice of nprobe climbs
 
 
 @dataclass
@@ -72,10 +72,8 @@ class VectorIndex:
         return self.info.count
 
     @classmethod
-    def build(cls, vectors: torch.Tensor | np.ndarray, exact_up_to: int | None = None, seed: int = 0,
-              precision: str = "fp16") -> VectorIndex:
-        """Exact up to `exact_up_to` vectors, IVF above, with nprobe set from measured recall.
-        `precision` "flat" keeps full floats in the IVF cells (near-copy finding at a tight threshold)."""
+    def build(cls, vectors: torch.Tensor | np.ndarray, exact_up_to: int | None = None, seed: int = 0) -> VectorIndex:
+        """Exact up to `exact_up_to` vectors, IVF above, with nprobe set from measured recall."""
         x = _as_array(vectors)
         n, dim = x.shape
         info = IndexInfo("exact", n, dim)
@@ -85,8 +83,7 @@ class VectorIndex:
             return cls(index, info)
         rng = np.random.default_rng(seed)
         nlist = int(min(MAX_CELLS, 4 * np.sqrt(n)))
-        codes = "Flat" if precision == "flat" else "SQfp16"
-        index = faiss.index_factory(dim, f"IVF{nlist},{codes}", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim, f"IVF{nlist},SQfp16", faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(x[np.sort(rng.choice(n, min(n, 40 * nlist), replace=False))])
         for start in range(0, n, 262_144):
@@ -99,34 +96,13 @@ class VectorIndex:
     def _choose_nprobe(self, x: np.ndarray, rng: np.random.Generator) -> None:
         queries = x[rng.choice(len(x), min(len(x), _PROBE_QUERIES), replace=False)]
         _, truth = faiss.knn(queries, x, 10, metric=faiss.METRIC_INNER_PRODUCT)
-        for nprobe in _NPROBES:
+        for nprobe in NPROBES:
             self.index.nprobe = nprobe
             _, found = self.index.search(queries, 10)
             recall = float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
             if recall >= RECALL_TARGET or nprobe >= self.info.nlist:
                 break
         self.info.nprobe, self.info.recall_at_10 = nprobe, recall
-
-    def tune_for_pairs(self, x: torch.Tensor | np.ndarray, threshold: float, seed: int = 0) -> None:
-        """For a range search at `threshold` (near-copies), the smallest nprobe that finds 99% of the pairs above
-        it for 1,000 sampled vectors (truth from exact top-64): copies sit in one cell, where kNN recall would
-        ask for far more cells. Keeps the kNN choice when the sample holds no pair."""
-        if self.info.kind != "ivf":
-            return
-        x = _as_array(x)
-        queries = x[np.random.default_rng(seed).choice(len(x), min(len(x), 1000), replace=False)]
-        sims, ids = faiss.knn(queries, x, 64, metric=faiss.METRIC_INNER_PRODUCT)
-        truth = {(q, int(j)) for q, j in zip(*np.nonzero(sims >= threshold)) for j in [ids[q, j]]}
-        if len(truth) <= len(queries):  # only each query itself: no pair to measure on
-            return
-        for nprobe in _NPROBES:
-            self.index.nprobe = nprobe
-            lims, _, found_ids = self.index.range_search(queries, float(threshold))
-            lims = lims.astype(np.int64)
-            found = {(q, int(j)) for q in range(len(queries)) for j in found_ids[lims[q]:lims[q + 1]]}
-            if len(found & truth) >= 0.99 * len(truth) or nprobe >= self.info.nlist:
-                break
-        self.info.nprobe = nprobe
 
     def search(self, queries: torch.Tensor | np.ndarray, k: int,
                exclude: torch.Tensor | np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,28 +122,6 @@ class VectorIndex:
             sims = sims[keep].reshape(len(q), k)
             ids = ids[keep].reshape(len(q), k)
         return torch.from_numpy(np.ascontiguousarray(sims)), torch.from_numpy(ids.astype(np.int64))
-
-    def pairs_above(self, x: torch.Tensor | np.ndarray, threshold: float, max_pairs: int,
-                    batch: int = 16_384) -> list[tuple[int, int, float]]:
-        """Pairs (i, j, similarity), i < j, of the indexed vectors `x` with similarity >= threshold
-        (a range search a batch of queries at a time), most similar first, at most `max_pairs`."""
-        x = _as_array(x)
-        found: list[np.ndarray] = []
-        total = 0
-        for start in range(0, len(x), batch):
-            lims, sims, ids = self.index.range_search(x[start:start + batch], float(threshold))
-            rows = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
-            keep = ids > rows
-            block = np.rec.fromarrays([rows[keep], ids[keep], sims[keep]], names="i,j,s")
-            found.append(block)
-            total += len(block)
-            if total >= max_pairs:
-                break
-        if not found:
-            return []
-        pairs = np.concatenate(found)
-        pairs = pairs[np.argsort(-pairs["s"], kind="stable")][:max_pairs]
-        return [(int(i), int(j), float(s)) for i, j, s in pairs]
 
     def save(self, path: Path) -> None:
         """The index and its info, each written whole (a reader never sees half a file)."""

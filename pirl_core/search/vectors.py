@@ -12,10 +12,11 @@ import numpy as np
 import torch
 
 from ..errors import PirlError
+from . import projected_pairs
 from .index import VectorIndex
 
 MAP_POINTS = 5_000  # above this the map's projection is fitted on a sample of this size
-NEAR_COPY_EXACT_UP_TO = 250_000  # exact: 115 s at 10^5; IVF 61 s but 0.6% of pairs missed (bench/scale.py)
+NEAR_COPY_EXACT_UP_TO = 50_000  # exact: ~30 s here at 5 x 10^4 (115 s at 10^5); above, projected_pairs
 
 
 def topk(vectors: torch.Tensor, queries: torch.Tensor, k: int,
@@ -37,20 +38,17 @@ def knn_agreement(vectors: torch.Tensor, labels: list[str | None], k: int = 10) 
 
 
 def near_duplicates(vectors: torch.Tensor, threshold: float = 0.95, max_pairs: int = 10_000,
-                    index: VectorIndex | None = None, block: int = 4096) -> list[tuple[int, int, float]]:
+                    block: int = 4096) -> list[tuple[int, int, float]]:
     """Pairs (i, j, similarity), i < j, with cosine similarity >= threshold, most similar first.
 
-    Up to NEAR_COPY_EXACT_UP_TO vectors (or with an exact `index`): an exact scan, one block of rows against all at a
-    time, never an N x N matrix; written here because it is a matrix product, 20x faster than faiss's flat
-    range search on this CPU (115 s against 735 s for 10^5 signatures). Above: a range search on an IVF index
-    (`index`, or one built over `vectors`), whose missed pairs `bench/scale.py` counts against this scan."""
+    Up to NEAR_COPY_EXACT_UP_TO vectors: an exact scan, one block of rows against all at a time, never an N x N
+    matrix; written here because it is a matrix product, 20x faster than faiss's flat range search on this CPU
+    (115 s against 735 s for 10^5 signatures). Above: `projected_pairs` (candidates from a range search in a
+    64-dimensional projection, checked on the full vectors: 31 s at 10^5 under load, no pair missed)."""
     if len(vectors) < 2:
         return []
-    if index is None and len(vectors) > NEAR_COPY_EXACT_UP_TO:
-        index = VectorIndex.build(vectors, precision="flat")
-        index.tune_for_pairs(vectors, threshold)
-    if index is not None and index.info.kind == "ivf":
-        return index.pairs_above(vectors, threshold, max_pairs)
+    if len(vectors) > NEAR_COPY_EXACT_UP_TO:
+        return projected_pairs.pairs_above(vectors.numpy().astype(np.float32, copy=False), threshold, max_pairs)
     pairs: list[tuple[int, int, float]] = []
     for start in range(0, len(vectors), block):
         sims = vectors[start:start + block] @ vectors.T  # (block, N)
