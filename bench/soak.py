@@ -8,6 +8,7 @@ server's memory in the first and the last 5 minutes.
 
     python bench/soak.py --minutes 30          # the full soak
     python bench/soak.py --minutes 3 --sessions 3 --jobs 3
+    python bench/soak.py --workspace WS        # over a `pirl app --demo` workspace whose pipeline finished
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pirl_core import demo
 from pirl_core.access import users
 from pirl_core.data import demo_data, ingest, sources
 from pirl_core.engine.config import PretrainConfig
@@ -125,19 +127,31 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=3)
+    ap.add_argument("--workspace", type=Path, help="soak this workspace, filled by `pirl app --demo` and its "
+                    "pipeline finished (pages with runs, a comparison and a model), not a fresh one; it keeps the "
+                    "soak's users, imports and cancelled jobs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        demo_data.generate(tmp / "demo", n=40, unlabeled=120, size=96)
-        ws = Workspace.open(tmp / "ws")
-        pool = ingest.ingest(ws, sources.folder_source(tmp / "demo" / "unlabeled", check_roots=False), "pool")
-        ingest.ingest(ws, sources.folder_source(tmp / "demo" / "labeled", check_roots=False), "lab", folder_labels=True)
+        if args.workspace:  # pages with something on them: runs, comparisons, a model
+            ws = Workspace.open(args.workspace)
+            pool, images = ws.store.dataset(demo.POOL), ws.root / "demo-data" / "unlabeled"
+            if pool is None:
+                raise SystemExit(f"{args.workspace} holds no demo pool: fill it with `pirl app --demo` first.")
+            pool_id = pool["id"]
+        else:
+            demo_data.generate(tmp / "demo", n=40, unlabeled=120, size=96)
+            images = tmp / "demo" / "unlabeled"
+            ws = Workspace.open(tmp / "ws")
+            pool_id = ingest.ingest(ws, sources.folder_source(images, check_roots=False), "pool").dataset_id
+            ingest.ingest(ws, sources.folder_source(tmp / "demo" / "labeled", check_roots=False), "lab",
+                          folder_labels=True)
         password = "soak password 1"
         for k in range(args.sessions):
             users.add_user(ws, f"user{k}", password, "editor" if k == 0 else "viewer")
         for k in range(args.jobs):
             queue.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16, seed=k).to_dict(),
-                        pool.dataset_id)
+                         pool_id)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
@@ -158,14 +172,15 @@ def main() -> None:
         for t in sessions:
             t.start()
         imported, import_failures, n, memory = {}, 0, 0, []
+        tag = time.strftime("%H%M%S")  # a second soak of one workspace imports under new names
         t0, next_report = time.time(), time.time()
         print("minute  server MB  worker MB  visits  failed  imports", flush=True)
         while time.time() - t0 < args.minutes * 60:
             n += 1
             try:
-                files = sources.folder_source(tmp / "demo" / "unlabeled", check_roots=False)[: 5 + n % 20]
-                report = ingest.ingest(Workspace(ws.root), files, f"soak-{n}")
-                imported[f"soak-{n}"] = report.imported
+                files = sources.folder_source(images, check_roots=False)[: 5 + n % 20]
+                report = ingest.ingest(Workspace(ws.root), files, f"soak-{tag}-{n}")
+                imported[f"soak-{tag}-{n}"] = report.imported
             except Exception as exc:  # noqa: BLE001
                 import_failures += 1
                 print(f"import {n} failed: {exc}", flush=True)
