@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 # Debian's Chromium for the real-browser tests (Playwright's own download cannot be used offline), a C++
-# compiler for torch.compile on the CPU, and Orthanc + its DICOMweb plugin for the PACS tests.
+# compiler for torch.compile on the CPU, Orthanc + its DICOMweb plugin for the PACS tests, and Caddy + openssl
+# for the README's TLS recipe (tests/test_tls_proxy.py).
 system:
 	@test -x /usr/bin/chromium && command -v g++ >/dev/null && command -v Orthanc >/dev/null \
+		&& command -v caddy >/dev/null && command -v openssl >/dev/null \
 		&& test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || scripts/install-system-packages.sh
 
 run: install

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: chromium for the browser tests (Playwright's own download cannot be used
 # offline), a C++ compiler for torch.compile's CPU backend, and Orthanc with its DICOMweb plugin (a real PACS: the
-# PACS tests start their own on a free loopback port, whatever the system service does). Needs root (or sudo).
+# PACS tests start their own on a free loopback port, whatever the system service does), and Caddy with openssl
+# (the README's TLS recipe, run by tests/test_tls_proxy.py on a free port with its own certificate; the system
+# service is not used). Needs root (or sudo).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -11,3 +13,4 @@ $SUDO apt-get install -y -qq chromium g++ orthanc orthanc-dicomweb caddy openssl
 /usr/bin/chromium --version
 g++ --version | head -n 1
 Orthanc --version | head -n 1
+caddy version
