@@ -243,6 +243,9 @@ def test_images_downloads_and_metrics_go_only_to_an_admitted_browser(monkeypatch
     browser_pass.admit(token, "alice", now=1.0)  # admitted long ago: idle past IDLE_MINUTES
     assert _through_gate("/studio/media/0f3a.png", cookie=token)[0] == 403
     assert browser_pass.holder(token) is None
+    browser_pass.admit("left-open-yesterday", "bob", now=1.0)
+    browser_pass.admit(token, "alice")  # admitting forgets lapsed passes: the table does not grow for ever
+    assert browser_pass._key("left-open-yesterday") not in browser_pass._admitted
 
 
 def test_a_full_page_run_admits_the_browser_and_sign_out_takes_it_back(ws, monkeypatch):

@@ -33,10 +33,14 @@ def _key(token: str) -> str:
 
 
 def admit(token: str | None, who: str, now: float | None = None) -> None:
-    """The browser holding `token` may fetch guarded files, as `who`, for IDLE_MINUTES from now."""
+    """The browser holding `token` may fetch guarded files, as `who`, for IDLE_MINUTES from now. Lapsed passes
+    are forgotten here, so the table holds only browsers active within the idle time."""
     if token:
+        now = now or time.time()
         with _lock:
-            _admitted[_key(token)] = (who, now or time.time())
+            for key in [k for k, (_, seen) in _admitted.items() if now - seen > IDLE_MINUTES * 60]:
+                del _admitted[key]
+            _admitted[_key(token)] = (who, now)
 
 
 def revoke(token: str | None) -> None:
