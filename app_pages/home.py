@@ -41,7 +41,11 @@ elif store.dataset(demo.POOL) and store.dataset(demo.LABELED):
     st.info(f"This workspace holds synthetic demo images, not patient data: **{demo.POOL}** (unlabeled, for "
             f"pretraining) and **{demo.LABELED}** (benign vs malignant, for comparing initialisations). First, "
             "watch the demo pipeline below finish, then open Compare to read its verdict; then bring your own "
-            "images on the Data page.", icon=":material/science:")
+            "images on the Data page.\n\nWhat the demo shows: the whole flow (a PIRL run that learns, the "
+            "comparison with training from scratch and from ImageNet, an exported model) in a few minutes. What it "
+            "cannot show: whether PIRL helps on your scans. Synthetic lesions are easy for ImageNet features alone, "
+            "and a 400-image pool pretrains for minutes, not hours; only your own images can answer that.",
+            icon=":material/science:")
 @st.fragment(run_every=3)
 def now() -> None:
     """The demo pipeline, the counts, the datasets and the jobs, redrawn every few seconds like the sidebar."""

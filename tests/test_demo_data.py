@@ -46,6 +46,7 @@ def test_cli_demo_data(tmp_path, capsys):
 
 
 def test_demo_workspace_is_filled_and_its_pipeline_queued_once(ws, monkeypatch):
+    from pirl_core import demo
     from pirl_core.demo import ensure_demo_workspace
     from pirl_core.jobs import queue
 
@@ -56,3 +57,8 @@ def test_demo_workspace_is_filled_and_its_pipeline_queued_once(ws, monkeypatch):
     assert [(d["name"], d["images"], d["labeled"]) for d in ws.store.datasets()] == first
     assert sorted(first) == [("demo-labeled", 120, 120), ("demo-unlabeled", 400, 0)]
     assert sorted(j["kind"] for j in ws.store.jobs()) == ["demo_compare", "pretrain"]
+    (run,) = ws.store.jobs(kind="pretrain")  # the CPU default's start, at a length that learns in minutes
+    config = run["config"]
+    assert (config["backbone"], config["pretrained_imagenet"]) == ("efficientnet_lite0", True)
+    assert (config["epochs"], config["image_size"], config["batch_size"]) == (10, 96, 32)
+    assert demo.pipeline_status(ws)[0]["step"] == "Pretrain PIRL on the demo pool (10 epochs)"

@@ -25,3 +25,4 @@ def test_the_demo_pipeline_pretrains_compares_and_exports_in_order(ws, demo_dir,
     assert len(ws.store.exports()) == 1 and ws.store.exports()[0]["info"]["kind"] == "finetune"
     at = AppTest.from_file(str(ROOT / "app_pages/home.py"), default_timeout=60).run()
     assert not at.exception and any("synthetic" in i.value for i in at.info)
+    assert any("cannot show: whether PIRL helps on your scans" in i.value for i in at.info)
