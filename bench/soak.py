@@ -186,7 +186,8 @@ def main() -> None:
                 print(f"import {n} failed: {exc}", flush=True)
             if time.time() >= next_report:
                 worker = next((j["pid"] for j in ws.store.running_jobs()), None)
-                memory.append((time.time() - t0, rss_mb(server.pid)))
+                if counts["visits"]:  # from the first page on: the server before any session is not its baseline
+                    memory.append((time.time() - t0, rss_mb(server.pid)))
                 with lock:
                     print(f"{(time.time() - t0) / 60:6.1f}  {rss_mb(server.pid):9.0f}  {rss_mb(worker):9.0f}  "
                           f"{counts['visits']:6d}  {counts['failed']:6d}  {len(imported):7d}", flush=True)
