@@ -86,7 +86,10 @@ if sum(lab is not None for lab in labels) > 10:
                   help="Share of each labeled image's 10 nearest neighbours that carry its label. "
                        f"Chance level for these classes is about {float((counts ** 2).sum()):.0%}.")
 
-pick, upload, atlas, dups = st.tabs(["Pick an image", "Upload an image", "Embedding map", "Near-duplicates"])
+# The map and the pair grids are drawn only while their tab is open (a tab switch reruns the page): drawn hidden on
+# every visit they made Explore the one page over 2 s under load (bench/soak.py).
+pick, upload, atlas, dups = st.tabs(["Pick an image", "Upload an image", "Embedding map", "Near-duplicates"],
+                                    key="ex-tab", on_change="rerun")
 query = None
 with pick:
     text = st.text_input("Filter by file name", key="ex-filter")
@@ -142,44 +145,46 @@ def show_pairs(found: list[dict], measure: str, none: str) -> None:
 
 
 with atlas:
-    method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
-                      format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
-    colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
-    try:
-        coords = _projection(space.key, method)
-    except PirlError as exc:
-        coords = None
-        st.error(plain(exc))
-    if coords is not None:
-        frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
-                              "file": [plot_text(r["orig_name"]) for r in rows],
-                              "label": [plot_text(r["label"] or "unlabeled") for r in rows],
-                              "split": [r["split"] or "none" for r in rows]})
-        fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
-        fig.update_traces(marker={"size": 6})
-        event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
-        points = event.selection.points if event and event.selection else []
-        picked = _picked_position(points[0]) if points else None
-        if picked is not None and 0 <= picked < len(rows):
-            st.session_state["ex-query"] = rows[picked]["id"]
-        st.caption("Click a point to make it the query.")
+    if atlas.open:
+        method = st.radio("Projection", ["pca", "tsne"], horizontal=True, key="ex-method",
+                          format_func=lambda m: {"pca": "PCA (fast)", "tsne": "t-SNE (slower)"}[m])
+        colour = st.radio("Colour by", ["label", "split"], horizontal=True, key="ex-colour")
+        try:
+            coords = _projection(space.key, method)
+        except PirlError as exc:
+            coords = None
+            st.error(plain(exc))
+        if coords is not None:
+            frame = pd.DataFrame({"pos": range(len(rows)), "x": coords[:, 0], "y": coords[:, 1],
+                                  "file": [plot_text(r["orig_name"]) for r in rows],
+                                  "label": [plot_text(r["label"] or "unlabeled") for r in rows],
+                                  "split": [r["split"] or "none" for r in rows]})
+            fig = px.scatter(frame, x="x", y="y", color=colour, hover_name="file", custom_data=["pos"], height=520)
+            fig.update_traces(marker={"size": 6})
+            event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="ex-map")
+            points = event.selection.points if event and event.selection else []
+            picked = _picked_position(points[0]) if points else None
+            if picked is not None and 0 <= picked < len(rows):
+                st.session_state["ex-query"] = rows[picked]["id"]
+            st.caption("Click a point to make it the query.")
 with dups:
-    threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
-    pairs = neighbours.duplicate_pairs(space, rows, threshold)
-    copies = _pixel_copies(str(ws.root), dataset_id, len(rows))
-    leaks = [p for p in pairs + copies if p["leak"]]
-    if leaks:
-        st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
-                   "AUCs on the Compare page. Consider grouping them (a CSV `group` column) or removing one.")
-    st.markdown(f"**Alike in this representation**: {len(pairs)} pair(s) at similarity {threshold:.3f} or more.")
-    show_pairs(pairs, "similarity", "No pair above this similarity.")
-    st.markdown(f"**Copies in the pixels**: {len(copies)} pair(s), what the Data page counts and every split and "
-                "fold keeps together.")
-    show_pairs(copies, "pixel likeness", "No copies in the pixels.")
-    st.caption("Why the two lists differ: the pixel check compares small greyscale thumbnails, so it finds "
-               "re-exports, resizes and light crops of one picture whatever a network learned; the representation "
-               "compares what the network learned, so it also finds different images of look-alike tissue, and can "
-               "place two copies of one picture below the slider's similarity.")
+    if dups.open:
+        threshold = st.slider("Similarity at least", 0.80, 1.0, 0.95, 0.005, key="ex-dup-threshold")
+        pairs = neighbours.duplicate_pairs(space, rows, threshold)
+        copies = _pixel_copies(str(ws.root), dataset_id, len(rows))
+        leaks = [p for p in pairs + copies if p["leak"]]
+        if leaks:
+            st.warning(f"{len(leaks)} near-duplicate pair(s) straddle splits (e.g. train and test): they inflate test "
+                       "AUCs on the Compare page. Consider grouping them (a CSV `group` column) or removing one.")
+        st.markdown(f"**Alike in this representation**: {len(pairs)} pair(s) at similarity {threshold:.3f} or more.")
+        show_pairs(pairs, "similarity", "No pair above this similarity.")
+        st.markdown(f"**Copies in the pixels**: {len(copies)} pair(s), what the Data page counts and every split and "
+                    "fold keeps together.")
+        show_pairs(copies, "pixel likeness", "No copies in the pixels.")
+        st.caption("Why the two lists differ: the pixel check compares small greyscale thumbnails, so it finds "
+                   "re-exports, resizes and light crops of one picture whatever a network learned; the representation "
+                   "compares what the network learned, so it also finds different images of look-alike tissue, and can "
+                   "place two copies of one picture below the slider's similarity.")
 
 if query is None and st.session_state.get("ex-query") in position:
     query = position[st.session_state["ex-query"]]

@@ -116,6 +116,8 @@ def test_explore_page_pick_an_image_and_see_neighbours(run, monkeypatch):
     assert tiles and "png" in tiles[0], captions
     assert "what PIRL remembered of each image" in at.radio(key="ex-space").options
     at.radio(key="ex-space").set_value("features").run()
+    at.session_state["ex-tab"] = "Near-duplicates"
+    at.run()
     at.slider(key="ex-dup-threshold").set_value(0.9).run()
     assert not at.exception and any(m.label == "similarity" for m in at.metric)
 
@@ -130,6 +132,9 @@ def test_explore_lists_the_pixel_copies_the_data_page_counts_whatever_the_repres
         rows[p["position_b"]]["orig_name"].split("/")[-1] for p in copies}
     assert not any(p["leak"] for p in copies)  # the splits keep copies together
     at = AppTest.from_file(str(ROOT / "app_pages/explore.py"), default_timeout=120).run()
+    assert not [s for s in at.slider if s.key == "ex-dup-threshold"]  # a hidden tab is not drawn
+    at.session_state["ex-tab"] = "Near-duplicates"  # the visitor opens the tab
+    at.run()
     at.slider(key="ex-dup-threshold").set_value(1.0).run()  # nothing is that alike in the representation
     assert not at.exception, at.exception
     texts = [m.value for m in at.markdown]
