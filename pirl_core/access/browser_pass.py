@@ -32,13 +32,17 @@ def _key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _lapsed(seen: float, now: float) -> bool:
+    return now - seen > IDLE_MINUTES * 60
+
+
 def admit(token: str | None, who: str, now: float | None = None) -> None:
     """The browser holding `token` may fetch guarded files, as `who`, for IDLE_MINUTES from now. Lapsed passes
     are forgotten here, so the table holds only browsers active within the idle time."""
     if token:
         now = now or time.time()
         with _lock:
-            for key in [k for k, (_, seen) in _admitted.items() if now - seen > IDLE_MINUTES * 60]:
+            for key in [k for k, (_, seen) in _admitted.items() if _lapsed(seen, now)]:
                 del _admitted[key]
             _admitted[_key(token)] = (who, now)
 
@@ -56,7 +60,7 @@ def holder(token: str | None, now: float | None = None) -> str | None:
     now = now or time.time()
     with _lock:
         entry = _admitted.get(_key(token))
-        if entry and now - entry[1] > IDLE_MINUTES * 60:
+        if entry and _lapsed(entry[1], now):
             del _admitted[_key(token)]
             entry = None
     return entry[0] if entry else None
