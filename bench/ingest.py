@@ -23,8 +23,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pirl_core.data import ingest, sources
+from pirl_core.data import datasets, ingest, sources
 from pirl_core.workspace.folder import Workspace
+
+
+def _disk(ws: Workspace, dataset_id: int) -> str:
+    """Disk an image: its stored original and its 256 px training cache."""
+    usage = datasets.disk_usage(ws, dataset_id)
+    n = max(ws.store.dataset(dataset_id)["n_images"], 1)
+    return f"disk an image: original {usage['originals'] / n / 1024:.0f} KB, cache {usage['caches'] / n / 1024:.1f} KB"
 
 
 def run(label: str, folder: Path, tmp: Path) -> None:
@@ -35,7 +42,7 @@ def run(label: str, folder: Path, tmp: Path) -> None:
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{label:10s} {len(files):6d} files  {report.imported:6d} imported  {len(report.skipped)} skipped  "
-          f"{len(files) / seconds:7.1f} images/s  peak RSS {peak:.0f} MiB")
+          f"{len(files) / seconds:7.1f} images/s  peak RSS {peak:.0f} MiB  {_disk(ws, report.dataset_id)}")
 
 
 def bombs(tmp: Path) -> None:
@@ -115,10 +122,8 @@ def _archive_ingest(args) -> tuple[int, int, float, float, int]:
     t = time.perf_counter()
     report = ingest.ingest(ws, files, "archive")
     seconds = time.perf_counter() - t
-    disk = sum(f.stat().st_size for f in ws.images.rglob("*") if f.is_file()) + \
-        sum(f.stat().st_size for f in ws.cache.glob("dataset-*.npy"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return report.imported, len(report.skipped), seconds, peak, disk
+    return report.imported, len(report.skipped), seconds, peak, _disk(ws, report.dataset_id)
 
 
 def archives(tmp: Path, sizes: list[int]) -> None:
@@ -131,8 +136,7 @@ def archives(tmp: Path, sizes: list[int]) -> None:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             imported, skipped, seconds, peak, disk = pool.apply(_archive_ingest, ((tmp / f"ws-archive-{n}", folder),))
         print(f"archive of {n:,} files (made in {made:.0f} s): {imported:,} imported, {skipped} skipped, "
-              f"{n / seconds:.0f} files/s, peak RSS {peak:,.0f} MiB, disk {disk / imported / 1024:.0f} KB an image",
-              flush=True)
+              f"{n / seconds:.0f} files/s, peak RSS {peak:,.0f} MiB, {disk}", flush=True)
         shutil.rmtree(folder)
         shutil.rmtree(tmp / f"ws-archive-{n}")
 

@@ -87,13 +87,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            cache_file, names, _ = cache_folder(args.data, cache_size_for(size), Path(tmp) / f"c{size}.npy")
+            cache_file, names, _ = cache_folder(args.data, cache_size_for(size), Path(tmp) / f"c{size}.pngs")
             images = open_cache(cache_file)
             classes = sorted({n.split("/")[0] for n in names})
             tasks = {"binary": np.array([n.split("/")[0] == args.positive for n in names], dtype=int),
                      f"{len(classes)}-class": np.array([classes.index(n.split("/")[0]) for n in names])}
             cluster_of = duplicates.image_clusters(open_cache(cache_folder(
-                args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.npy")[0]))
+                args.data, duplicates.SIGNATURE_SIZE, Path(tmp) / f"s{size}.pngs")[0]))
             groups = duplicates.merge_groups([None] * len(names), cluster_of)
 
             def report(name: str, net, extra: str = "", images=images, size=size, tasks=tasks, groups=groups):

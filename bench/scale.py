@@ -1,6 +1,6 @@
 """How far search and near-copy finding scale on this CPU: figures for the README's "How far it scales".
 
-    python bench/scale.py [--max-n 10000000] [--near-copy-n 1000000]
+    python bench/scale.py [--min-n 10000] [--max-n 10000000] [--near-copy-n 1000000]
 
 1. Top-10 search over N synthetic 128-float vectors (clustered, like embeddings: 2,000 centres plus
    noise), N = 10^4 .. max-n: the exact query time (faiss flat), and above the crossover the IVF
@@ -70,10 +70,10 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def search_figures(max_n: int) -> None:
+def search_figures(min_n: int, max_n: int) -> None:
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; exact up to {EXACT_UP_TO:,}")
     with tempfile.TemporaryDirectory() as tmp:
-        for n in [n for n in (10**4, 10**5, 10**6, 10**7) if n <= max_n]:
+        for n in [n for n in (10**4, 10**5, 10**6, 10**7) if min_n <= n <= max_n]:
             x = embeddings(n, Path(tmp))
             queries = np.ascontiguousarray(x[np.random.default_rng(1).choice(n, 200, replace=False)])
             exact_ms = per_query_ms(lambda q, x=x: faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT), queries)
@@ -116,10 +116,11 @@ def near_copy_figures(big_n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--min-n", type=int, default=10**4)
     parser.add_argument("--max-n", type=int, default=10**7)
     parser.add_argument("--near-copy-n", type=int, default=10**6)
     args = parser.parse_args()
-    search_figures(args.max_n)
+    search_figures(args.min_n, args.max_n)
     near_copy_figures(args.near_copy_n)
 
 

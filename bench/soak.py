@@ -9,6 +9,7 @@ server's memory in the first and the last 5 minutes.
     python bench/soak.py --minutes 30          # the full soak
     python bench/soak.py --minutes 3 --sessions 3 --jobs 3
     python bench/soak.py --workspace WS        # over a `pirl app --demo` workspace whose pipeline finished
+    python bench/soak.py --workspace WS --jobs 0 --no-imports --sessions 1 --minutes 3   # page times alone, any WS
 """
 
 from __future__ import annotations
@@ -130,15 +131,18 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, help="soak this workspace, filled by `pirl app --demo` and its "
                     "pipeline finished (pages with runs, a comparison and a model), not a fresh one; it keeps the "
                     "soak's users, imports and cancelled jobs")
+    ap.add_argument("--no-imports", action="store_true", help="no import loop (page times alone; with --jobs 0 "
+                    "any workspace will do, not only a demo one)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.workspace:  # pages with something on them: runs, comparisons, a model
             ws = Workspace.open(args.workspace)
             pool, images = ws.store.dataset(demo.POOL), ws.root / "demo-data" / "unlabeled"
-            if pool is None:
-                raise SystemExit(f"{args.workspace} holds no demo pool: fill it with `pirl app --demo` first.")
-            pool_id = pool["id"]
+            if pool is None and (args.jobs or not args.no_imports):
+                raise SystemExit(f"{args.workspace} holds no demo pool: fill it with `pirl app --demo` first, "
+                                 "or soak with --jobs 0 --no-imports.")
+            pool_id = pool["id"] if pool else None
         else:
             demo_data.generate(tmp / "demo", n=40, unlabeled=120, size=96)
             images = tmp / "demo" / "unlabeled"
@@ -178,9 +182,9 @@ def main() -> None:
         while time.time() - t0 < args.minutes * 60:
             n += 1
             try:
-                files = sources.folder_source(images, check_roots=False)[: 5 + n % 20]
-                report = ingest.ingest(Workspace(ws.root), files, f"soak-{tag}-{n}")
-                imported[f"soak-{tag}-{n}"] = report.imported
+                if not args.no_imports:
+                    files = sources.folder_source(images, check_roots=False)[: 5 + n % 20]
+                    imported[f"soak-{tag}-{n}"] = ingest.ingest(Workspace(ws.root), files, f"soak-{tag}-{n}").imported
             except Exception as exc:  # noqa: BLE001
                 import_failures += 1
                 print(f"import {n} failed: {exc}", flush=True)

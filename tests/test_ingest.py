@@ -252,22 +252,66 @@ def test_cli_progress_in_a_log_file_is_a_few_plain_lines(ws, demo_dir):
     assert 1 <= len(lines) <= 3 and lines[-1].startswith("100.0% 48/48 images"), lines
 
 
-def test_cache_writer_streams_rows_into_a_npy_and_cleans_up_when_abandoned(tmp_path):
+def test_cache_writer_streams_rows_into_one_file_and_cleans_up_when_abandoned(tmp_path):
     from pirl_core.data.image_cache import CacheWriter, open_cache
 
     rows = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
-    with CacheWriter(tmp_path / "c.npy", 8) as writer:
+    with CacheWriter(tmp_path / "c.pngs", 8) as writer:
         for row in rows:
             writer.append(row)
         writer.finish()
-    assert np.array_equal(open_cache(tmp_path / "c.npy"), rows)
-    assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
+    assert np.array_equal(open_cache(tmp_path / "c.pngs"), rows)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pngs"]
 
     with pytest.raises(ValueError, match="uint8"):
-        with CacheWriter(tmp_path / "d.npy", 8) as writer:
+        with CacheWriter(tmp_path / "d.pngs", 8) as writer:
             writer.append(rows[0])
             writer.append(rows[0].astype(np.float32))
-    assert [p.name for p in tmp_path.iterdir()] == ["c.npy"]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pngs"]
+
+
+def _scan(i: int) -> Image.Image:
+    """A grey scan-like image: a smooth field with a bright blob and speckle, 300 x 220."""
+    y, x = np.mgrid[0:220, 0:300]
+    blob = np.exp(-((x - 100 - 9 * i) ** 2 + (y - 110) ** 2) / 900)
+    field = 90 + 60 * np.sin(x / (25 + i)) * np.cos(y / 31) + 80 * blob
+    speckle = np.random.default_rng(i).normal(0, 6, field.shape)
+    return Image.fromarray(np.clip(field + speckle, 0, 255).astype(np.uint8))
+
+
+def test_the_cache_keeps_every_pixel_in_a_fraction_of_the_bytes_and_older_array_caches_still_read(ws, tmp_path):
+    from pirl_core.data import datasets
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(6):
+        _scan(i).save(folder / f"scan_{i}.png")
+    Image.fromarray(np.random.default_rng(9).integers(0, 256, (80, 90, 3), dtype=np.uint8)).save(folder / "rgb.png")
+    report = ingest.ingest(ws, sources.folder_source(folder, check_roots=False), "scans")
+    rows = ws.store.images(report.dataset_id)
+    expected = np.stack([image_cache.square_resize(Image.open(folder / r["orig_name"]), 256) for r in rows])
+    cache = image_cache.dataset_cache(ws, report.dataset_id)
+    assert cache.shape == (7, 256, 256, 3)
+    assert np.array_equal(np.asarray(cache), expected)  # lossless, colour rows too
+    assert np.array_equal(cache[[4, 0]], expected[[4, 0]]) and np.array_equal(cache[1:3], expected[1:3])
+    assert np.array_equal(cache[-1], expected[-1]) and np.array_equal(next(iter(cache)), expected[0])
+    grey_bytes = datasets.disk_usage(ws, report.dataset_id)["caches"]
+    assert grey_bytes < 0.5 * expected.nbytes  # the array format held 196,608 bytes an image
+    with pytest.raises(IndexError):
+        cache[7]
+
+    # a workspace from before this format: its .npy caches are read, and adding images rewrites them
+    for path in image_cache.cache_files(ws, report.dataset_id):
+        path.unlink()
+    np.save(ws.cache / f"dataset-{report.dataset_id}-256.npy", expected)
+    assert np.array_equal(image_cache.dataset_cache(ws, report.dataset_id, 64)[2],
+                          image_cache.resize_row(expected[2], 64))
+    (tmp_path / "more").mkdir()
+    _scan(7).save(tmp_path / "more" / "scan_7.png")
+    ingest.add_to(ws, "scans", sources.folder_source(tmp_path / "more", check_roots=False))
+    assert [p.name for p in image_cache.cache_files(ws, report.dataset_id)] == [f"dataset-{report.dataset_id}-256.pngs"]
+    cache = image_cache.dataset_cache(ws, report.dataset_id)
+    assert np.array_equal(cache[:7], expected) and cache.shape[0] == 8
 
 
 def test_each_stage_of_an_ingest_works_alone(ws, demo_dir):

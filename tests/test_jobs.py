@@ -96,7 +96,7 @@ def test_invalid_config_fails_with_a_readable_error(ws, pool):
 
 def test_an_exception_in_training_is_stored_with_its_traceback(ws, pool):
     job_id = queue.submit(ws, "pretrain", tiny(), pool, start_worker=False)
-    for f in ws.cache.glob("*.npy"):
+    for f in ws.cache.glob("*.pngs"):
         f.unlink()  # the training cache vanished under the job
     queue.run_worker(ws, idle_exit_s=0)
     job = ws.store.job(job_id)

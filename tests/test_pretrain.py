@@ -15,7 +15,7 @@ from pirl_core.errors import PirlError
 
 @pytest.fixture(scope="module")
 def cache(demo_dir, tmp_path_factory):
-    path, names, _ = cache_folder(demo_dir / "unlabeled", 37, tmp_path_factory.mktemp("cache") / "cache.npy")
+    path, names, _ = cache_folder(demo_dir / "unlabeled", 37, tmp_path_factory.mktemp("cache") / "cache.pngs")
     return open_cache(path), names
 
 

@@ -116,7 +116,7 @@ def _pretrain_folder(args, ws, config: PretrainConfig) -> int:
     size = cache_size_for(config.image_size)
     note(f"Caching the images under {args.data} at {size} px ...")
     with progress("image") as show:
-        cache, names, skipped = cache_folder(args.data, size, out / f"cache_{size}.npy",
+        cache, names, skipped = cache_folder(args.data, size, out / f"cache_{size}.pngs",
                                              on_progress=lambda i, n: show(i, n, f"{i}/{n} images"))
     for s in skipped:
         note(f"skipped {s['name']}: {s['reason']}")

@@ -10,6 +10,7 @@ from ..access import audit
 from ..errors import PirlError
 from ..jobs import queue
 from ..workspace.folder import Workspace
+from .image_cache import cache_files
 
 
 def _dataset(ws: Workspace, name: str) -> dict:
@@ -62,7 +63,7 @@ def delete(ws: Workspace, name: str) -> str:
     job_ids = dep["runs"] + dep["finetunes"]
     hashes = {im["content_hash"]: im["path"] for im in ws.store.images(row["id"])}
     ws.store.delete_dataset(row["id"], job_ids, dep["comparisons"])
-    for path in ws.cache.glob(f"dataset-{row['id']}-*.npy"):
+    for path in cache_files(ws, row["id"]):
         path.unlink(missing_ok=True)
     for job_id in job_ids:
         shutil.rmtree(queue.job_folder(ws, job_id), ignore_errors=True)
@@ -87,10 +88,11 @@ def set_positive(ws: Workspace, name: str, label: str) -> None:
 
 def disk_usage(ws: Workspace, dataset_id: int) -> dict:
     """Bytes on disk a dataset uses: its stored original files (shared with another dataset holding the same file)
-    and its training caches (`image_cache`: 196,608 bytes an image at the 256 px base, plus derived sizes)."""
+    and its training caches (`image_cache`: lossless PNG, about 40 KB an image at the 256 px base for ultrasound
+    and X-ray, plus derived sizes)."""
     files = [ws.root / im["path"] for im in ws.store.images(dataset_id)]
     originals = sum(f.stat().st_size for f in files if f.exists())
-    caches = sum(f.stat().st_size for f in ws.cache.glob(f"dataset-{dataset_id}-*.npy"))
+    caches = sum(f.stat().st_size for f in cache_files(ws, dataset_id))
     return {"originals": originals, "caches": caches, "total": originals + caches}
 
 

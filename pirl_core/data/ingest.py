@@ -28,7 +28,16 @@ from ..errors import BadImage, Cancelled, PirlError
 from ..workspace.atomic import write_bytes_atomic
 from ..workspace.folder import Workspace
 from . import duplicates, patients
-from .image_cache import CACHE_SIZE, CacheWriter, cache_path, dataset_cache, open_cache, resize_row, square_resize
+from .image_cache import (
+    CACHE_SIZE,
+    CacheWriter,
+    cache_files,
+    cache_path,
+    dataset_cache,
+    open_cache,
+    resize_row,
+    square_resize,
+)
 from .image_io import decode
 from .labels import check_labels, folder_label, match_labels, read_labels_csv
 from .sources import SourceFile, folder_source, read_source
@@ -111,7 +120,7 @@ class FileStore:
         self.ws = ws
         self.created: list[Path] = []
         self.sources: dict[str, SourceFile] = {}
-        self.writer = CacheWriter(ws.cache / f".ingest-{uuid.uuid4().hex}.npy", CACHE_SIZE)  # never shared
+        self.writer = CacheWriter(ws.cache / f".ingest-{uuid.uuid4().hex}.pngs", CACHE_SIZE)  # never shared
 
     def add(self, item: Decoded) -> dict:
         """Store one image; returns its images-table row (without dataset, label, group, split)."""
@@ -314,7 +323,7 @@ def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: li
                         writer.append(np.asarray(cached))
                 writer.finish()
         stored.created.clear()
-        for derived in ws.cache.glob(f"dataset-{row['id']}-*.npy"):  # smaller sizes: made again from the base
+        for derived in cache_files(ws, row["id"]):  # smaller sizes (and an older format's base): made again
             if derived != cache_path(ws, row["id"]):
                 derived.unlink(missing_ok=True)
         report.imported = len(accepted)
