@@ -176,6 +176,28 @@ def test_the_familiarity_score_flags_features_off_or_far_along_the_training_dist
     assert familiarity.unlike(None, off) == [False] * 50  # an old bundle without statistics flags nothing
 
 
+def test_the_look_of_the_pixels_flags_another_modality_whose_features_pass():
+    from pirl_core.models import familiarity
+
+    rng = np.random.default_rng(0)
+
+    def ultrasound(n):  # dark, speckled
+        return np.clip(rng.gamma(2.0, 25, (n, 48, 48, 1)), 0, 255).repeat(3, -1).astype(np.uint8)
+
+    def xray(n):  # bright, smooth
+        rows = np.linspace(0, 1, 48)[None, :, None, None]
+        return np.clip(150 + 80 * np.sin(6 * rows) + rng.normal(0, 3, (n, 48, 48, 1)), 0, 255).repeat(3, -1) \
+            .astype(np.uint8)
+
+    g = torch.Generator().manual_seed(0)
+    ref = familiarity.from_features(torch.randn(400, 8, generator=g), torch.randn(100, 8, generator=g))
+    ref["looks"] = familiarity.look_reference(ultrasound(400), ultrasound(100))
+    like = torch.zeros(50, 8)  # features at the centre of the training images': the feature check passes them
+    assert familiarity.unlike(ref, like) == [False] * 50
+    assert sum(familiarity.unlike(ref, like, ultrasound(50))) <= 2  # the same kind of scan passes
+    assert all(familiarity.unlike(ref, like, xray(50)))  # another modality does not
+
+
 def test_predict_flags_unlike_inputs_and_its_own_training_images_and_bundles_keep_the_statistics(finished,
                                                                                                  tmp_path):
     import io

@@ -269,8 +269,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     members["model.onnx"] = onnx_bytes
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
-                "image_size": size,
-                "familiarity": {k: known[k] for k in ("mean", "components", "variances", "residual", "limit")}}, buf)
+                "image_size": size, "familiarity": familiarity.for_bundle(known)}, buf)
     members["state_dict.pt"] = buf.getvalue()
     members["model_card.json"] = json.dumps(card, indent=2, default=str).encode()
     members["model_card.md"] = _card_markdown(card).encode()

@@ -5,10 +5,15 @@ The reference is the training images' distribution in the model's own feature sp
 (the mean, the COMPONENTS main directions of spread with their variances, and the spread left outside them;
 never a training image or its vector): an input's distance is its Mahalanobis distance within those directions
 plus its distance outside them, each per its training spread (the principal-subspace score of novelty
-detection). The limit is the 99th percentile of that distance over the reference
-images themselves and the model's own test part (images it never trained on, from the same source), so about
-one in a hundred images like the training set is flagged, and an unlike one stands far out. The pixel
-statistics (mean and spread of the 8-bit intensities, the share of grayscale images) are stated in the card.
+detection). The features alone are not enough: a breast-ultrasound model's features put chest X-rays within
+that limit more often than not (`python bench/out_of_depth.py`). So the look of the pixels is checked too: per
+image, its 16-bin intensity histogram, mean, spread, mean steps across and down (texture) and colour, at the
+model's input size; its Mahalanobis distance from the training images' (covariance shrunk by Ledoit-Wolf; 22
+numbers against hundreds of images). An input is unlike when either distance passes its limit: the 99.5th
+percentile over the reference images themselves and the model's own test part (images it never trained on,
+from the same source), so about one in a hundred images like the training set is flagged, and an unlike one
+stands far out. The card states the pixel statistics in words (mean and spread of the 8-bit intensities, the
+share of grayscale images).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from ..engine.model import eval_batches
 BATCH = 32
 MAX_IMAGES = 512  # reference images used (a random sample beyond this)
 COMPONENTS = 16
+PERCENTILE = 99.5  # of each distance over like images: two checks, about 1 like image in 100 flagged
+HISTOGRAM_BINS = 16
 
 
 @torch.no_grad()
@@ -50,7 +57,39 @@ def from_features(train: torch.Tensor, test: torch.Tensor) -> dict:
            "variances": (spread[:k] ** 2 / max(1, len(train) - 1)).clamp_min(1e-8)}
     x = train - mean
     ref["residual"] = (x - x @ ref["components"].T @ ref["components"]).pow(2).sum(1).mean().clamp_min(1e-8)
-    ref["limit"] = float(np.percentile(np.concatenate([distance(ref, train), distance(ref, test)]), 99))
+    ref["limit"] = float(np.percentile(np.concatenate([distance(ref, train), distance(ref, test)]), PERCENTILE))
+    return ref
+
+
+def looks(images: np.ndarray) -> torch.Tensor:
+    """Per uint8 (N, S, S, 3) image, what its pixels look like (N, 22): the intensity histogram, mean, spread,
+    mean step across and down, and mean distance from grey, all on a 0-1 scale."""
+    out = []
+    for start in range(0, len(images), BATCH):
+        rgb = np.asarray(images[start:start + BATCH], np.float32) / 255
+        grey = rgb.mean(-1)
+        histogram = np.stack([np.histogram(g, HISTOGRAM_BINS, (0, 1))[0] / g.size for g in grey])
+        out.append(np.column_stack([histogram, grey.mean((1, 2)), grey.std((1, 2)),
+                                    np.abs(np.diff(grey, axis=2)).mean((1, 2)),
+                                    np.abs(np.diff(grey, axis=1)).mean((1, 2)),
+                                    np.abs(rgb - grey[..., None]).mean((1, 2, 3))]))
+    return torch.from_numpy(np.concatenate(out).astype(np.float32)) if out else torch.zeros((0, HISTOGRAM_BINS + 6))
+
+
+def look_distance(reference: dict, look: torch.Tensor) -> np.ndarray:
+    x = look - reference["mean"]
+    return ((x @ reference["precision"]) * x).sum(1).clamp_min(0).sqrt().numpy()
+
+
+def look_reference(train: np.ndarray, test: np.ndarray) -> dict:
+    """The training images' pixel looks (mean and shrunk inverse covariance) and the limit of their distance."""
+    from sklearn.covariance import LedoitWolf
+
+    seen, unseen = looks(train), looks(test)
+    fitted = LedoitWolf().fit(seen.double().numpy())
+    ref = {"mean": torch.from_numpy(fitted.location_).float(), "precision": torch.from_numpy(fitted.precision_).float()}
+    ref["limit"] = float(np.percentile(np.concatenate([look_distance(ref, seen), look_distance(ref, unseen)]),
+                                       PERCENTILE))
     return ref
 
 
@@ -59,18 +98,24 @@ def reference(classifier: Classifier, train: np.ndarray, test: np.ndarray, size:
     rng = np.random.default_rng(seed)
     if len(train) > MAX_IMAGES:
         train = train[np.sort(rng.choice(len(train), MAX_IMAGES, replace=False))]
-    ref = from_features(features(classifier, train, size), features(classifier, test[:MAX_IMAGES], size))
+    test = test[:MAX_IMAGES]
+    ref = from_features(features(classifier, train, size), features(classifier, test, size))
+    ref["looks"] = look_reference(train, test)
     pixels = train.astype(np.float32)
     gray = np.abs(pixels - pixels.mean(-1, keepdims=True)).max(axis=(1, 2, 3)) < 2
     return {**ref, "n": int(len(train)), "pixel_mean": float(pixels.mean()), "pixel_std": float(pixels.std()),
             "grayscale_share": float(gray.mean())}
 
 
-def unlike(reference: dict | None, feats: torch.Tensor) -> list[bool]:
-    """Per row: beyond the reference's limit (True), or within it; all False without a reference."""
+def unlike(reference: dict | None, feats: torch.Tensor, images: np.ndarray | None = None) -> list[bool]:
+    """Per row: beyond either limit (True: its features, or the look of its uint8 `images`' pixels), or within
+    both; all False without a reference (a bundle exported before), features alone where it has no looks."""
     if reference is None:
         return [False] * len(feats)
-    return [bool(d > reference["limit"]) for d in distance(reference, feats)]
+    far = distance(reference, feats) > reference["limit"]
+    if images is not None and "looks" in reference:
+        far |= look_distance(reference["looks"], looks(images)) > reference["looks"]["limit"]
+    return [bool(f) for f in far]
 
 
 def from_workspace(ws, classifier: Classifier, labeled_dataset_id: int, test_image_ids, size: int) -> dict:
@@ -83,6 +128,11 @@ def from_workspace(ws, classifier: Classifier, labeled_dataset_id: int, test_ima
     train = [i for i, r in enumerate(rows) if r["label"] is not None and r["id"] not in test_ids]
     test = [i for i, r in enumerate(rows) if r["id"] in test_ids]
     return reference(classifier, cache[train], cache[test], size)
+
+
+def for_bundle(reference: dict) -> dict:
+    """What a bundle keeps for Predict's check: statistics only, no image and no image's vector."""
+    return {k: reference[k] for k in ("mean", "components", "variances", "residual", "limit", "looks")}
 
 
 def statement(reference: dict, synthetic: bool) -> dict:

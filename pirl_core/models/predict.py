@@ -111,7 +111,7 @@ def predict(model: Model, files: list[tuple[str, bytes]],
             probs = torch.softmax(model.classifier.classify(feats), 1).numpy()
         decided = [decide(p, model.threshold) for p in probs]
         heat = _heatmaps(model, x, decided, rows.shape[1:3])
-        unlike = familiarity.unlike(model.familiarity, feats)
+        unlike = familiarity.unlike(model.familiarity, feats, rows)
         for (name, row, known), p, d, h, far in zip(chunk, probs, decided, heat, unlike):
             out.rows.append({"file": name, **{f"p({c})": float(v) for c, v in zip(model.classes, p)},
                              "decision": model.classes[d], "unlike its training images": far,
