@@ -1,6 +1,6 @@
 """How far search and near-copy finding scale on this CPU: figures for the README's "How far it scales".
 
-    python bench/scale.py [--min-n 10000] [--max-n 10000000] [--near-copy-n 1000000]
+    python bench/scale.py [--min-n 10000] [--max-n 10000000] [--near-copy-n 1000000] [--no-near-copies]
 
 1. Top-10 search over N synthetic 128-float vectors (clustered, like embeddings: 2,000 centres plus
    noise), N = 10^4 .. max-n: the exact query time (faiss flat), and above the crossover the IVF
@@ -119,9 +119,11 @@ def main() -> None:
     parser.add_argument("--min-n", type=int, default=10**4)
     parser.add_argument("--max-n", type=int, default=10**7)
     parser.add_argument("--near-copy-n", type=int, default=10**6)
+    parser.add_argument("--no-near-copies", action="store_true", help="search figures only")
     args = parser.parse_args()
     search_figures(args.min_n, args.max_n)
-    near_copy_figures(args.near_copy_n)
+    if not args.no_near_copies:
+        near_copy_figures(args.near_copy_n)
 
 
 if __name__ == "__main__":
