@@ -28,7 +28,7 @@ from pirl_core.workspace.folder import Workspace
 
 
 def _disk(ws: Workspace, dataset_id: int) -> str:
-    """Disk an image: its stored original and its 256 px training cache."""
+    """Disk an image: its stored original and its training caches (every size made so far)."""
     usage = datasets.disk_usage(ws, dataset_id)
     n = max(ws.store.dataset(dataset_id)["n_images"], 1)
     return f"disk an image: original {usage['originals'] / n / 1024:.0f} KB, cache {usage['caches'] / n / 1024:.1f} KB"
@@ -115,7 +115,7 @@ def archive(folder: Path, n: int) -> None:
             Image.fromarray(img.astype(np.uint8)).resize((side, int(side * rng.uniform(0.75, 1.33)))).save(path)
 
 
-def _archive_ingest(args) -> tuple[int, int, float, float, int]:
+def _archive_ingest(args) -> tuple[int, int, float, float, str]:
     root, folder = args
     ws = Workspace(root)
     files = sources.folder_source(folder, check_roots=False)
