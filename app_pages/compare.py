@@ -362,9 +362,10 @@ def at_threshold(comp: dict, summary: dict, table: list[dict], classes: list[str
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _model(root: str, job_id: int):
-    """The arm's exported model (the workspace folder is part of the key), or None when it is not on disk."""
+    """The arm's exported model (the workspace folder is part of the key), or None when it is not on disk;
+    for heatmaps only, so without the reference of its training images that Predict measures."""
     try:
-        return predict.load(ws, f"job:{job_id}")
+        return predict.load(ws, f"job:{job_id}", familiar=False)
     except PirlError:
         return None
 

@@ -97,7 +97,7 @@ class StreamlitServer:
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(self.port),
              "--server.headless", "true", "--server.fileWatcherType", "none"],
             cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
+        deadline = time.time() + 120  # app.py loads torch and the services before it serves
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"streamlit exited early:\n{log.read_text()}")
@@ -106,7 +106,7 @@ class StreamlitServer:
                 return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError(f"streamlit did not become healthy in 60 s:\n{log.read_text()}")
+        raise RuntimeError(f"streamlit did not become healthy in 120 s:\n{log.read_text()}")
 
     def stop(self):
         self.proc.terminate()

@@ -8,7 +8,8 @@ from torch import nn
 
 from pirl_core.engine.gradcam import gradcam, last_spatial_layer
 from pirl_core.evaluation import compare
-from pirl_core.models import export, predict
+from pirl_core.jobs import queue
+from pirl_core.models import export, familiarity, predict
 from tests.conftest import ROOT, assert_no_exception, compared_workspace, uploader, wait_for_app
 
 
@@ -160,8 +161,6 @@ def test_the_compare_page_opens_at_the_threshold_chosen_on_validation_prediction
 
 
 def test_the_familiarity_score_flags_features_off_or_far_along_the_training_distribution():
-    from pirl_core.models import familiarity
-
     g = torch.Generator().manual_seed(0)
     basis = torch.linalg.qr(torch.randn(64, 5, generator=g))[0].T  # training features live near a 5-d subspace
 
@@ -177,7 +176,6 @@ def test_the_familiarity_score_flags_features_off_or_far_along_the_training_dist
 
 
 def test_the_look_of_the_pixels_flags_another_modality_whose_features_pass():
-    from pirl_core.models import familiarity
 
     rng = np.random.default_rng(0)
 
@@ -223,3 +221,21 @@ def test_predict_flags_unlike_inputs_and_its_own_training_images_and_bundles_kee
             assert [r["one of its training images"] for r in result.rows[:8]] == [True] * 4 + [False] * 4
     images = export.open_bundle(tmp_path / "b.zip")[1]["card"]["training_data"]["images"]
     assert images["synthetic"] is False and images["images"] > 0 and 0 < images["pixel_mean"] < 255
+
+
+def test_a_workspace_models_reference_is_measured_once_and_kept_beside_it(finished, monkeypatch):
+    """Each server start measured a workspace model's training images through the network again on its first
+    load (16 s for a BUSI model): measured once, the reference is read from beside the model after, the same
+    figures; Compare, which only draws heatmaps with the model, does not measure it at all."""
+    ws, job_id, _ = finished
+    kept = familiarity.beside(queue.result_of(ws.store.job(job_id)).model)
+    kept.unlink(missing_ok=True)
+    measured, real = [], familiarity.features
+    monkeypatch.setattr(familiarity, "features", lambda *a, **k: measured.append(1) or real(*a, **k))
+    assert predict.load(ws, f"job:{job_id}", familiar=False).familiarity is None
+    assert not measured and not kept.exists()
+    first = predict.load(ws, f"job:{job_id}").familiarity
+    assert measured and kept.exists()
+    measured.clear()
+    again = predict.load(ws, f"job:{job_id}").familiarity
+    assert not measured and again["limit"] == first["limit"] and torch.equal(again["mean"], first["mean"])

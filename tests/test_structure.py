@@ -100,6 +100,23 @@ def test_no_module_imports_streamlit_and_no_page_reaches_the_engine():
                     assert not origin.startswith("pirl_core.engine"), f"{path.name}: {module}.{name} is the engine's"
 
 
+def test_the_server_loads_every_module_a_page_imports_before_its_first_visitor():
+    """A page's first visit after a start must not wait for torch and the services to load (10-18 s measured):
+    importing app.py, as `streamlit run` does before it serves, loads every pirl_core, pandas and plotly module
+    that studio.py and the pages import, at the top or inside a function."""
+    wanted = set()
+    for path in [ROOT / "studio.py", *(ROOT / "app_pages").glob("*.py")]:
+        for module, names in _imports(path, "app_pages"):
+            wanted.update(_targets(module, names))
+            if module.split(".")[0] in ("pandas", "plotly"):
+                wanted.add(module)
+    code = f"import sys, app\nprint('\\n'.join(sorted(set({sorted(wanted)!r}) - set(sys.modules))))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "pirl_core.evaluation.compare" in wanted
+    assert result.stdout.split() == [], "loaded only at a page's first visit"
+
+
 def test_layering_checks_catch_what_they_are_for(tmp_path):
     """The checks above on planted files: an engine import by package name and a re-exported engine class."""
     planted = tmp_path / "page.py"

@@ -233,7 +233,8 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
 
     size = state["image_size"]
     labeled_dataset_id = queue.config_of(job).labeled_dataset_id
-    known = familiarity.from_workspace(ws, model, labeled_dataset_id, state["test_image_ids"], size)
+    known = familiarity.from_workspace(ws, model, labeled_dataset_id, state["test_image_ids"], size,
+                                       familiarity.beside(model_file))
     card["training_data"]["images"] = familiarity.statement(
         known, synthetic=bool(store.dataset(labeled_dataset_id)["info"].get("synthetic")))
     rows = {r["id"]: i for i, r in enumerate(store.images(labeled_dataset_id))}

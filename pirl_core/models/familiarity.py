@@ -18,9 +18,12 @@ share of grayscale images).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from ..engine import checkpoint
 from ..engine.finetune import Classifier
 from ..engine.model import eval_batches
 
@@ -118,16 +121,29 @@ def unlike(reference: dict | None, feats: torch.Tensor, images: np.ndarray | Non
     return [bool(f) for f in far]
 
 
-def from_workspace(ws, classifier: Classifier, labeled_dataset_id: int, test_image_ids, size: int) -> dict:
-    """The reference of a workspace model: its labeled set's images outside its own test part, and that part."""
+def from_workspace(ws, classifier: Classifier, labeled_dataset_id: int, test_image_ids, size: int,
+                   kept: Path | None = None) -> dict:
+    """The reference of a workspace model: its labeled set's images outside its own test part, and that part.
+    Measuring it runs up to 2 x MAX_IMAGES images through the network (16 s for a BUSI model on this CPU), so
+    it is measured once per model and read from `kept` (a file beside the model) after."""
     from ..data.image_cache import cache_size_for, dataset_cache
 
+    if kept is not None and kept.exists():
+        return torch.load(kept, weights_only=True)
     rows = ws.store.images(labeled_dataset_id)
     cache = dataset_cache(ws, labeled_dataset_id, cache_size_for(size))
     test_ids = set(test_image_ids)
     train = [i for i, r in enumerate(rows) if r["label"] is not None and r["id"] not in test_ids]
     test = [i for i, r in enumerate(rows) if r["id"] in test_ids]
-    return reference(classifier, cache[train], cache[test], size)
+    ref = reference(classifier, cache[train], cache[test], size)
+    if kept is not None:
+        checkpoint.save_atomic(ref, kept)
+    return ref
+
+
+def beside(model_file: str | Path) -> Path:
+    """Where a workspace model's reference is kept: next to its model file."""
+    return Path(model_file).with_name("familiarity.pt")
 
 
 def for_bundle(reference: dict) -> dict:

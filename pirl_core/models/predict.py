@@ -59,7 +59,10 @@ def sources(ws: Workspace) -> list[dict]:
     return out
 
 
-def load(ws: Workspace, key: str) -> Model:
+def load(ws: Workspace, key: str, familiar: bool = True) -> Model:
+    """The model `key` names ("bundle:PATH" or "job:ID"). `familiar=False`: without the reference of its
+    training images (`Model.familiarity` None), for a caller that only explains, never predicts: a workspace
+    model's reference is measured the first time it is asked for (models/familiarity.py)."""
     kind, _, ref = key.partition(":")
     if kind == "bundle":
         classifier, meta = open_bundle(ref, keys=signing.trusted_keys(ws))
@@ -83,8 +86,9 @@ def load(ws: Workspace, key: str) -> Model:
         return Model(classifier, state["classes"], state["image_size"],
                      f"{state['backbone']}, {job['config']['label']} start, trained on {trained} "
                      f"({state['n_train']} images)", decision_threshold(ws, int(ref)), test_ids,
-                     familiarity=familiarity.from_workspace(ws, classifier, cfg.labeled_dataset_id, test_ids,
-                                                            state["image_size"]),
+                     familiarity=familiarity.from_workspace(
+                         ws, classifier, cfg.labeled_dataset_id, test_ids, state["image_size"],
+                         familiarity.beside(queue.result_of(job).model)) if familiar else None,
                      synthetic=bool(ws.store.dataset(cfg.labeled_dataset_id)["info"].get("synthetic")),
                      training_hashes=frozenset(r["content_hash"] for r in rows if r["id"] not in test_ids))
     raise PirlError(f"Unknown model {key!r}.")
