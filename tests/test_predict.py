@@ -176,7 +176,6 @@ def test_the_familiarity_score_flags_features_off_or_far_along_the_training_dist
 
 
 def test_the_look_of_the_pixels_flags_another_modality_whose_features_pass():
-
     rng = np.random.default_rng(0)
 
     def ultrasound(n):  # dark, speckled
