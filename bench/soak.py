@@ -3,8 +3,9 @@
 Prints, once a minute, the resident memory of the app server and of the job worker, the page visits and how
 many failed (an exception element, an HTTP error or a timeout), and at the end rows lost or duplicated
 (every import that reported success has its dataset and all its images; no dataset twice), jobs that failed,
-how long a page took to show (click to the end of the run it started: median, 95th percentile, share under 2 s) and the
-server's memory in the first and the last 5 minutes.
+how long a page took to show (click to the end of the run it started: median, 95th percentile, share under
+2 s; the slowest visits, and which visit of that page by that session each was) and the server's memory in the
+first and the last 5 minutes.
 
     python bench/soak.py --minutes 30          # the full soak
     python bench/soak.py --minutes 3 --sessions 3 --jobs 3
@@ -108,6 +109,7 @@ def browse(url: str, name: str, password: str, pages: list[str], stop: threading
                 if ok:
                     counts.setdefault("seconds", []).append(took)
                     counts.setdefault(f"/{path}", []).append(took)
+                    counts.setdefault("visit", []).append((took, f"/{path}", (i - 1) // len(pages) + 1, name))
                 if why:
                     counts.setdefault("why", []).append(why)
             time.sleep(1)
@@ -214,6 +216,8 @@ def main() -> None:
         print(f"a page shown in {_times(counts.get('seconds', []))}", flush=True)
         for path in PAGES:
             print(f"  /{path:<9} {_times(counts.get(f'/{path}', []))}", flush=True)
+        print("slowest: " + "; ".join(f"{p} ({n}. visit by {who}) {t:.2f} s"
+                                      for t, p, n, who in sorted(counts.get("visit", []), reverse=True)[:6]))
         first = [mb for t, mb in memory if t < 300]
         last = [mb for t, mb in memory if t > memory[-1][0] - 300] if memory else []
         if first and last:
