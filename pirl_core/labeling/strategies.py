@@ -2,9 +2,13 @@
 
 Pure functions on a pool's vectors (N, D) in the PIRL representation; the selection itself is scikit-activeml's:
 * `random`: the baseline every figure is measured against;
-* `typical` (cold start): TypiClust. The pool is clustered into (labels so far + batch) groups and the most
-  typical image (the densest k-NN neighbourhood) of each large group with no label yet is chosen: the kinds of
-  image the pool holds, in proportion, no outliers. Built for few labels on self-supervised embeddings;
+* `typical` (cold start): MaxHerding (generalised coverage, Bae et al. 2024). Each image covers its neighbours
+  by a Gaussian kernel; the batch is chosen greedily, each time the image that adds the most coverage of the
+  pool beyond what the labeled and already chosen images cover: typical images first (dense neighbourhoods),
+  never two of one region, no outliers. Built for few labels on self-supervised embeddings, and it needs no
+  number of clusters. It replaced TypiClust, which it beat at every budget on BUSI (malignant vs rest, 20
+  seeds, `bench/label_efficiency.py`: 0.714 / 0.766 vs 0.639 / 0.764 at 10 / 20 labels, random 0.583 / 0.689;
+  docs/results.md). Its kernel is N x N, so a pool over COVERAGE_SAMPLE candidates is sampled at random first;
 * `uncertain` (warm): BADGE. Gradient embeddings of a linear probe fitted on the labels so far, spread out by
   k-means++ seeding: images the probe is unsure of, and unlike one another, so a batch is not ten versions of
   one doubt;
@@ -23,7 +27,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 
@@ -33,6 +36,7 @@ STRATEGIES = ("auto", "typical", "uncertain", "random")
 COLD_LABELS_PER_CLASS = 5
 SELECTION_DIMS = 32
 PCA_SAMPLE = 2000  # the components are fitted on this many images at most, then every image is projected
+COVERAGE_SAMPLE = 2000  # candidates `typical` weighs at most: its kernel matrix is this squared (10,000: 496 s)
 
 
 @dataclass
@@ -103,13 +107,15 @@ def _missing(y: np.ndarray) -> np.ndarray:
 
 
 def _typical(space: np.ndarray, y: np.ndarray, pool: np.ndarray, n: int, seed: int) -> list[Suggestion]:
-    from skactiveml.pool import TypiClust
+    from skactiveml.pool import MaxHerding
 
-    query = TypiClust(random_state=seed, cluster_algo=KMeans, cluster_algo_dict={"n_init": 1})
+    if len(pool) > COVERAGE_SAMPLE:
+        pool = np.sort(np.random.default_rng(seed).choice(pool, COVERAGE_SAMPLE, replace=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        chosen, utilities = query.query(space, _missing(y), candidates=pool, batch_size=n, return_utilities=True)
-    return [Suggestion(int(i), "typical of a part of the pool that has no label yet", float(utilities[b, i]))
+        chosen, utilities = MaxHerding(random_state=seed).query(space, _missing(y), candidates=pool, batch_size=n,
+                                                                return_utilities=True)
+    return [Suggestion(int(i), "typical of a part of the pool that no label covers yet", float(utilities[b, i]))
             for b, i in enumerate(chosen)]
 
 
