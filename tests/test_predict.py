@@ -225,7 +225,8 @@ def test_predict_flags_unlike_inputs_and_its_own_training_images_and_bundles_kee
 def test_a_workspace_models_reference_is_measured_once_and_kept_beside_it(finished, monkeypatch):
     """Each server start measured a workspace model's training images through the network again on its first
     load (16 s for a BUSI model): measured once, the reference is read from beside the model after, the same
-    figures; Compare, which only draws heatmaps with the model, does not measure it at all."""
+    figures (a damaged file is measured again); Compare, which only draws heatmaps with the model, does not
+    measure it at all."""
     ws, job_id, _ = finished
     kept = familiarity.beside(queue.result_of(ws.store.job(job_id)).model)
     kept.unlink(missing_ok=True)
@@ -238,3 +239,5 @@ def test_a_workspace_models_reference_is_measured_once_and_kept_beside_it(finish
     measured.clear()
     again = predict.load(ws, f"job:{job_id}").familiarity
     assert not measured and again["limit"] == first["limit"] and torch.equal(again["mean"], first["mean"])
+    kept.write_bytes(b"cut short")  # a damaged file is measured again, not an error on the page
+    assert predict.load(ws, f"job:{job_id}").familiarity["limit"] == first["limit"] and measured

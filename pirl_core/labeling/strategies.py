@@ -6,9 +6,9 @@ Pure functions on a pool's vectors (N, D) in the PIRL representation; the select
   by a Gaussian kernel; the batch is chosen greedily, each time the image that adds the most coverage of the
   pool beyond what the labeled and already chosen images cover: typical images first (dense neighbourhoods),
   never two of one region, no outliers. Built for few labels on self-supervised embeddings, and it needs no
-  number of clusters. It replaced TypiClust, which it beat at every budget on BUSI (malignant vs rest, 20
-  seeds, `bench/label_efficiency.py`: 0.714 / 0.766 vs 0.639 / 0.764 at 10 / 20 labels, random 0.583 / 0.689;
-  docs/results.md). Its kernel is N x N, so a pool over COVERAGE_SAMPLE candidates is sampled at random first;
+  number of clusters. It replaced TypiClust: `auto` with it was at or above `auto` with TypiClust at every
+  budget on BUSI and cxr256 (20 seeds, docs/results.md; BUSI at 10 / 20 labels 0.714 / 0.770 against 0.639 /
+  0.764, random 0.583 / 0.689). Its kernel is N x N, so over COVERAGE_SAMPLE candidates it weighs a sample;
 * `uncertain` (warm): BADGE. Gradient embeddings of a linear probe fitted on the labels so far, spread out by
   k-means++ seeding: images the probe is unsure of, and unlike one another, so a batch is not ten versions of
   one doubt;

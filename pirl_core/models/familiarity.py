@@ -129,7 +129,10 @@ def from_workspace(ws, classifier: Classifier, labeled_dataset_id: int, test_ima
     from ..data.image_cache import cache_size_for, dataset_cache
 
     if kept is not None and kept.exists():
-        return torch.load(kept, weights_only=True)
+        try:
+            return torch.load(kept, weights_only=True)
+        except Exception:  # noqa: BLE001  a damaged or cut-short file: measured again and rewritten below
+            pass
     rows = ws.store.images(labeled_dataset_id)
     cache = dataset_cache(ws, labeled_dataset_id, cache_size_for(size))
     test_ids = set(test_image_ids)
