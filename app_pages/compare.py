@@ -375,7 +375,7 @@ def _heatmaps(root: str, job_id: int, dataset_id: int, image_ids: tuple, called:
     """Where the model looked for the class it called, image by image (`called`: a class index per image)."""
     rows_by_id = {r["id"]: r for r in store.images(dataset_id)}
     thumbs = [t for _, t in image_cache.iter_thumbnails(ws, dataset_id, [rows_by_id[i] for i in image_ids])]
-    return predict.explain(_model(root, job_id), np.stack(thumbs), list(called))
+    return predict.explain(ws, job_id, _model(root, job_id), np.stack(thumbs), list(image_ids), list(called))
 
 
 show(open_id)
