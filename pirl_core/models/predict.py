@@ -139,7 +139,7 @@ def explain(ws: Workspace, job_id: int, model: Model, images: np.ndarray, image_
     from its cache), each for the given class: where the model looked when it called that class. Each image
     and class is computed once and kept beside the model (heatmaps.npz), so a page that shows them again, after
     a restart too, does not run the network (Compare's first visit under load: 7.3 s, most of it these)."""
-    path = Path(queue.result_of(ws.store.job(job_id)).model).with_name("heatmaps.npz")
+    path = heatmaps_file(ws, job_id)
     kept: dict[str, np.ndarray] = {}
     if path.exists():
         try:
@@ -149,16 +149,21 @@ def explain(ws: Workspace, job_id: int, model: Model, images: np.ndarray, image_
             kept = {}
     images = np.asarray(images)
     keys = [f"{i}-{c}" for i, c in zip(image_ids, classes)]
-    todo = [k for k, key in enumerate(keys) if key not in kept or kept[key].shape != images.shape[1:3]]
-    for start in range(0, len(todo), BATCH):
-        part = todo[start:start + BATCH]
+    missing = [k for k, key in enumerate(keys) if key not in kept or kept[key].shape != images.shape[1:3]]
+    for start in range(0, len(missing), BATCH):
+        part = missing[start:start + BATCH]
         x = next(eval_batches(images[part], model.image_size, batch_size=len(part)))
         for k, heat in zip(part, _heatmaps(model, x, [classes[k] for k in part], images.shape[1:3])):
             kept[keys[k]] = heat.astype(np.float16)
-    if todo:
+    if missing:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **kept)
     return [overlay(image, kept[key].astype(np.float32)) for image, key in zip(images, keys)]
+
+
+def heatmaps_file(ws: Workspace, job_id: int) -> Path:
+    """Where explain() keeps finetune job `job_id`'s heatmaps: beside its model."""
+    return Path(queue.result_of(ws.store.job(job_id)).model).with_name("heatmaps.npz")
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
