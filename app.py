@@ -5,6 +5,7 @@ thumbnails, heatmaps and downloads under /media/ and the server's metrics go onl
 may see the workspace (pirl_core/access/browser_pass.py).
 """
 
+import gc
 import importlib
 from pathlib import Path
 
@@ -30,6 +31,11 @@ PAGE_IMPORTS = (
 )
 for _name in PAGE_IMPORTS:
     importlib.import_module(_name)
+# Streamlit collects garbage after every script run, fragment redraws included (runner.postScriptGC): a full
+# collection walks every object those imports made (about 540,000: 0.4 s idle, 1 s under load, with the GIL
+# held, so every session waits). They live as long as the server: frozen, a collection skips them.
+gc.collect()
+gc.freeze()
 
 app = st.App(Path(__file__).with_name("studio.py"),
              middleware=[Middleware(Gate, base_path=st.get_option("server.baseUrlPath"))])
