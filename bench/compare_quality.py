@@ -22,6 +22,12 @@ paired AUC difference between every two PIRL runs at each fraction. --labels tak
     python bench/cxr_subtype_labels.py ../shared/data/cxr256 cxr-subtype.csv  # viral vs bacterial, by patient
     python bench/compare_quality.py ../shared/data/cxr256 --modes linear --tasks binary --positive virus \
         --labels cxr-subtype.csv --variant slow-backbone:backbone_lr_scale=0.1
+
+--workspace WS --run J compares a finished (or resumed) run of an existing workspace instead of pretraining anew
+(its labeled sets are added to WS, named after the task, or reused if WS holds them already):
+
+    python bench/compare_quality.py ../shared/data/cxr256 --workspace bench-cxr --run 1 --modes linear \
+        --tasks binary --positive virus --labels cxr-subtype.csv
 """
 
 from __future__ import annotations
@@ -70,12 +76,17 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                     help="another ImageNet+PIRL run with these pretraining settings, in the same comparison")
     ap.add_argument("--inits", default=",".join(compare.INITS), help="the starts compared")
+    ap.add_argument("--workspace", type=Path, help="an existing workspace (with --run)")
+    ap.add_argument("--run", type=int, help="compare this pretrain run of --workspace instead of pretraining anew")
     args = ap.parse_args()
+    if (args.run is None) != (args.workspace is None):
+        ap.error("--run and --workspace go together")
     data = Path(args.data)
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Workspace(Path(tmp) / "ws")
+        ws = Workspace(args.workspace or Path(tmp) / "ws")
         files = [f for f in sources.folder_source(data, check_roots=False) if "/" in f.name]  # class sub-folders only
-        ingest.ingest(ws, files, "pool")
+        if args.run is None:
+            ingest.ingest(ws, files, "pool")
         tasks = args.tasks.split(",")
         for task in tasks:
             if args.labels and task == "binary":
@@ -107,7 +118,8 @@ def main() -> None:
                 pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
                 time_budget_s=60 * args.random_minutes))], ["scratch", "pirl"]))
         for variants, inits in plans:
-            runs = [_pretrain(ws, name, config) for name, config in variants]
+            runs = [args.run] if args.run is not None and variants[0][0] == "default" else []
+            runs += [_pretrain(ws, name, config) for name, config in variants[len(runs):]]
             for task, mode in itertools.product(tasks, args.modes.split(",")):
                 if mode == "finetune" and task not in args.finetune_tasks.split(","):
                     continue
