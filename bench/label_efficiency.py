@@ -45,6 +45,7 @@ def _workspace(args) -> tuple[Workspace, int, int]:
     ws = Workspace(args.workspace)
     pool, labeled = f"{args.data.name}-pool", f"{args.data.name}-labeled"
     existing = [d for d in ws.store.datasets() if d["kind"] == "labeled" and "from_labels" not in d["info"]]
+    existing = [d for d in existing if d["name"] == labeled] or existing  # this bench's own set, where it made one
     if existing:  # a workspace made before (bench/screenshot_workspace.py): its own names
         labeled_id = existing[-1]["id"]
     else:
