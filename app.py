@@ -32,8 +32,8 @@ PAGE_IMPORTS = (
 for _name in PAGE_IMPORTS:
     importlib.import_module(_name)
 # Streamlit collects garbage after every script run, fragment redraws included (runner.postScriptGC): a full
-# collection walks every object those imports made (about 540,000: 0.4 s idle, 1 s under load, with the GIL
-# held, so every session waits). They live as long as the server: frozen, a collection skips them.
+# collection walks every object those imports made (about 540,000: 0.8-1.2 s on a 2-core machine under load,
+# with the GIL held, so every session waits). They live as long as the server: frozen, a collection skips them.
 gc.collect()
 gc.freeze()
 

@@ -59,8 +59,9 @@ def free_port() -> int:
 # Marks the end of the next script run: the app root's script state goes running, then notRunning. A page
 # counts as shown when the run its click started has ended (a check for "no status widget" right after the
 # click can pass before the run has even begun). A click while a run is still going (the sign-in's own run of
-# Home) restarts that run with no notRunning between: the state never changes to running, so the run counts
-# as started already (otherwise the visit ended only with the next fragment redraw, up to 3 s later).
+# Home, or a fragment's redraw: a full rerun preempts both) restarts it with no notRunning between: the state
+# never changes to running, so the run counts as started already (otherwise the visit ended only with the next
+# fragment redraw, up to 3 s later).
 WATCH_RUN = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
   window.pirlRunStarted = app.getAttribute('data-test-script-state') === 'running'; window.pirlRunDone = false;
