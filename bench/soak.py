@@ -35,7 +35,7 @@ from pirl_core.workspace.folder import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 assert kinds  # registers the job kinds queue.submit checks against
-PAGES = ["", "data", "pretrain", "compare", "explore", "predict", "export"]
+PAGES = ["", "data", "pretrain", "label", "compare", "explore", "predict", "export"]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
