@@ -108,8 +108,10 @@ def main() -> None:
                   "near-copy sets with conflicting labels", flush=True)
         sizes = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs)) if v}
         default = pretraining.default_config(**sizes)
-        print(f"defaults: {default.backbone}, ImageNet start {default.pretrained_imagenet}, {default.image_size} px, "
-              f"{default.epochs} epochs, batch {default.batch_size}, lr {default.learning_rate:g}", flush=True)
+        shown = queue.config_of(ws.store.job(args.run)) if args.run is not None else default
+        print(f"{'run' if args.run is not None else 'defaults'}: {shown.backbone}, ImageNet start "
+              f"{shown.pretrained_imagenet}, {shown.image_size} px, "
+              f"{shown.epochs} epochs, batch {shown.batch_size}, lr {shown.learning_rate:g}", flush=True)
         inits = args.inits.split(",")
         variants = [("default", default)] + [_variant(spec, sizes) for spec in args.variant]
         plans = [(variants, inits)]

@@ -158,9 +158,8 @@ def main() -> None:
         password = "soak password 1"
         for k in range(args.sessions):
             users.add_user(ws, f"user{k}", password, "editor" if k == 0 else "viewer")
-        for k in range(args.jobs):
-            queue.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16, seed=k).to_dict(),
-                         pool_id)
+        queued = [queue.submit(ws, "pretrain", PretrainConfig(image_size=64, epochs=200, batch_size=16,
+                                                              seed=k).to_dict(), pool_id) for k in range(args.jobs)]
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
@@ -209,9 +208,9 @@ def main() -> None:
         lost = [name for name, k in imported.items()
                 if name not in names or len(ws.store.images(ws.store.dataset(name)["id"])) != k]
         duplicated = len(names) - len(set(names))
-        failed_jobs = [j["id"] for j in ws.store.jobs(statuses=["failed"])]
-        for job in ws.store.jobs(statuses=queue.ACTIVE):
-            queue.cancel(ws, job["id"])
+        failed_jobs = [j["id"] for j in ws.store.jobs(statuses=["failed"]) if j["id"] in queued]
+        for job_id in queued:  # its own: a run the user started beside the soak (the load it measures) goes on
+            queue.cancel(ws, job_id)
         server.terminate()
         print(f"\n{counts['visits']} page visits by {args.sessions} signed-in sessions, {counts['failed']} failed; "
               f"{len(imported)} imports, {import_failures} failed, {len(lost)} lost, {duplicated} duplicated "
