@@ -120,8 +120,8 @@ def main() -> None:
                 pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
                 time_budget_s=60 * args.random_minutes))], ["scratch", "pirl"]))
         for variants, inits in plans:
-            runs = [args.run] if args.run is not None and variants[0][0] == "default" else []
-            runs += [_pretrain(ws, name, config) for name, config in variants[len(runs):]]
+            runs = [args.run if args.run is not None and name == "default" else _pretrain(ws, name, config)
+                    for name, config in variants]
             for task, mode in itertools.product(tasks, args.modes.split(",")):
                 if mode == "finetune" and task not in args.finetune_tasks.split(","):
                     continue
