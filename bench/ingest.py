@@ -5,8 +5,9 @@
     python bench/ingest.py --large 0 --archive 10000 100000
 
 --archive: a generated archive of N images (two thirds JPEG, one third PNG, 64 to 640 px, 2% byte-identical
-copies, 0.5% damaged files), each N imported in a process of its own: images/s, peak memory (the pixels stream;
-the rows kept for the one commit grow it by about 2.3 KB an image), disk per image (stored originals and cache).
+copies, 0.5% damaged files), each N imported in a process of its own: images/s, peak memory (the pixels stream,
+the folder is listed as it is read, the rows wait in the import's staging database: flat in N), disk per image
+(stored originals and cache).
 """
 
 from __future__ import annotations

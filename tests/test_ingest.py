@@ -94,7 +94,7 @@ def test_dicom_monochrome1_is_inverted_and_16_bit_scaled(bad_corpus):
 
 
 def test_reingest_changes_nothing_and_a_name_clash_is_refused(ws, demo_dir):
-    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = list(sources.folder_source(demo_dir / "unlabeled", check_roots=False))
     first = ingest.ingest(ws, files, "pool")
     images_before = sorted(p.name for p in ws.images.rglob("*.png"))
     again = ingest.ingest(ws, files, "pool")
@@ -155,7 +155,7 @@ def test_zip_unsafe_entries_refused_and_zip_bomb_rejected(ws, tmp_path):
 def test_server_folders_outside_the_allowed_roots_are_refused(tmp_path, monkeypatch):
     (tmp_path / "ok").mkdir()
     monkeypatch.setenv("PIRL_DATA_ROOTS", str(tmp_path / "ok"))
-    assert sources.folder_source(tmp_path / "ok") == []
+    assert list(sources.folder_source(tmp_path / "ok")) == []
     with pytest.raises(PirlError, match="outside the folders"):
         sources.folder_source("/etc")
     with pytest.raises(PirlError, match="outside the folders"):
@@ -214,7 +214,7 @@ def test_label_problems_are_clear_errors(ws, demo_dir):
 
 
 def test_attach_labels_to_an_ingested_dataset_then_the_split_is_fixed(ws, demo_dir):
-    files = sources.folder_source(demo_dir / "unlabeled", check_roots=False)
+    files = list(sources.folder_source(demo_dir / "unlabeled", check_roots=False))
     ingest.ingest(ws, files, "pool")
     csv_text = "filename,label\n" + "\n".join(f"{f.name},{'m' if i % 2 else 'b'}" for i, f in enumerate(files[:40]))
     report = ingest.attach_labels(ws, "pool", csv_text)
@@ -318,7 +318,7 @@ def test_each_stage_of_an_ingest_works_alone(ws, demo_dir):
     """sources -> decoded images -> stored files -> labels and groups -> splits, each called on its own."""
     from pirl_core.data import sources
 
-    files = sources.folder_source(demo_dir / "labeled", check_roots=False)
+    files = list(sources.folder_source(demo_dir / "labeled", check_roots=False))
     first = files[0].read()
     files += sources.upload_source([("bad.png", b"not an image"), ("again.png", first)])
     report = ingest.Report("stages")
@@ -328,11 +328,13 @@ def test_each_stage_of_an_ingest_works_alone(ws, demo_dir):
     assert report.duplicates == [{"name": "again.png", "same_as": files[0].name}]
 
     stored = ingest.FileStore(ws)
-    rows = [stored.add(d) for d in decoded]
+    for d in decoded:
+        stored.add(d)
+    rows = list(stored.rows())
     paths = [ws.root / r["path"] for r in rows]
-    assert all(p.exists() for p in paths)
-    stored.close()  # never committed: what it wrote is gone again
-    assert not any(p.exists() for p in paths)
+    assert len(stored) == 24 and all(p.exists() for p in paths)
+    stored.close()  # never committed: what it wrote, and its staging, are gone again
+    assert not any(p.exists() for p in paths) and list(ws.cache.iterdir()) == []
 
     names = [r["orig_name"] for r in rows]
     labels, groups = ingest.labels_and_groups(names, True, None, report)
@@ -340,3 +342,53 @@ def test_each_stage_of_an_ingest_works_alone(ws, demo_dir):
     signatures = np.stack([ingest.duplicates.signature(d.row) for d in decoded])
     splits = ingest.split(labels, groups, signatures, names, 0, report)
     assert set(splits) == {"train", "val", "test"} and report.labels == {"benign": 12, "malignant": 12}
+
+
+def _bytes_held_at_the_commit(ws, folder, name, monkeypatch) -> int:
+    """Python memory an import holds once it has read every file (the rows wait for the one commit)."""
+    import tracemalloc
+
+    held, commit = [], ingest.commit
+    monkeypatch.setattr(ingest, "commit", lambda *a, **k: held.append(tracemalloc.get_traced_memory()[0])
+                        or commit(*a, **k))
+    tracemalloc.start()
+    try:
+        ingest.ingest(ws, sources.folder_source(folder, check_roots=False), name)
+        return held[0]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_archive_import_holds_nothing_in_memory_per_image(ws, tmp_path, monkeypatch):
+    """Memory independent of the archive's size: the folder is listed as it is read and the rows wait on disk
+    for the one commit (the listing and rows of a 10^7-file archive once needed 23 GB)."""
+    sizes = {"small": 100, "large": 500}
+    for label, n in sizes.items():
+        for i in range(n):
+            folder = tmp_path / label / f"{i // 50:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"scan_from_a_long_archive_path_{i:07d}.png").write_bytes(
+                _png(size=(32, 32), color=(i % 256, i // 256, 7)))
+    _bytes_held_at_the_commit(ws, tmp_path / "small", "warm-up", monkeypatch)  # what is made once, made
+    held = {label: _bytes_held_at_the_commit(ws, tmp_path / label, label, monkeypatch) for label in sizes}
+    per_image = (held["large"] - held["small"]) / (sizes["large"] - sizes["small"])
+    assert per_image < 100, f"{per_image:.0f} bytes more an image"
+    assert sorted(d["n_images"] for d in ws.store.datasets()) == [100, 100, 500]
+
+
+def test_a_stored_file_removed_while_an_import_ran_is_read_again_from_its_folder(ws, demo_dir, monkeypatch):
+    """Nothing of the listing is kept: a copy another (failed) import removed meanwhile is read from a new one."""
+    import hashlib
+
+    rows = ingest.FileStore.rows
+
+    def meanwhile(self):
+        for path in ws.images.rglob("*.*"):
+            path.unlink()
+        return rows(self)
+
+    monkeypatch.setattr(ingest.FileStore, "rows", meanwhile)
+    report = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool")
+    images = ws.store.images(report.dataset_id)
+    assert report.imported == len(images) > 0
+    assert all(hashlib.sha256((ws.root / im["path"]).read_bytes()).hexdigest() == im["content_hash"] for im in images)

@@ -16,6 +16,7 @@ import io
 import struct
 import threading
 import uuid
+from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,7 +75,7 @@ class CacheWriter:
         self._part_file = self.out_file.with_name(f"{self.out_file.name}.{uuid.uuid4().hex}.part")
         self._stream = open(self._part_file, "wb")
         self._stream.write(_HEAD.pack(MAGIC, size))
-        self._offsets = [_HEAD.size]
+        self._offsets = array("Q", [_HEAD.size])  # 8 bytes a row: all a writer keeps per image
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="cache-png")
         self._pending: deque = deque()
 

@@ -8,7 +8,9 @@ Every file is checked (see `image_io.decode`); a bad file is skipped with its re
 duplicates (same bytes) are imported once and reported. Images are copied into the workspace (content-addressed,
 so the source can go away) and decoded once into a 256 px training cache. The database sees the whole dataset in
 one transaction at the end: a crash or a cancel leaves no half dataset, and ingesting the same files again
-changes nothing. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s, not a new branch here.
+changes nothing. Until then the rows wait on disk (`FileStore`'s staging database), so an unlabeled archive of
+any size is read with the same memory. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s,
+not a new branch here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterable, Iterator, Sized
 
 import numpy as np
 
@@ -44,6 +46,7 @@ from .sources import SourceFile, folder_source, read_source
 from .splits import assign_splits
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+MAX_NOTES = 100  # notes on single files (a DICOM's windowing, say) kept in a report
 
 
 @dataclass
@@ -76,24 +79,29 @@ class Decoded:
     height: int
     patient: str | None = None  # DICOM PatientID and StudyInstanceUID as read: hashed into a group, never stored
     study: str | None = None
+    index: int = 0  # its place among the source's files
 
 
-def decode_all(files: list[SourceFile], report: Report,
+def decode_all(files: Iterable[SourceFile], report: Report,
                on_progress: Callable[[int, int, str], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Iterator[Decoded]:
+               should_stop: Callable[[], bool] | None = None,
+               seen: dict[str, str] | _Seen | None = None) -> Iterator[Decoded]:
     """Each file read and decoded, one at a time; a byte-identical copy is reported once, a bad file skipped
-    with its reason (one bad file or zip member never aborts an import)."""
-    seen: dict[str, str] = {}
+    with its reason (one bad file or zip member never aborts an import). `seen` (content hash -> name) holds
+    the files read so far, and any the import must not take again (a pool's own images)."""
+    seen = {} if seen is None else seen
+    total = len(files) if isinstance(files, Sized) else 0
     for i, src in enumerate(files):
         if should_stop and should_stop():
             raise Cancelled()
         if on_progress:
-            on_progress(i, len(files), src.name)
+            on_progress(i, total, src.name)
         try:
             data = read_source(src)
             digest = hashlib.sha256(data).hexdigest()
-            if digest in seen:
-                report.duplicates.append({"name": src.name, "same_as": seen[digest]})
+            same_as = seen.get(digest)
+            if same_as is not None:
+                report.duplicates.append({"name": src.name, "same_as": same_as})
                 continue
             decoded = decode(data, src.name)
         except BadImage as exc:
@@ -103,52 +111,112 @@ def decode_all(files: list[SourceFile], report: Report,
             report.skipped.append({"name": src.name, "reason": f"cannot be read ({type(exc).__name__}: {exc})"})
             continue
         seen[digest] = src.name
-        if decoded.note:
+        if decoded.note and len(report.notes) < MAX_NOTES:
             report.notes.append(f"{src.name}: {decoded.note}")
         yield Decoded(src, data, digest, square_resize(decoded.image, CACHE_SIZE), decoded.image.width,
-                      decoded.image.height, decoded.patient, decoded.study)
+                      decoded.image.height, decoded.patient, decoded.study, i)
     if on_progress:
-        on_progress(len(files), len(files), "")
+        on_progress(total, total, "")
 
 
 # -- stored files ----------------------------------------------------------------------------
 class FileStore:
-    """Content-addressed copies in the workspace and the import's own training cache. What an import that does
+    """Content-addressed copies in the workspace, the import's own training cache, and its rows so far. The rows
+    (and the hashes of the files read, for byte-identical copies) wait in a staging database of the import's own
+    beside the cache, not in memory: an archive of millions costs no memory per image. What an import that does
     not commit wrote is removed when it closes, unless another import now uses the same file."""
 
     def __init__(self, ws: Workspace):
         self.ws = ws
-        self.created: list[Path] = []
-        self.sources: dict[str, SourceFile] = {}
-        self.writer = CacheWriter(ws.cache / f".ingest-{uuid.uuid4().hex}.pngs", CACHE_SIZE)  # never shared
+        tag = uuid.uuid4().hex  # never shared
+        self.writer = CacheWriter(ws.cache / f".ingest-{tag}.pngs", CACHE_SIZE)
+        self.staging_file = ws.cache / f".ingest-{tag}.db"
+        self.db = sqlite3.connect(self.staging_file)
+        self.db.executescript("""
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+            CREATE TABLE staged (content_hash TEXT, path TEXT, orig_name TEXT, width INTEGER, height INTEGER,
+                                 patient TEXT, study TEXT, created INTEGER, source_index INTEGER);
+            CREATE TABLE seen (content_hash TEXT PRIMARY KEY, name TEXT);""")
+        self.seen = _Seen(self.db)
+        self._salt: bytes | None = None
 
-    def add(self, item: Decoded) -> dict:
-        """Store one image; returns its images-table row (without dataset, label, group, split)."""
+    def add(self, item: Decoded) -> None:
+        """Store one image and stage its images-table row (patient and study as pseudonyms only)."""
         suffix = Path(item.src.name).suffix.lower()
         suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ".bin"  # the name's, if it is short
         stored = self.ws.images / item.digest[:2] / f"{item.digest}{suffix}"
-        if not stored.exists():
+        created = not stored.exists()
+        if created:
             write_bytes_atomic(stored, item.data)
-            self.created.append(stored)
         self.writer.append(item.row)
-        self.sources[item.digest] = item.src
-        return {"content_hash": item.digest, "path": str(stored.relative_to(self.ws.root)),
-                "orig_name": item.src.name, "width": item.width, "height": item.height}
+        if (item.patient or item.study) and self._salt is None:
+            self._salt = patients.salt(self.ws)
+        self.db.execute("INSERT INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+            item.digest, str(stored.relative_to(self.ws.root)), item.src.name, item.width, item.height,
+            *patients.pseudonyms(self._salt or b"", item.patient, item.study), created, item.index))
 
-    def restore_missing(self, accepted: list[dict]) -> None:
-        """Inside the transaction: a concurrent import that failed may have removed a file this one found."""
-        for a in accepted:
-            if not (self.ws.root / a["path"]).exists():
-                write_bytes_atomic(self.ws.root / a["path"], read_source(self.sources[a["content_hash"]]))
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM staged").fetchone()[0]
+
+    def rows(self) -> Iterator[dict]:
+        """The images-table rows staged, in cache order, each with its patient group (without dataset, label,
+        split)."""
+        n_patients, n_studies = self.db.execute(
+            "SELECT COUNT(DISTINCT patient), COUNT(DISTINCT study) FROM staged").fetchone()
+        anonymised = patients.anonymised(n_patients, n_studies)
+        for digest, path, name, width, height, patient, study in self.db.execute(
+                "SELECT content_hash, path, orig_name, width, height, patient, study FROM staged ORDER BY rowid"):
+            yield {"content_hash": digest, "path": path, "orig_name": name, "width": width, "height": height,
+                   "group_id": patients.group(patient, study, anonymised)}
+
+    def content_hash(self) -> str:
+        """The hash of every image `seen` holds (those staged, and a pool's own), whatever their order."""
+        h = hashlib.sha256()
+        for (digest,) in self.db.execute("SELECT content_hash FROM seen ORDER BY content_hash"):
+            h.update(digest.encode())
+        return h.hexdigest()
+
+    def restore_missing(self, files: Iterable[SourceFile]) -> None:
+        """Inside the transaction: a concurrent import that failed may have removed a file this one found. Such a
+        file is read again from the import's files (listed again: nothing of them was kept)."""
+        missing = {i: path for path, i in self.db.execute("SELECT path, source_index FROM staged")
+                   if not (self.ws.root / path).exists()}
+        for i, src in enumerate(files if missing else ()):
+            if i in missing:
+                write_bytes_atomic(self.ws.root / missing[i], read_source(src))
+
+    def committed(self) -> None:
+        """The database now refers to every file written: none is removed at the close."""
+        self.db.execute("UPDATE staged SET created = 0")
 
     def close(self) -> None:
         self.writer.close()
         self.writer.out_file.unlink(missing_ok=True)  # renamed away when the ingest committed
-        if self.created:
+        created = [self.ws.root / p for (p,) in self.db.execute("SELECT path FROM staged WHERE created")]
+        self.db.close()
+        self.staging_file.unlink(missing_ok=True)
+        if created:
             with self.ws.store.transaction():
-                for path in self.created:
+                for path in created:
                     if not self.ws.store.image_file_used(path.stem):
                         path.unlink(missing_ok=True)
+
+
+class _Seen:
+    """The staging database's content hash -> name table, read and written as `decode_all`'s `seen` mapping."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def get(self, digest: str) -> str | None:
+        row = self.db.execute("SELECT name FROM seen WHERE content_hash = ?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def __setitem__(self, digest: str, name: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (digest, name))
+
+    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", pairs)
 
 
 # -- labels and groups, splits ---------------------------------------------------------------
@@ -199,35 +267,38 @@ def split(labels: list[str | None], groups: list[str | None], signatures: np.nda
 
 
 # -- one transaction -------------------------------------------------------------------------
-def commit(ws: Workspace, report: Report, stored: FileStore, images: list[dict], kind: str, source: str | None,
-           seed: int, content_hash: str) -> int:
+def commit(ws: Workspace, report: Report, stored: FileStore, files: Iterable[SourceFile], images: Iterable[dict],
+           kind: str, seed: int, content_hash: str) -> int:
     """The dataset, its images, its skipped files and its cache, all at once or not at all."""
     store = ws.store
     with store.transaction():
-        stored.restore_missing(images)
+        stored.restore_missing(files)
         try:
-            dataset_id = store.add_dataset(report.dataset, kind=kind, source=source, info={
-                "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:100],
+            dataset_id = store.add_dataset(report.dataset, kind=kind, source=next(iter(files)).name, info={
+                "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:MAX_NOTES],
                 "label_conflicts": report.label_conflicts, "labels": report.labels,
                 "duplicates": len(report.duplicates)})
         except sqlite3.IntegrityError:  # another import took the name while this one decoded
             raise PirlError(f"Another import created a dataset named {report.dataset!r} while this one ran; "
                             "nothing was imported. Import again under another name.") from None
-        store.update_dataset(dataset_id, content_hash=content_hash, n_images=len(images))
+        store.update_dataset(dataset_id, content_hash=content_hash, n_images=len(stored))
         store.add_images({**im, "dataset_id": dataset_id} for im in images)
         store.add_skipped(dataset_id, [(s["name"], s["reason"]) for s in report.skipped])
         stored.writer.finish().replace(cache_path(ws, dataset_id))
-    stored.created.clear()  # now referenced by the database
+    stored.committed()
     return dataset_id
 
 
 # -- the pipeline ----------------------------------------------------------------------------
-def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: bool = False,
+def ingest(ws: Workspace, files: Collection[SourceFile], name: str, *, folder_labels: bool = False,
            labels_csv: bytes | str | Path | None = None, seed: int = 0,
            pre_skipped: list[dict] | None = None,
            on_progress: Callable[[int, int, str], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> Report:
-    """Import `files` as dataset `name`. See the module docstring for the stages and the guarantees."""
+    """Import `files` (a list, or a folder's listing: read once, and listed again only to restore a file another
+    import removed meanwhile) as dataset `name`. See the module docstring for the stages and the guarantees. An
+    unlabeled pool streams: nothing is kept in memory per image. A labeled set keeps its names, labels and
+    near-copy signatures (4 KB an image) for the split."""
     name = name.strip()
     if not name:
         raise PirlError("Give the dataset a name.")
@@ -238,17 +309,16 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
         check_labels(labels_and_groups([f.name for f in files], folder_labels, table, Report(name))[0])
     stored = FileStore(ws)
     try:
-        accepted, signatures, who = [], [], []  # one per new image, in cache order
-        for item in decode_all(files, report, on_progress, should_stop):
-            accepted.append(stored.add(item))
-            who.append((item.patient, item.study))
-            if labeled:  # pixel signatures, for near-copy-aware splits
+        signatures = []  # pixel signatures, for near-copy-aware splits
+        for item in decode_all(files, report, on_progress, should_stop, stored.seen):
+            stored.add(item)
+            if labeled:
                 signatures.append(duplicates.signature(item.row))
-        if not accepted:
+        if not len(stored):
             raise PirlError(f"No usable image among {len(files)} file(s); nothing was imported. "
                             + (f"First problem: {report.skipped[0]['name']}: {report.skipped[0]['reason']}"
                                if report.skipped else ""))
-        content_hash = hashlib.sha256("".join(sorted(a["content_hash"] for a in accepted)).encode()).hexdigest()
+        content_hash = stored.content_hash()
         existing = ws.store.dataset(name)
         if existing is not None:
             if existing["content_hash"] != content_hash:
@@ -256,19 +326,19 @@ def ingest(ws: Workspace, files: list[SourceFile], name: str, *, folder_labels: 
             report.dataset_id, report.unchanged = existing["id"], True
             report.labels = ws.store.class_counts(existing["id"])
             return report
-        names = [a["orig_name"] for a in accepted]
-        labels, groups = labels_and_groups(names, folder_labels, table, report,
-                                           patients.groups(ws, [p for p, _ in who], [s for _, s in who]))
-        splits = [None] * len(accepted)
+        images: Iterable[dict] = ({**r, "label": None, "split": None} for r in stored.rows())
         if labeled:
+            rows = list(stored.rows())
+            names = [r["orig_name"] for r in rows]
+            labels, groups = labels_and_groups(names, folder_labels, table, report, [r["group_id"] for r in rows])
             splits = split(labels, groups, np.stack(signatures), names, seed, report,
                            refiled_copies(report, names, labels, folder_labels, table))
-        images = [{**a, "label": lab, "group_id": grp, "split": sp}
-                  for a, lab, grp, sp in zip(accepted, labels, groups, splits)]
-        report.dataset_id = commit(ws, report, stored, images, "labeled" if labeled else "unlabeled",
-                                   files[0].name if files else None, seed, content_hash)
-        report.imported = len(accepted)
-        audit.record(ws, "import", name, f"{len(accepted)} images, {len(report.skipped)} skipped")
+            images = [{**r, "label": lab, "group_id": grp, "split": sp}
+                      for r, lab, grp, sp in zip(rows, labels, groups, splits)]
+        report.dataset_id = commit(ws, report, stored, files, images, "labeled" if labeled else "unlabeled", seed,
+                                   content_hash)
+        report.imported = len(stored)
+        audit.record(ws, "import", name, f"{report.imported} images, {len(report.skipped)} skipped")
         return report
     finally:
         stored.close()
@@ -285,7 +355,7 @@ def check_addable(ws: Workspace, row: dict | None, dataset: str) -> None:
                         "runs saw. Add them to a new dataset.")
 
 
-def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: list[dict] | None = None,
+def add_to(ws: Workspace, dataset: str, files: Collection[SourceFile], pre_skipped: list[dict] | None = None,
            on_progress: Callable[[int, int, str], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> Report:
     """Add `files` to an unlabeled pool nothing has used yet (a second pull from a PACS): its images keep their
@@ -293,41 +363,32 @@ def add_to(ws: Workspace, dataset: str, files: list[SourceFile], pre_skipped: li
     row = ws.store.dataset(dataset)
     check_addable(ws, row, dataset)
     report = Report(dataset=dataset, dataset_id=row["id"], skipped=list(pre_skipped or []))
-    held = {im["content_hash"]: im["orig_name"] for im in ws.store.images(row["id"])}
     stored = FileStore(ws)
     try:
-        accepted, who = [], []
-        for item in decode_all(files, report, on_progress, should_stop):
-            if item.digest in held:
-                report.duplicates.append({"name": item.src.name, "same_as": held[item.digest]})
-                continue
-            accepted.append(stored.add(item))
-            who.append((item.patient, item.study))
-        if not accepted:
+        stored.seen.update(ws.store.image_names(row["id"]))  # the pool's own images are copies, not new ones
+        for item in decode_all(files, report, on_progress, should_stop, stored.seen):
+            stored.add(item)
+        if not len(stored):
             report.unchanged = True
             return report
-        groups = patients.groups(ws, [p for p, _ in who], [s for _, s in who])
-        images = [{**a, "dataset_id": row["id"], "label": None, "group_id": g, "split": None}
-                  for a, g in zip(accepted, groups)]
         new_rows = stored.writer.finish()
-        everything = sorted([*held, *(a["content_hash"] for a in accepted)])
         with ws.store.transaction():
-            stored.restore_missing(accepted)
-            ws.store.add_images(images)
-            ws.store.update_dataset(row["id"], n_images=len(everything),
-                                    content_hash=hashlib.sha256("".join(everything).encode()).hexdigest())
+            stored.restore_missing(files)
+            ws.store.add_images({**r, "dataset_id": row["id"], "label": None, "split": None} for r in stored.rows())
+            ws.store.update_dataset(row["id"], n_images=row["n_images"] + len(stored),
+                                    content_hash=stored.content_hash())
             ws.store.add_skipped(row["id"], [(s["name"], s["reason"]) for s in report.skipped])
             with CacheWriter(cache_path(ws, row["id"]), CACHE_SIZE) as writer:
                 for source in (dataset_cache(ws, row["id"]), open_cache(new_rows)):
                     for cached in source:
                         writer.append(np.asarray(cached))
                 writer.finish()
-        stored.created.clear()
+        stored.committed()
         for derived in cache_files(ws, row["id"]):  # smaller sizes (and an older format's base): made again
             if derived != cache_path(ws, row["id"]):
                 derived.unlink(missing_ok=True)
-        report.imported = len(accepted)
-        audit.record(ws, "add images", dataset, f"{len(accepted)} images, {len(report.skipped)} skipped")
+        report.imported = len(stored)
+        audit.record(ws, "add images", dataset, f"{report.imported} images, {len(report.skipped)} skipped")
         return report
     finally:
         stored.close()

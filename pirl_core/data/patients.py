@@ -37,20 +37,32 @@ def hashed(ws_salt: bytes, value: str, prefix: str = PREFIX) -> str:
     return prefix + hashlib.sha256(ws_salt + value.encode()).hexdigest()[:12]
 
 
+def pseudonyms(ws_salt: bytes, patient: str | None, study: str | None) -> tuple[str | None, str | None]:
+    """What an import keeps of an image's DICOM PatientID and StudyInstanceUID: their pseudonyms (None where the
+    header has none). Hashing preserves which images share a patient or a study, all `group` needs."""
+    return (hashed(ws_salt, "id:" + patient) if patient else None,
+            hashed(ws_salt, "study:" + study) if study else None)
+
+
+def anonymised(distinct_patients: int, distinct_studies: int) -> bool:
+    """One patient id for the images of several studies: the id was anonymised to one value for the whole set."""
+    return distinct_patients == 1 and distinct_studies > 1
+
+
+def group(patient: str | None, study: str | None, anonymised_ids: bool) -> str | None:
+    """One image's group from its pseudonyms: its patient, or its study where the patient id is missing or
+    anonymised; None for an image with neither (a PNG)."""
+    return study if (anonymised_ids or not patient) else patient
+
+
 def groups(ws: Workspace, patients: list[str | None], studies: list[str | None]) -> list[str | None]:
-    """One group per image: its hashed patient, or its hashed study where the patient id is missing or the
-    same for every image of several studies (anonymised to one value); None for an image with neither (a PNG)."""
-    distinct_patients = {p for p in patients if p}
-    distinct_studies = {s for s in studies if s}
-    anonymised = len(distinct_patients) == 1 and len(distinct_studies) > 1
-    if not distinct_patients and not distinct_studies:
+    """One group per image (see `group`); the workspace's salt is made only where a header names someone."""
+    if not any(patients) and not any(studies):
         return [None] * len(patients)
     key = salt(ws)
-    out: list[str | None] = []
-    for patient, study in zip(patients, studies):
-        who = study if (anonymised or not patient) else patient
-        out.append(hashed(key, ("study:" if who == study else "id:") + who) if who else None)
-    return out
+    pairs = [pseudonyms(key, p, s) for p, s in zip(patients, studies)]
+    anon = anonymised(len({p for p, _ in pairs if p}), len({s for _, s in pairs if s}))
+    return [group(p, s, anon) for p, s in pairs]
 
 
 @dataclass

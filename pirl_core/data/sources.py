@@ -12,7 +12,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import BadImage, PirlError
 
@@ -53,11 +53,29 @@ def _refused(name: str, reason: str) -> SourceFile:
     return SourceFile(name, read)
 
 
-def folder_source(folder: str | Path, check_roots: bool = True, include_hidden: bool = False) -> list[SourceFile]:
-    """Every file under `folder`, in name order. Where PIRL_DATA_ROOTS is set, the folder and every file in it
-    (links resolved) must lie inside those roots; what resolves outside is refused by name. `check_roots`
-    (the browser): with no roots set, refuse. Hidden files and folders, links to folders, broken links,
-    link loops, special files, unreadable folders and files over the size cap come back as entries that
+class FolderListing:
+    """Every file under a folder, in name order, listed as it is read: one folder's names at a time, so an archive
+    of millions of files costs no memory per file. Iterate it again to list it again; `len()` counts the files
+    with a walk of its own."""
+
+    def __init__(self, folder: Path, roots: list[Path], include_hidden: bool):
+        self.folder, self.roots, self.include_hidden = folder, roots, include_hidden
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[SourceFile]:
+        return _walk(self.folder, self.folder, self.roots, max_file_bytes(), self.include_hidden)
+
+    def __len__(self) -> int:
+        if self._count is None:
+            self._count = sum(1 for _ in self)
+        return self._count
+
+
+def folder_source(folder: str | Path, check_roots: bool = True, include_hidden: bool = False) -> FolderListing:
+    """Every file under `folder`, in name order (see `FolderListing`). Where PIRL_DATA_ROOTS is set, the folder and
+    every file in it (links resolved) must lie inside those roots; what resolves outside is refused by name.
+    `check_roots` (the browser): with no roots set, refuse. Hidden files and folders, links to folders, broken
+    links, link loops, special files, unreadable folders and files over the size cap come back as entries that
     the import lists as skipped, with the reason: nothing is left out in silence."""
     roots = allowed_roots()
     folder = Path(folder).expanduser().resolve()
@@ -69,25 +87,31 @@ def folder_source(folder: str | Path, check_roots: bool = True, include_hidden: 
                         f"Set PIRL_DATA_ROOTS to allow it.")
     if not folder.is_dir():
         raise PirlError(f"{folder} is not a folder.")
-    cap, out = max_file_bytes(), []
-    problems: list[OSError] = []
-    for top, dirs, names in os.walk(folder, onerror=problems.append):
-        base = Path(top)
-        for d in list(dirs):
-            rel = (base / d).relative_to(folder)
-            if (d.startswith(".") or d == "__MACOSX") and not include_hidden:
-                dirs.remove(d)
-                out.append(_refused(rel.as_posix() + "/", "hidden folder: skipped"))
-            elif (base / d).is_symlink():
-                out.append(_refused(rel.as_posix() + "/", "link to a folder: not followed (import that folder "
-                                                           "itself)"))
-        dirs.sort()
-        for n in names:
-            out.append(_file_entry(base / n, (base / n).relative_to(folder).as_posix(), roots, cap, include_hidden))
-    for exc in problems:
-        name = Path(exc.filename).relative_to(folder).as_posix() if exc.filename else str(folder)
-        out.append(_refused(name + "/", f"folder cannot be read ({exc.strerror or exc})"))
-    return sorted(out, key=lambda f: f.name)
+    return FolderListing(folder, roots, include_hidden)
+
+
+def _walk(folder: Path, base: Path, roots: list[Path], cap: int, include_hidden: bool) -> Iterator[SourceFile]:
+    """`base`'s entries and, depth first, its sub-folders', in the order of their names relative to `folder`: a
+    sub-folder sorts as its name with a '/' (every name under it shares that prefix), so the whole walk comes out
+    sorted without ever holding more than one folder's names."""
+    rel = base.relative_to(folder).as_posix()
+    try:
+        with os.scandir(base) as it:
+            entries = sorted(((e.name + "/" if e.is_dir() else e.name), e) for e in it)
+    except OSError as exc:
+        yield _refused(rel + "/", f"folder cannot be read ({exc.strerror or exc})")
+        return
+    prefix = "" if rel == "." else rel + "/"
+    for key, entry in entries:
+        name = prefix + key
+        if not key.endswith("/"):
+            yield _file_entry(Path(entry.path), name, roots, cap, include_hidden)
+        elif (entry.name.startswith(".") or entry.name == "__MACOSX") and not include_hidden:
+            yield _refused(name, "hidden folder: skipped")
+        elif entry.is_symlink():
+            yield _refused(name, "link to a folder: not followed (import that folder itself)")
+        else:
+            yield from _walk(folder, Path(entry.path), roots, cap, include_hidden)
 
 
 def _file_entry(path: Path, name: str, roots: list[Path], cap: int, include_hidden: bool) -> SourceFile:

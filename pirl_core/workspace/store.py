@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
@@ -294,6 +294,11 @@ class Store:
         if labeled_only:
             sql += " AND label IS NOT NULL"
         return self.db.execute_returning_dicts(sql + " ORDER BY id", args)
+
+    def image_names(self, dataset_id: int) -> Iterator[tuple[str, str]]:
+        """(content hash, original name) of each image of a dataset, read as they are used."""
+        yield from self.db.execute("SELECT content_hash, orig_name FROM images WHERE dataset_id = ? ORDER BY id",
+                                   [dataset_id])
 
     def set_image_fields(self, updates: Iterable[tuple[int, dict]]) -> None:
         with self.transaction():

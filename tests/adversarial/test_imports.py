@@ -189,15 +189,15 @@ def test_an_import_whose_name_another_import_takes_meanwhile_says_so(ws, tmp_pat
         folder.mkdir()
         for i in range(3):
             (folder / f"{i}.png").write_bytes(_png(10 * k + i))
-    taken, groups = [], ingest.patients.groups
+    taken, rows = [], ingest.FileStore.rows
 
     def meanwhile(*args):  # after the first import found the name free, another one lands under it
         if not taken:
             taken.append(None)
             taken[0] = ingest.ingest(Workspace(ws.root), sources.folder_source(second, check_roots=False), "scans")
-        return groups(*args)
+        return rows(*args)
 
-    monkeypatch.setattr(ingest.patients, "groups", meanwhile)
+    monkeypatch.setattr(ingest.FileStore, "rows", meanwhile)
     with pytest.raises(PirlError, match="Another import created a dataset named 'scans'"):
         ingest.ingest(ws, sources.folder_source(first, check_roots=False), "scans")
     assert [d["name"] for d in ws.store.datasets()] == ["scans"] and taken[0].imported == 3
