@@ -8,17 +8,15 @@ Every file is checked (see `image_io.decode`); a bad file is skipped with its re
 duplicates (same bytes) are imported once and reported. Images are copied into the workspace (content-addressed,
 so the source can go away) and decoded once into a 256 px training cache. The database sees the whole dataset in
 one transaction at the end: a crash or a cancel leaves no half dataset, and ingesting the same files again
-changes nothing. Until then the rows wait on disk (`FileStore`'s staging database), so an unlabeled archive of
-any size is read with the same memory. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s,
+changes nothing. Until then the rows wait on disk (staging.py), so an unlabeled archive of any size is read with
+the same memory. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s,
 not a new branch here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import sqlite3
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Iterator, Sized
@@ -27,9 +25,8 @@ import numpy as np
 
 from ..access import audit
 from ..errors import BadImage, Cancelled, PirlError
-from ..workspace.atomic import write_bytes_atomic
 from ..workspace.folder import Workspace
-from . import duplicates, patients
+from . import duplicates
 from .image_cache import (
     CACHE_SIZE,
     CacheWriter,
@@ -44,6 +41,7 @@ from .image_io import decode
 from .labels import check_labels, folder_label, match_labels, read_labels_csv
 from .sources import SourceFile, folder_source, read_source
 from .splits import assign_splits
+from .staging import Decoded, FileStore, SeenFiles
 
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 MAX_NOTES = 100  # notes on single files (a DICOM's windowing, say) kept in a report
@@ -67,25 +65,10 @@ class Report:
 
 
 # -- decoded images --------------------------------------------------------------------------
-@dataclass
-class Decoded:
-    """One new image out of the decode stage: its source and bytes, their hash, its cache row and size."""
-
-    src: SourceFile
-    data: bytes
-    digest: str
-    row: np.ndarray  # (CACHE_SIZE, CACHE_SIZE, 3) uint8
-    width: int
-    height: int
-    patient: str | None = None  # DICOM PatientID and StudyInstanceUID as read: hashed into a group, never stored
-    study: str | None = None
-    index: int = 0  # its place among the source's files
-
-
 def decode_all(files: Iterable[SourceFile], report: Report,
                on_progress: Callable[[int, int, str], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               seen: dict[str, str] | _Seen | None = None) -> Iterator[Decoded]:
+               seen: dict[str, str] | SeenFiles | None = None) -> Iterator[Decoded]:
     """Each file read and decoded, one at a time; a byte-identical copy is reported once, a bad file skipped
     with its reason (one bad file or zip member never aborts an import). `seen` (content hash -> name) holds
     the files read so far, and any the import must not take again (a pool's own images)."""
@@ -117,106 +100,6 @@ def decode_all(files: Iterable[SourceFile], report: Report,
                       decoded.image.height, decoded.patient, decoded.study, i)
     if on_progress:
         on_progress(total, total, "")
-
-
-# -- stored files ----------------------------------------------------------------------------
-class FileStore:
-    """Content-addressed copies in the workspace, the import's own training cache, and its rows so far. The rows
-    (and the hashes of the files read, for byte-identical copies) wait in a staging database of the import's own
-    beside the cache, not in memory: an archive of millions costs no memory per image. What an import that does
-    not commit wrote is removed when it closes, unless another import now uses the same file."""
-
-    def __init__(self, ws: Workspace):
-        self.ws = ws
-        tag = uuid.uuid4().hex  # never shared
-        self.writer = CacheWriter(ws.cache / f".ingest-{tag}.pngs", CACHE_SIZE)
-        self.staging_file = ws.cache / f".ingest-{tag}.db"
-        self.db = sqlite3.connect(self.staging_file)
-        self.db.executescript("""
-            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-            CREATE TABLE staged (content_hash TEXT, path TEXT, orig_name TEXT, width INTEGER, height INTEGER,
-                                 patient TEXT, study TEXT, created INTEGER, source_index INTEGER);
-            CREATE TABLE seen (content_hash TEXT PRIMARY KEY, name TEXT);""")
-        self.seen = _Seen(self.db)
-        self._salt: bytes | None = None
-
-    def add(self, item: Decoded) -> None:
-        """Store one image and stage its images-table row (patient and study as pseudonyms only)."""
-        suffix = Path(item.src.name).suffix.lower()
-        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ".bin"  # the name's, if it is short
-        stored = self.ws.images / item.digest[:2] / f"{item.digest}{suffix}"
-        created = not stored.exists()
-        if created:
-            write_bytes_atomic(stored, item.data)
-        self.writer.append(item.row)
-        if (item.patient or item.study) and self._salt is None:
-            self._salt = patients.salt(self.ws)
-        self.db.execute("INSERT INTO staged VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
-            item.digest, str(stored.relative_to(self.ws.root)), item.src.name, item.width, item.height,
-            *patients.pseudonyms(self._salt or b"", item.patient, item.study), created, item.index))
-
-    def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM staged").fetchone()[0]
-
-    def rows(self) -> Iterator[dict]:
-        """The images-table rows staged, in cache order, each with its patient group (without dataset, label,
-        split)."""
-        n_patients, n_studies = self.db.execute(
-            "SELECT COUNT(DISTINCT patient), COUNT(DISTINCT study) FROM staged").fetchone()
-        anonymised = patients.anonymised(n_patients, n_studies)
-        for digest, path, name, width, height, patient, study in self.db.execute(
-                "SELECT content_hash, path, orig_name, width, height, patient, study FROM staged ORDER BY rowid"):
-            yield {"content_hash": digest, "path": path, "orig_name": name, "width": width, "height": height,
-                   "group_id": patients.group(patient, study, anonymised)}
-
-    def content_hash(self) -> str:
-        """The hash of every image `seen` holds (those staged, and a pool's own), whatever their order."""
-        h = hashlib.sha256()
-        for (digest,) in self.db.execute("SELECT content_hash FROM seen ORDER BY content_hash"):
-            h.update(digest.encode())
-        return h.hexdigest()
-
-    def restore_missing(self, files: Iterable[SourceFile]) -> None:
-        """Inside the transaction: a concurrent import that failed may have removed a file this one found. Such a
-        file is read again from the import's files (listed again: nothing of them was kept)."""
-        missing = {i: path for path, i in self.db.execute("SELECT path, source_index FROM staged")
-                   if not (self.ws.root / path).exists()}
-        for i, src in enumerate(files if missing else ()):
-            if i in missing:
-                write_bytes_atomic(self.ws.root / missing[i], read_source(src))
-
-    def committed(self) -> None:
-        """The database now refers to every file written: none is removed at the close."""
-        self.db.execute("UPDATE staged SET created = 0")
-
-    def close(self) -> None:
-        self.writer.close()
-        self.writer.out_file.unlink(missing_ok=True)  # renamed away when the ingest committed
-        created = [self.ws.root / p for (p,) in self.db.execute("SELECT path FROM staged WHERE created")]
-        self.db.close()
-        self.staging_file.unlink(missing_ok=True)
-        if created:
-            with self.ws.store.transaction():
-                for path in created:
-                    if not self.ws.store.image_file_used(path.stem):
-                        path.unlink(missing_ok=True)
-
-
-class _Seen:
-    """The staging database's content hash -> name table, read and written as `decode_all`'s `seen` mapping."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def get(self, digest: str) -> str | None:
-        row = self.db.execute("SELECT name FROM seen WHERE content_hash = ?", (digest,)).fetchone()
-        return row[0] if row else None
-
-    def __setitem__(self, digest: str, name: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (digest, name))
-
-    def update(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", pairs)
 
 
 # -- labels and groups, splits ---------------------------------------------------------------
