@@ -226,11 +226,16 @@ def test_the_workspace_salt_makes_patient_groups_stable_within_and_different_acr
     from pirl_core.workspace.folder import Workspace
 
     a, b = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
-    first = patients.groups(a, ["P1", "P2"], ["s1", "s2"])
-    assert patients.groups(a, ["P1", "P2"], ["s1", "s2"]) == first and first[0] != first[1]
-    assert patients.groups(b, ["P1", "P2"], ["s1", "s2"]) != first
+
+    def groups(ws):
+        return [patients.group(*patients.pseudonyms(patients.salt(ws), p, s), False)
+                for p, s in (("P1", "s1"), ("P2", "s2"))]
+
+    first = groups(a)
+    assert groups(a) == first and first[0] != first[1]
+    assert groups(b) != first
     assert all("P1" not in g for g in first)
-    assert patients.groups(a, [None, None], [None, None]) == [None, None]
+    assert patients.pseudonyms(patients.salt(a), None, None) == (None, None)
 
 
 def test_a_pull_config_without_studies_or_a_search_is_refused():

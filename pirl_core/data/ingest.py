@@ -9,8 +9,7 @@ duplicates (same bytes) are imported once and reported. Images are copied into t
 so the source can go away) and decoded once into a 256 px training cache. The database sees the whole dataset in
 one transaction at the end: a crash or a cancel leaves no half dataset, and ingesting the same files again
 changes nothing. Until then the rows wait on disk (staging.py), so an unlabeled archive of any size is read with
-the same memory. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s,
-not a new branch here.
+the same memory. A new source (a PACS, a labeling loop) is a new list of `SourceFile`s, not a new branch here.
 """
 
 from __future__ import annotations

@@ -55,16 +55,6 @@ def group(patient: str | None, study: str | None, anonymised_ids: bool) -> str |
     return study if (anonymised_ids or not patient) else patient
 
 
-def groups(ws: Workspace, patients: list[str | None], studies: list[str | None]) -> list[str | None]:
-    """One group per image (see `group`); the workspace's salt is made only where a header names someone."""
-    if not any(patients) and not any(studies):
-        return [None] * len(patients)
-    key = salt(ws)
-    pairs = [pseudonyms(key, p, s) for p, s in zip(patients, studies)]
-    anon = anonymised(len({p for p, _ in pairs if p}), len({s for _, s in pairs if s}))
-    return [group(p, s, anon) for p, s in pairs]
-
-
 @dataclass
 class PatientCount:
     """How many patients a set of images holds, and the largest one's share (for the Data page)."""
