@@ -91,9 +91,13 @@ class CacheWriter:
         self._stream.write(data)
         self._offsets.append(self._offsets[-1] + len(data))
 
-    def finish(self) -> Path:
+    def flush(self) -> None:
+        """Wait for the rows being encoded and write them."""
         while self._pending:
             self._write(self._pending.popleft().result())
+
+    def finish(self) -> Path:
+        self.flush()
         self._stream.write(np.asarray(self._offsets, "<u8").tobytes())
         self._stream.write(_FOOT.pack(self.rows, self._offsets[-1], MAGIC))
         self._stream.close()
