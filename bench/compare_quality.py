@@ -145,7 +145,7 @@ def main() -> None:
                           f"{'  NOT BETTER THAN CHANCE' if e.get('chance') else ''}  | {eff}", flush=True)
                 for v in s["verdicts"]:
                     print(f"  {v['text']}", flush=True)
-                for line in _between_runs(ws, cid):
+                for line in [*_labels_saved(s), *_between_runs(ws, cid)]:
                     print(f"  {line}", flush=True)
 
 
@@ -160,6 +160,17 @@ def _variant(spec: str, sizes: dict):
         except (ValueError, SyntaxError):  # a word: a string setting such as pretext=rotation
             overrides[key] = value
     return name, pretraining.default_config(**overrides)
+
+
+def _labels_saved(summary: dict) -> list[str]:
+    """Each PIRL arm's labels-saved reading (the Compare page's sentence), and what the baseline needs at each
+    fraction."""
+    lines = []
+    for r in summary.get("labels_saved", []):
+        needs = ", ".join(f"{p['labels']:.0f} -> " + ("more than all" if p["baseline_labels"] is None
+                                                     else f"{p['baseline_labels']:.0f}") for p in r["points"])
+        lines += [r["sentence"], f"{r['arm']}: labels -> labels {r['baseline']} needs: {needs}"]
+    return lines
 
 
 def _between_runs(ws, comparison_id: int) -> list[str]:
