@@ -156,7 +156,7 @@ def commit(ws: Workspace, report: Report, stored: FileStore, files: Iterable[Sou
     with store.transaction():
         stored.restore_missing(files)
         try:
-            dataset_id = store.add_dataset(report.dataset, kind=kind, source=next(iter(files)).name, info={
+            dataset_id = store.add_dataset(report.dataset, kind=kind, source=stored.first_name(), info={
                 "cache_size": CACHE_SIZE, "split_seed": seed, "notes": report.notes[:MAX_NOTES],
                 "label_conflicts": report.label_conflicts, "labels": report.labels,
                 "duplicates": len(report.duplicates)})

@@ -74,6 +74,10 @@ class FileStore:
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM staged").fetchone()[0]
 
+    def first_name(self) -> str:
+        """The first staged image's name, as the user knows it (the dataset's `source`)."""
+        return self.db.execute("SELECT orig_name FROM staged ORDER BY rowid LIMIT 1").fetchone()[0]
+
     def rows(self) -> Iterator[dict]:
         """The images-table rows staged, in cache order, each with its patient group (without dataset, label,
         split)."""
