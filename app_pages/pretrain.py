@@ -49,8 +49,11 @@ if editors_only("Starting a pretraining run"):
     defaults = pretraining.default_config()
     with st.form("start", enter_to_submit=False):  # a run starts from its button, not from Enter
         by_name = {d["name"]: d for d in datasets}
+        # a form reruns nothing until submit: each choice says what a run at the defaults takes before it starts
+        took = {n: duration(planning.estimate_seconds(store, defaults, d["images"])[0]) for n, d in by_name.items()}
         name = st.selectbox("Images to pretrain on", list(by_name), key="pretrain-dataset",
-                            format_func=lambda n: f"{n} ({by_name[n]['images']} images)")
+                            format_func=lambda n: f"{n} ({by_name[n]['images']} images; about {took[n]} at the "
+                                                  "defaults)")
         st.caption(f"This machine: {planning.machine()}. Defaults: {defaults.backbone} at {defaults.image_size} px, "
                    f"{defaults.epochs} epochs, batch {defaults.batch_size}"
                    + (" (small and fast, chosen for a CPU; the paper's resnet50 at 224 px needs a GPU)."

@@ -2,7 +2,7 @@
 
 Ingests DATA (class sub-folders, e.g. ../shared/data/busi256) as an unlabeled pool and as a labeled set with
 --positive against the rest, pretrains PIRL at this machine's defaults (on a CPU: efficientnet_lite0 from ImageNet,
-128 px, 30 epochs: about 17 minutes for BUSI), compares every start with the linear probe at the Compare page's
+128 px, 60 epochs: about 33 minutes for BUSI), compares every start with the linear probe at the Compare page's
 defaults, exports the best model, and labels 12 of a suggested batch of 20 from the folders (the Label page
 mid-batch). Each step is skipped when the workspace already has it, so a second call
 only finishes what is missing. `make screenshots` runs this, then bench/screenshots.py.

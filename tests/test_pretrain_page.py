@@ -5,7 +5,9 @@ from streamlit.testing.v1 import AppTest
 
 from pirl_core.data import ingest, sources
 from pirl_core.engine.config import PretrainConfig
+from pirl_core.fmt import duration
 from pirl_core.jobs import queue
+from pirl_core.training import planning, pretraining
 from tests.conftest import ROOT
 
 
@@ -35,6 +37,15 @@ def test_the_form_says_what_each_start_needs_before_it_is_submitted(ws, demo_dir
     at = _page().run()
     text = " ".join(c.value for c in at.caption)
     assert "adapts them to your images" in text and "learns everything from your images" in text
+
+
+def test_each_dataset_says_how_long_a_run_at_the_defaults_takes_before_it_starts(ws, demo_dir):
+    _pool(ws, demo_dir)
+    at = _page().run()
+    seconds, _ = planning.estimate_seconds(ws.store, pretraining.default_config(), 48)
+    assert seconds > 60  # 60 epochs of 48 images: the sentence is a figure, not a placeholder
+    expected = f"pool (48 images; about {duration(seconds)} at the defaults)"
+    assert at.selectbox(key="pretrain-dataset").options == [expected]
 
 
 def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
@@ -162,9 +173,6 @@ def test_the_loss_verdict_tells_below_at_and_above_chance_apart():
 
 
 def test_a_run_whose_loss_stayed_at_chance_is_named_too_short_to_judge(ws):
-    from pirl_core.engine.config import PretrainConfig
-    from pirl_core.jobs import queue
-    from pirl_core.training import pretraining
 
     dataset = ws.store.add_dataset("pool")
     ws.store.update_dataset(dataset, n_images=100)
