@@ -10,6 +10,7 @@ gain at 20 labels, and the time one batch of 20 suggestions takes on a 10,000-im
 
     python bench/label_efficiency.py ../shared/data/busi256 pirl-screenshots --positive malignant
     python bench/label_efficiency.py ../shared/data/cxr256 bench-cxr --labels ../shared/data/cxr256/labels_groups.csv
+    python bench/label_efficiency.py ../shared/data/cxr256 bench-cxr --run 1 --dataset binary  # compare_quality's set
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def _workspace(args) -> tuple[Workspace, int, int]:
     pool, labeled = f"{args.data.name}-pool", f"{args.data.name}-labeled"
     existing = [d for d in ws.store.datasets() if d["kind"] == "labeled" and "from_labels" not in d["info"]]
     existing = [d for d in existing if d["name"] == labeled] or existing  # this bench's own set, where it made one
+    if args.dataset:  # a labeled set the workspace holds already, e.g. one bench/compare_quality.py made
+        existing = [d for d in ws.store.datasets() if d["name"] == args.dataset]
+        if not existing:
+            raise SystemExit(f"{args.workspace} has no dataset named {args.dataset!r}")
     if existing:  # a workspace made before (bench/screenshot_workspace.py): its own names
         labeled_id = existing[-1]["id"]
     else:
@@ -93,6 +98,7 @@ def main() -> None:
                         f"{simulate.SEEDS}; at 5 the spread at 20 labels (SD 0.04-0.09) hides gains under 0.05")
     parser.add_argument("--epochs", type=int, help="pretrain epochs (default: this machine's default)")
     parser.add_argument("--run", type=int, help="use this pretrain run's last checkpoint (finished or not)")
+    parser.add_argument("--dataset", help="simulate on this labeled set of the workspace (default: the data's own)")
     args = parser.parse_args()
     ws, labeled_id, run = _workspace(args)
     t0 = time.time()
