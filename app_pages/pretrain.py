@@ -32,6 +32,9 @@ PRETEXT_HELP = {
     "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper",
 }
 
+AUGMENT_HELP = {"photo": "photo: the paper's colour jitter and grayscale",
+                "scan": "scan: brightness, contrast, gamma and blur (grayscale scans)"}
+
 ws = workspace()
 store = ws.store
 queue.reap(ws)
@@ -84,6 +87,8 @@ if editors_only("Starting a pretraining run"):
                                           key="pt-temperature")
             lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
             seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
+            augment = c1.selectbox("Augmentation", pretraining.AUGMENTS, key="pt-augment",
+                                   format_func=AUGMENT_HELP.get)
         gpus = pretraining.visible_gpus()
         nproc = 1
         if gpus > 1:
@@ -98,7 +103,7 @@ if editors_only("Starting a pretraining run"):
                 backbone=backbone, pretrained_imagenet=start_from == IMAGENET, image_size=int(image_size),
                 epochs=int(epochs), time_budget_s=60.0 * minutes if length == "minutes" else None,
                 batch_size=int(batch_size), lr=lr or None, negatives=int(negatives) or None, temperature=temperature,
-                pretext_weight=lam, seed=int(seed), pretext=pretext, nproc=int(nproc))
+                pretext_weight=lam, seed=int(seed), pretext=pretext, augment=augment, nproc=int(nproc))
             job_id = pretraining.start(ws, name, config)
             st.session_state["pretrain-run"] = job_id  # the run just started is the one shown below
             if config.time_budget_s:  # a toast: a banner would outlive the run (the page body is not redrawn)

@@ -94,7 +94,8 @@ def test_the_processes_views_together_are_the_one_process_batch():
     sizes = V.ViewSizes.for_image_size(32)
     builders = {"image": lambda x, gen, part: V.image_view(x, 32, gen, (0.3, 1), part=part),
                 "jigsaw": lambda x, gen, part: V.jigsaw_view(x, sizes, gen, part=part)[0],
-                "rotation": lambda x, gen, part: V.rotation_view(x, 32, gen, part=part)[0]}
+                "rotation": lambda x, gen, part: V.rotation_view(x, 32, gen, part=part)[0],
+                "scan": lambda x, gen, part: V.jigsaw_view(x, sizes, gen, part=part, augment="scan", blur_px=1.0)[0]}
     for name, build in builders.items():
         whole = build(images, torch.Generator().manual_seed(5), None)
         parts = [build(images[o:o + 4], torch.Generator().manual_seed(5), (o, 8)) for o in (0, 4)]

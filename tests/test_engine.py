@@ -165,6 +165,23 @@ def test_views_are_deterministic_for_a_generator():
     assert np.isfinite(a.numpy()).all()
 
 
+def test_the_scan_augmentation_bends_intensity_and_blurs_and_keeps_a_scan_gray():
+    from pirl_core.engine.views import color_distort, scan_distort
+
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2).float().expand(64, 3, 32, 32) * 0.8 + 0.1
+    gen = torch.Generator().manual_seed(0)
+    blurred = scan_distort(checker, gen, blur_px=1.0, p_gamma=0.0, p_blur=1.0)
+    smoother = blurred.var((1, 2, 3)) / checker.var((1, 2, 3))
+    assert (smoother <= 1 + 1e-5).all() and (smoother < 0.5).float().mean() > 0.5  # sigma 0.05 to 1 px
+    mid = torch.full((64, 3, 4, 4), 0.5)
+    bent = scan_distort(mid, gen, blur_px=1.0, p_gamma=1.0, p_blur=0.0)[:, 0, 0, 0]
+    assert bent.min() >= 0.5 ** 1.4 - 1e-6 and bent.max() <= 0.5 ** 0.7 + 1e-6 and bent.std() > 0.02
+    photo = color_distort(checker, torch.Generator().manual_seed(1))
+    scan = color_distort(checker, torch.Generator().manual_seed(1), augment="scan", blur_px=1.0)
+    assert not torch.equal(photo, scan)
+    assert torch.equal(scan[:, 0], scan[:, 1]) and torch.equal(scan[:, 1], scan[:, 2])  # gray stays gray
+
+
 def test_rotation_view_uses_all_three_turns_and_rotates_the_content():
     from pirl_core.engine import views
     from pirl_core.engine.views import rotation_view

@@ -337,3 +337,18 @@ def test_the_compile_option_trains_like_the_plain_network_and_keeps_the_checkpoi
     assert compiled.reports[0].metrics["loss"] == pytest.approx(plain.reports[0].metrics["loss"], abs=1e-3)
     a, b = checkpoint.load(tmp_path / "plain" / "last.pt"), checkpoint.load(tmp_path / "compiled" / "last.pt")
     assert a["model"].keys() == b["model"].keys() and a["config"]["compile"] is False and b["config"]["compile"]
+
+
+def test_the_scan_augmentation_runs_end_to_end_from_the_cli_and_is_kept_with_the_run(demo_dir, tmp_path, capsys):
+    import json
+
+    from pirl_core.cli import main
+    from pirl_core.engine import checkpoint
+
+    assert main(["pretrain", "--data", str(demo_dir / "unlabeled"), "--augment", "scan", "--backbone", "resnet18",
+                 "--no-pretrained-imagenet", "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] == "finished"
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["config"]["augment"] == "scan"
+    with pytest.raises(PirlError, match="augment must be one of photo, scan, got 'colour'"):
+        PretrainConfig(augment="colour").validate()

@@ -56,11 +56,12 @@ def test_start_a_run_from_the_form_queues_a_job(ws, demo_dir):
     at.number_input(key="pt-size").set_value(32)
     at.number_input(key="pt-epochs").set_value(1)
     at.number_input(key="pt-batch").set_value(16)
+    at.selectbox(key="pt-augment").set_value("scan")
     at.button[0].click().run()
     assert not at.exception, at.exception
     assert any("Queued pretraining run #1" in t.value for t in at.toast)  # a toast: a banner would outlive the run
     job = ws.store.job(1)
-    assert job["config"]["image_size"] == 32 and job["config"]["epochs"] == 1
+    assert job["config"]["image_size"] == 32 and job["config"]["epochs"] == 1 and job["config"]["augment"] == "scan"
     assert queue.wait(ws, 1, timeout_s=120)["status"] == "succeeded"
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine.choices import BACKBONES, PRETEXTS
+from ..engine.choices import AUGMENTS, BACKBONES, PRETEXTS
 from ..errors import PirlError
 from ..fmt import duration
 from ._output import note, print_json, progress
@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
     p.add_argument("--temperature", type=float)
     p.add_argument("--pretext", choices=list(PRETEXTS), help="the transform the representation learns to ignore")
+    p.add_argument("--augment", choices=list(AUGMENTS),
+                   help="photo (default, the paper's colour jitter) or scan (grayscale scans: intensity, gamma, blur)")
     p.add_argument("--lambda", dest="lam", type=float, help="weight of the pretext term(s) (default 0.5)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -76,6 +78,7 @@ def _config(args) -> PretrainConfig:
         "batch_size": args.batch_size, "lr": args.lr, "negatives": args.negatives,
         "backbone_lr_scale": args.backbone_lr_scale,
         "temperature": args.temperature, "pretext_weight": args.lam, "seed": args.seed, "pretext": args.pretext,
+        "augment": args.augment,
         "device": args.device, "num_workers": args.workers, "max_steps": args.max_steps,
         "nproc": args.nproc, "nnodes": args.nnodes, "sync_bn": args.sync_bn, "compile": args.compile or None,
     }.items() if v is not None}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..errors import PirlError
 from .backbones import REGISTRY
-from .choices import PRETEXTS
+from .choices import AUGMENTS, PRETEXTS
 from .optim import resolve_device
 from .views import ViewSizes
 
@@ -53,6 +53,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     min_crop_scale: float = 0.08  # the image view's RandomResizedCrop scale (min, 1); the paper's 0.08 at 224 px
+    augment: str = "photo"  # the views' photometric augmentation: "photo" (the paper's) or "scan" (choices.py)
     negatives: int | None = None  # default: min(N - 1, MAX_NEGATIVES)
     temperature: float = 0.07
     pretext: str = "jigsaw"  # "jigsaw", "rotation" or "jigsaw+rotation"
@@ -115,6 +116,11 @@ class PretrainConfig:
         return ViewSizes.for_image_size(self.image_size, self.patch_size or max(default, minimum))
 
     @property
+    def distort(self) -> dict:
+        """The views' photometric settings: the augmentation, and the largest blur in pixels (SimCLR's 2 px at 224)."""
+        return {"augment": self.augment, "blur_px": 2.0 * self.image_size / 224}
+
+    @property
     def loss_weights(self) -> dict[str, float]:
         """One weight per InfoNCE term; they sum to one."""
         lam = self.pretext_weight
@@ -174,6 +180,8 @@ class PretrainConfig:
                             f"got {self.backbone_lr_scale}")
         if not 0 < self.temperature <= 10:
             problems.append(f"temperature must be in (0, 10], got {self.temperature}")
+        if self.augment not in AUGMENTS:
+            problems.append(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.pretext not in PRETEXTS:
             problems.append(f"pretext must be one of {', '.join(PRETEXTS)}, got {self.pretext!r}")
         if not 0 <= self.pretext_weight <= 1:

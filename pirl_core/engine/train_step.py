@@ -76,13 +76,15 @@ class TrainStep:
         config, weights = self.config, self.config.loss_weights
         x = to_float(batch_u8.to(self.device, non_blocking=True))
         scale = (config.min_crop_scale, 1.0)
-        v_image = image_view(x, config.image_size, gen, scale, part=part).contiguous(memory_format=self.fmt)
+        distort = config.distort
+        v_image = image_view(x, config.image_size, gen, scale, part=part, **distort)
+        v_image = v_image.contiguous(memory_format=self.fmt)
         neg = self.bank.sample_negatives(index, self.negatives, gen)
         index = index.to(self.device)
-        v_jigsaw = jigsaw_view(x, self.sizes, gen, part=part)[0] if "jigsaw" in weights else None
+        v_jigsaw = jigsaw_view(x, self.sizes, gen, part=part, **distort)[0] if "jigsaw" in weights else None
         v_rotation = None
         if "rotation" in weights:
-            v_rotation = rotation_view(x, config.image_size, gen, scale, part=part)[0]
+            v_rotation = rotation_view(x, config.image_size, gen, scale, part=part, **distort)[0]
             v_rotation = v_rotation.contiguous(memory_format=self.fmt)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             views = self.forward(v_image, v_jigsaw, v_rotation)

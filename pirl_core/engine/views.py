@@ -1,7 +1,9 @@
 """The PIRL views (image, jigsaw, rotation), built for a whole batch at once from cached uint8 images.
 
 * image view v_I: RandomResizedCrop(image_size, scale=(0.08, 1)), flip, colour jitter
-  (0.4, 0.4, 0.4, 0.2) with p=0.8, grayscale p=0.2.
+  (0.4, 0.4, 0.4, 0.2) with p=0.8, grayscale p=0.2 (augment "photo", the paper's). Augment "scan"
+  instead: brightness and contrast jitter (0.4, 0.4) with p=0.8, a gamma curve in [0.7, 1.4] with
+  p=0.8, a Gaussian blur (SimCLR's sigma 0.1-2 px at 224 px, scaled to the image) with p=0.5.
 * jigsaw view v_It: RandomResizedCrop(jigsaw_size, scale=(0.6, 1)); a 3x3 grid of cells; a
   random patch_size crop in each cell; the same flip/jitter/grayscale per patch,
   independently; the 9 patches shuffled.
@@ -24,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as nn_f
 from torchvision.ops import roi_align
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,9 +93,43 @@ _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.
 _YIQ_INV = torch.linalg.inv(_YIQ)
 
 
+def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each image of x (n, 3, h, w) blurred by a Gaussian of its own sigma (n,) in pixels: one separable,
+    grouped convolution for the batch, reflected at the borders."""
+    n, c, h, w = x.shape
+    radius = max(1, min(math.ceil(3 * float(sigma.max())), (min(h, w) - 1) // 2))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-t[None] ** 2 / (2 * sigma[:, None].float() ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x.device, x.dtype)
+    y = nn_f.pad(x.reshape(1, n * c, h, w), (radius, radius, 0, 0), mode="reflect")
+    y = nn_f.conv2d(y, kernel[:, None, None, :], groups=n * c)
+    y = nn_f.pad(y, (0, 0, radius, radius), mode="reflect")
+    return nn_f.conv2d(y, kernel[:, None, :, None], groups=n * c).reshape(n, c, h, w)
+
+
+def scan_distort(x: torch.Tensor, gen: torch.Generator, blur_px: float, gamma=(0.7, 1.4), p_gamma: float = 0.8,
+                 p_blur: float = 0.5, part: Part = None) -> torch.Tensor:
+    """Augment "scan" after flip and brightness/contrast: a gamma curve and a Gaussian blur of up to `blur_px`."""
+    n, mine = _share(part, x.shape[0])
+    g = torch.empty(n).uniform_(*gamma, generator=gen)
+    g = torch.where(torch.rand(n, generator=gen) < p_gamma, g, torch.ones(n))[mine]
+    x = x.clamp_min(1e-6) ** g.to(x.device, x.dtype)[:, None, None, None]
+    sigma = torch.empty(n).uniform_(0.05 * blur_px, blur_px, generator=gen)
+    on = (torch.rand(n, generator=gen) < p_blur)[mine]
+    if on.any():
+        x = x.clone()
+        x[on.to(x.device)] = _blur(x[on.to(x.device)], sigma[mine][on])
+    return x
+
+
 def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 0.2), p_jitter: float = 0.8,
-                  p_gray: float = 0.2, p_flip: float = 0.5, part: Part = None) -> torch.Tensor:
-    """Flip, colour jitter and random grayscale, each sample with its own draws. x: float [0, 1]."""
+                  p_gray: float = 0.2, p_flip: float = 0.5, part: Part = None, augment: str = "photo",
+                  blur_px: float = 2.0) -> torch.Tensor:
+    """Flip, colour jitter and random grayscale, each sample with its own draws. x: float [0, 1].
+    augment "scan": flip, brightness and contrast only (hue, saturation and grayscale change nothing on a
+    grayscale scan), then scan_distort."""
+    if augment == "scan":
+        jitter, p_gray = (*jitter[:2], 0.0, 0.0), 0.0
     n, mine = _share(part, x.shape[0])
     here = lambda t: t[mine].to(x.device, t.dtype if t.dtype == torch.bool else x.dtype)  # noqa: E731
     u = lambda lo, hi: here(torch.empty(n, 1, 1, 1).uniform_(lo, hi, generator=gen))  # noqa: E731
@@ -105,6 +142,8 @@ def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 
     hue = (torch.empty(n).uniform_(-h, h, generator=gen) * 2 * math.pi)[mine]
     ops = torch.randperm(4, generator=gen).tolist()  # torchvision applies the four in random order
     for op in ops:
+        if (op == 2 and s == 0) or (op == 3 and h == 0):  # no saturation or hue change ("scan")
+            continue
         if op == 0:
             y = x * brightness
         elif op == 1:
@@ -120,6 +159,8 @@ def color_distort(x: torch.Tensor, gen: torch.Generator, jitter=(0.4, 0.4, 0.4, 
             y = torch.einsum("nij,njhw->nihw", m, x)
         x = (on * y + (1 - on) * x).clamp(0, 1)
 
+    if augment == "scan":
+        return scan_distort(x, gen, blur_px, part=part)
     gray = here(torch.rand(n, generator=gen) < p_gray)
     return torch.where(gray[:, None, None, None], _gray(x).expand_as(x), x)
 
@@ -148,7 +189,8 @@ def image_view(images: torch.Tensor, size: int, gen: torch.Generator,
 
 
 def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
-                scale: tuple[float, float] = (0.6, 1.0), part: Part = None) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: tuple[float, float] = (0.6, 1.0), part: Part = None,
+                **distort) -> tuple[torch.Tensor, torch.Tensor]:
     """v_It for a batch: normalised patches (B, 9, 3, p, p) in shuffled order, and that order (B, 9).
 
     The jigsaw crop, its 3x3 cells and the random patch in each cell are composed into one
@@ -166,17 +208,19 @@ def jigsaw_view(images: torch.Tensor, sizes: ViewSizes, gen: torch.Generator,
     patch_boxes = torch.cat([top_left, bottom_right], -1).reshape(n * 9, 4)
     patches = _crop(images, patch_boxes, torch.arange(n).repeat_interleave(9), sizes.patch)
     patch_part = (9 * part[0], 9 * part[1]) if part else None
-    patches = normalize(color_distort(patches, gen, part=patch_part)).reshape(n, 9, 3, sizes.patch, sizes.patch)
+    patches = normalize(color_distort(patches, gen, part=patch_part, **distort))
+    patches = patches.reshape(n, 9, 3, sizes.patch, sizes.patch)
     order = torch.argsort(torch.rand(total, 9, generator=gen)[mine], dim=1)
     on_device = order.to(images.device)[:, :, None, None, None].expand_as(patches)
     return torch.gather(patches, 1, on_device), order
 
 
 def rotation_view(images: torch.Tensor, size: int, gen: torch.Generator,
-                  scale: tuple[float, float] = (0.08, 1.0), part: Part = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  scale: tuple[float, float] = (0.08, 1.0), part: Part = None,
+                  **distort) -> tuple[torch.Tensor, torch.Tensor]:
     """The rotation pretext's transformed view: an image view turned by 90, 180 or 270 degrees.
     Returns the views (B, 3, size, size) and each one's quarter turns k in {1, 2, 3} (counter-clockwise)."""
-    views = image_view(images, size, gen, scale, part=part)
+    views = image_view(images, size, gen, scale, part=part, **distort)
     total, mine = _share(part, views.shape[0])
     turns = torch.randint(1, 4, (total,), generator=gen)[mine]
     out = views.clone()

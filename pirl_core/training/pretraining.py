@@ -18,7 +18,7 @@ from ..data import duplicates
 from ..data.image_cache import cache_size_for, dataset_cache
 from ..engine import distributed
 from ..engine.backbones import REGISTRY
-from ..engine.config import PRETEXTS, PretrainConfig
+from ..engine.config import AUGMENTS, PRETEXTS, PretrainConfig
 from ..engine.optim import resolve_device
 from ..engine.pretrain import Callbacks, StepReport, pretrain
 from ..errors import Interrupted, PirlError
@@ -30,7 +30,7 @@ from ..workspace.folder import Workspace
 
 BACKBONES = tuple(REGISTRY)
 RESULT_FILE, ERROR_FILE = "result.json", "error.txt"  # what process 0 of a torchrun launch leaves for the worker
-__all__ = ["BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start", "start_like"]
+__all__ = ["AUGMENTS", "BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start", "start_like"]
 
 
 def default_config(**overrides) -> PretrainConfig:
