@@ -180,20 +180,17 @@ class PretrainConfig:
                             f"got {self.backbone_lr_scale}")
         if not 0 < self.temperature <= 10:
             problems.append(f"temperature must be in (0, 10], got {self.temperature}")
-        if self.augment not in AUGMENTS:
-            problems.append(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        if self.pretext not in PRETEXTS:
-            problems.append(f"pretext must be one of {', '.join(PRETEXTS)}, got {self.pretext!r}")
+        for name, value, allowed in (("augment", self.augment, AUGMENTS), ("pretext", self.pretext, PRETEXTS),
+                                     ("BatchNorm statistics", self.bn_stats, BN_STATS),
+                                     ("bank init", self.bank_init, ("features", "random"))):
+            if value not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not 0 <= self.pretext_weight <= 1:
             problems.append(f"lambda (pretext weight) must be in [0, 1], got {self.pretext_weight}")
         if not 0 <= self.rotation_share <= 1:
             problems.append(f"rotation share must be in [0, 1], got {self.rotation_share}")
         if not 0 <= self.bank_momentum < 1:
             problems.append(f"bank momentum must be in [0, 1), got {self.bank_momentum}")
-        if self.bn_stats not in BN_STATS:
-            problems.append(f"BatchNorm statistics must be one of {', '.join(BN_STATS)}, got {self.bn_stats!r}")
-        if self.bank_init not in ("features", "random"):
-            problems.append(f"bank init must be 'features' or 'random', got {self.bank_init!r}")
         if n_images is not None:
             if n_images < 3:
                 problems.append(f"PIRL needs at least 3 images, the data has {n_images}")
