@@ -88,7 +88,8 @@ if editors_only("Starting a pretraining run"):
             lam = c3.slider("λ: weight of the pretext term(s)", 0.0, 1.0, defaults.pretext_weight, key="pt-lambda")
             seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="pt-seed")
             augment = c1.selectbox("Augmentation", pretraining.AUGMENTS, key="pt-augment",
-                                   format_func=AUGMENT_HELP.get)
+                                   format_func=AUGMENT_HELP.get,
+                                   help=measured.augment_sentence())
         gpus = pretraining.visible_gpus()
         nproc = 1
         if gpus > 1:

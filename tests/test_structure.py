@@ -245,6 +245,8 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     page = (ROOT / "app_pages/pretrain.py").read_text()
     assert "measured.cpu_default_sentence()" in page and "measured.random_start_sentence()" in page
     assert f"about {round(d['minutes'])} minutes" in measured.cpu_default_sentence()
+    scan = measured.SCAN_AUGMENT  # the augmentation choice's figure: the README's and the page's help
+    assert f"{scan['auc']:.3f} vs {scan['photo_auc']:.3f}" in readme and "measured.augment_sentence()" in page
 
 
 def test_the_engine_reads_in_one_sitting():

@@ -25,6 +25,10 @@ CPU_DEFAULT = {
 SECOND_TASK = {"task": "viral vs bacterial pneumonia on chest X-rays", "auc": 0.775, "imagenet_auc": 0.741,
                "gain_over_imagenet": 0.034}
 
+# augment="scan" (brightness, contrast, gamma, blur) instead of the paper's "photo", otherwise the CPU default, on the
+# binary task's folds (2026-12-05; docs/results.md "Augmentations for grayscale scans").
+SCAN_AUGMENT = {"auc": 0.919, "photo_auc": CPU_DEFAULT["auc"]["binary"]}
+
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
 RANDOM_START = {
@@ -55,3 +59,10 @@ def random_start_sentence() -> str:
             f"{RANDOM_START['mean_gain']['binary']:.2f} AUC on a two-class task and "
             f"{RANDOM_START['mean_gain']['3-class']:.2f} on a three-class one ({RANDOM_START['seeds']} runs; one run "
             f"varies from about {low:.2f} to {high:.2f}); shorter runs gave less.")
+
+
+def augment_sentence() -> str:
+    """The Pretrain page's help for the augmentation choice."""
+    return ("How the two views of an image differ in brightness, contrast, colour and sharpness. On breast ultrasound, "
+            f"scan did no better than photo (AUC {SCAN_AUGMENT['auc']:.3f} against {SCAN_AUGMENT['photo_auc']:.3f}), "
+            "so photo stays the default.")
