@@ -77,7 +77,8 @@ if editors_only("Starting a pretraining run"):
             c1, c2, c3 = st.columns(3)
             backbone = c1.selectbox("Backbone", pretraining.BACKBONES, key="pt-backbone",
                                     index=pretraining.BACKBONES.index(defaults.backbone))
-            image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size")
+            image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size",
+                                         help=measured.image_size_sentence())
             epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
             batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
             lr = c2.number_input("Learning rate (0 = 0.24 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")

@@ -247,6 +247,11 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     assert f"about {round(d['minutes'])} minutes" in measured.cpu_default_sentence()
     scan = measured.SCAN_AUGMENT  # the augmentation choice's figure: the README's and the page's help
     assert f"{scan['auc']:.3f} vs {scan['photo_auc']:.3f}" in readme and "measured.augment_sentence()" in page
+    sizes = measured.IMAGE_SIZES  # the image size's figures: the README's and the page's help
+    flat = " ".join(readme.split())
+    for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
+        assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
+    assert "measured.image_size_sentence()" in page and sizes[128]["auc"] == d["auc"]["binary"]
 
 
 def test_the_engine_reads_in_one_sitting():

@@ -29,6 +29,16 @@ SECOND_TASK = {"task": "viral vs bacterial pneumonia on chest X-rays", "auc": 0.
 # binary task's folds (2026-12-05; docs/results.md "Augmentations for grayscale scans").
 SCAN_AUGMENT = {"auc": 0.919, "photo_auc": CPU_DEFAULT["auc"]["binary"]}
 
+# The input size of pretraining and of the comparison (a run is probed at the size it was trained at), otherwise the
+# CPU default, binary task, the default run's folds (2026-12-06; docs/results.md "The input size of pretraining"):
+# ImageNet+PIRL's AUC with every label and with 10 % of them, and the pretraining's minutes for 780 images alone on
+# a 2-core CPU (160 px: from the speed of its last quarter, run alone, 17 images/s).
+IMAGE_SIZES = {
+    96: {"auc": 0.925, "auc_10": 0.847, "minutes": 23},
+    128: {"auc": CPU_DEFAULT["auc"]["binary"], "auc_10": 0.849, "minutes": round(CPU_DEFAULT["minutes"])},
+    160: {"auc": 0.935, "auc_10": 0.815, "minutes": 45},
+}
+
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
 RANDOM_START = {
@@ -66,3 +76,12 @@ def augment_sentence() -> str:
     return ("How the two views of an image differ in brightness, contrast, colour and sharpness. On breast ultrasound, "
             f"scan did no better than photo (AUC {SCAN_AUGMENT['auc']:.3f} against {SCAN_AUGMENT['photo_auc']:.3f}), "
             "so photo stays the default.")
+
+
+def image_size_sentence() -> str:
+    """The Pretrain page's help for the image size."""
+    sizes = "; ".join(f"{px} px: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
+                      f"{f['minutes']} minutes" for px, f in IMAGE_SIZES.items())
+    return ("The side in pixels that images are trained and compared at; larger is slower. On breast "
+            f"ultrasound (780 images, 2-core CPU), AUC of ImageNet+PIRL: {sizes}. 128 px is the default: a larger "
+            "size bought nothing that one run does not vary by, a smaller one lost a little.")
