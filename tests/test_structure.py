@@ -247,10 +247,12 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     assert f"about {round(d['minutes'])} minutes" in measured.cpu_default_sentence()
     scan = measured.SCAN_AUGMENT  # the augmentation choice's figure: the README's and the page's help
     assert f"{scan['auc']:.3f} vs {scan['photo_auc']:.3f}" in readme and "measured.augment_sentence()" in page
-    sizes = measured.IMAGE_SIZES  # the image size's figures: the README's and the page's help
-    flat = " ".join(readme.split())
-    for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
-        assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
+    flat = " ".join(readme.split())  # the image size's figures on both tasks: the README's and the page's help
+    for sizes in (measured.IMAGE_SIZES, measured.IMAGE_SIZES_SECOND_TASK):
+        for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
+            assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
+            assert all(form.format(f[key]) in measured.image_size_sentence() for f in sizes.values())
+    sizes = measured.IMAGE_SIZES
     from pirl_core.engine.config import PretrainConfig
 
     size = PretrainConfig.defaults_for("cpu").image_size  # the sentence names the engine's default, measured above
