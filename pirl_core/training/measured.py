@@ -2,8 +2,8 @@
 and the docstrings take these figures from (tests/test_structure.py checks the README against them).
 
 Each figure is from BUSI (780 breast-ultrasound images, malignant vs rest and 3 classes) on a 2-core CPU, linear
-probe, duplicate-aware 5 x 5-fold, but SECOND_TASK's (cxr256, viral vs bacterial pneumonia, patient-aware folds);
-docs/results.md has the tables, the dates and the commands.
+probe, duplicate-aware 5 x 5-fold, but those of SECOND_TASK and the *_SECOND_TASK tables (cxr256, viral vs
+bacterial pneumonia, patient-aware folds); docs/results.md has the tables, the dates and the commands.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def augment_sentence() -> str:
     a, b = SCAN_AUGMENT, SCAN_AUGMENT_SECOND_TASK
     return ("How the two views of an image differ in brightness, contrast, colour and sharpness. AUC of scan against "
             f"photo: {a['auc']:.3f} against {a['photo_auc']:.3f} on breast ultrasound, {b['auc']:.3f} against "
-            f"{b['photo_auc']:.3f} on {SECOND_TASK['task']}. scan did not do better on both by more "
-            "than one run varies, so photo stays the default.")
+            f"{b['photo_auc']:.3f} on {SECOND_TASK['task']}. The scan views did not do better on both by "
+            "more than one run varies, so photo stays the default.")
 
 
 def image_size_sentence() -> str:
