@@ -254,11 +254,11 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
         for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
             assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
             assert all(form.format(f[key]) in measured.image_size_sentence() for f in sizes.values())
-    sizes = measured.IMAGE_SIZES
     from pirl_core.engine.config import PretrainConfig
 
     size = PretrainConfig.defaults_for("cpu").image_size  # the sentence names the engine's default, measured above
-    assert f"{size} px is the default" in measured.image_size_sentence() and sizes[size]["auc"] == d["auc"]["binary"]
+    assert f"{size} px is the default" in measured.image_size_sentence()
+    assert measured.IMAGE_SIZES[size]["auc"] == d["auc"]["binary"]
     assert "measured.image_size_sentence()" in page
 
 

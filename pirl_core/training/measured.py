@@ -93,7 +93,7 @@ def image_size_sentence() -> str:
                          f"{f['minutes']} minutes" for px, f in sizes.items())
 
     return ("The side in pixels that images are trained and compared at; larger is slower. AUC of ImageNet+PIRL on "
-            f"a 2-core CPU: on breast ultrasound (780 images), {figures(IMAGE_SIZES)}; on "
+            f"a 2-core CPU: on breast ultrasound ({CPU_DEFAULT['images']} images), {figures(IMAGE_SIZES)}; on "
             f"{SECOND_TASK['task']} (1,500 images), {figures(IMAGE_SIZES_SECOND_TASK)}. 128 px is the default: no "
             "size did better on both by more than one run varies; 96 px did as well on both in about two thirds of "
             "the time, the choice when time is short.")
