@@ -23,11 +23,13 @@ paired AUC difference between every two PIRL runs at each fraction. --labels tak
     python bench/compare_quality.py ../shared/data/cxr256 --modes linear --tasks binary --positive virus \
         --labels cxr-subtype.csv --variant slow-backbone:backbone_lr_scale=0.1
 
---workspace WS --run J compares a finished (or resumed) run of an existing workspace instead of pretraining anew
-(its labeled sets are added to WS, named after the task, or reused if WS holds them already):
+--workspace WS --run J[,J...] compares finished (or resumed) runs of an existing workspace instead of pretraining
+anew (its labeled sets are added to WS, named after the task, or reused if WS holds them already); several runs are
+compared in one comparison, with the paired difference between every two:
 
     python bench/compare_quality.py ../shared/data/cxr256 --workspace bench-cxr --run 1 --modes linear \
         --tasks binary --positive virus --labels cxr-subtype.csv
+    python bench/compare_quality.py ../shared/data/busi256 --workspace bench-busi --run 1,2 --modes linear
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ def main() -> None:
                     help="another ImageNet+PIRL run with these pretraining settings, in the same comparison")
     ap.add_argument("--inits", default=",".join(compare.INITS), help="the starts compared")
     ap.add_argument("--workspace", type=Path, help="an existing workspace (with --run)")
-    ap.add_argument("--run", type=int, help="compare this pretrain run of --workspace instead of pretraining anew")
+    ap.add_argument("--run", type=lambda s: [int(j) for j in s.split(",")],
+                    help="compare these pretrain runs of --workspace (J[,J...]) instead of pretraining anew")
     args = ap.parse_args()
     if (args.run is None) != (args.workspace is None):
         ap.error("--run and --workspace go together")
@@ -108,10 +111,11 @@ def main() -> None:
                   "near-copy sets with conflicting labels", flush=True)
         sizes = {k: v for k, v in (("image_size", args.image_size), ("epochs", args.epochs)) if v}
         default = pretraining.default_config(**sizes)
-        shown = queue.config_of(ws.store.job(args.run)) if args.run is not None else default
-        print(f"{'run' if args.run is not None else 'defaults'}: {shown.backbone}, ImageNet start "
-              f"{shown.pretrained_imagenet}, {shown.image_size} px, "
-              f"{shown.epochs} epochs, batch {shown.batch_size}, lr {shown.learning_rate:g}", flush=True)
+        shown = {f"run {j}": queue.config_of(ws.store.job(j)) for j in args.run} if args.run else {"defaults": default}
+        for name, c in shown.items():
+            print(f"{name}: {c.backbone}, ImageNet start {c.pretrained_imagenet}, {c.image_size} px, "
+                  f"{c.epochs} epochs, batch {c.batch_size}, lr {c.learning_rate:g}, pretext {c.pretext}, "
+                  f"augment {c.augment}, backbone lr x{c.backbone_lr_scale:g}", flush=True)
         inits = args.inits.split(",")
         variants = [("default", default)] + [_variant(spec, sizes) for spec in args.variant]
         plans = [(variants, inits)]
@@ -120,8 +124,9 @@ def main() -> None:
                 pretrained_imagenet=False, backbone="resnet18", image_size=96, epochs=1000,
                 time_budget_s=60 * args.random_minutes))], ["scratch", "pirl"]))
         for variants, inits in plans:
-            runs = [args.run if args.run is not None and name == "default" else _pretrain(ws, name, config)
-                    for name, config in variants]
+            runs = []
+            for name, config in variants:  # the default is the given runs where there are some
+                runs += args.run if args.run is not None and name == "default" else [_pretrain(ws, name, config)]
             for task, mode in itertools.product(tasks, args.modes.split(",")):
                 if mode == "finetune" and task not in args.finetune_tasks.split(","):
                     continue
