@@ -27,9 +27,9 @@ STARTS = {
 }
 PRETEXT_HELP = {
     "jigsaw": "the paper's choice: invariance to shuffling 3x3 patches; learns local structure and texture",
-    "rotation": "invariance to 90/180/270 degree rotation; fits images whose orientation means nothing "
-                "(dermoscopy, histology, cells), not chest X-rays or ultrasound with a fixed probe side",
-    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper",
+    "rotation": "invariance to 90/180/270 degree rotation; made for images whose orientation means nothing "
+                "(dermoscopy, histology, cells), yet as good as jigsaw on breast ultrasound",
+    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper; half as long again to train",
 }
 
 AUGMENT_HELP = {"photo": "photo: the paper's colour jitter and grayscale",
@@ -71,7 +71,7 @@ if editors_only("Starting a pretraining run"):
                                   help="The epochs follow from the speed measured in the first steps of the run. "
                                        "Overnight: 600 minutes.")
         pretext = st.radio("Pretext: what the representation learns to ignore", pretraining.PRETEXTS, horizontal=True,
-                           key="pt-pretext")
+                           key="pt-pretext", help=measured.pretext_sentence())
         st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
         with st.expander("Advanced settings"):
             c1, c2, c3 = st.columns(3)

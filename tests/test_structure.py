@@ -254,12 +254,19 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
         for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
             assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
             assert all(form.format(f[key]) in measured.image_size_sentence() for f in sizes.values())
-    from pirl_core.engine.config import PretrainConfig
+    from pirl_core.engine.config import PRETEXTS, PretrainConfig
 
     size = PretrainConfig.defaults_for("cpu").image_size  # the sentence names the engine's default, measured above
     assert f"{size} px is the default" in measured.image_size_sentence()
     assert measured.IMAGE_SIZES[size]["auc"] == d["auc"]["binary"]
     assert "measured.image_size_sentence()" in page
+    pretexts = measured.PRETEXTS  # the pretexts', in the README's order and the page's help
+    assert list(pretexts) == list(PRETEXTS)
+    for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
+        assert " / ".join(form.format(pretexts[name][key]) for name in PRETEXTS) in flat
+        assert all(form.format(f[key]) in measured.pretext_sentence() for f in pretexts.values())
+    assert pretexts[PretrainConfig.defaults_for("cpu").pretext]["auc"] == d["auc"]["binary"]
+    assert "measured.pretext_sentence()" in page
 
 
 def test_the_engine_reads_in_one_sitting():

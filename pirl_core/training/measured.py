@@ -45,6 +45,16 @@ IMAGE_SIZES_SECOND_TASK = {
     128: {"auc": SECOND_TASK["auc"], "auc_10": 0.717, "minutes": 77},
 }
 
+# The pretext, otherwise the CPU default, on the default run's folds (2026-12-06; docs/results.md "Pretexts at the
+# default"): ImageNet+PIRL's AUC with every label and with 10 % of them (malignant vs rest), and the pretraining's
+# minutes for 780 images alone on a 2-core CPU. Not yet measured on SECOND_TASK.
+PRETEXTS = {
+    "jigsaw": {"auc": CPU_DEFAULT["auc"]["binary"], "auc_10": IMAGE_SIZES[128]["auc_10"],
+               "minutes": IMAGE_SIZES[128]["minutes"]},
+    "rotation": {"auc": 0.927, "auc_10": 0.854, "minutes": 34},
+    "jigsaw+rotation": {"auc": 0.937, "auc_10": 0.850, "minutes": 52},
+}
+
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
 RANDOM_START = {
@@ -97,3 +107,13 @@ def image_size_sentence() -> str:
             f"{SECOND_TASK['task']} (1,500 images), {figures(IMAGE_SIZES_SECOND_TASK)}. 128 px is the default: no "
             "size did better on both by more than one run varies; 96 px did as well on both in about two thirds of "
             "the time, the choice when time is short.")
+
+
+def pretext_sentence() -> str:
+    """The Pretrain page's help for the pretext."""
+    figures = "; ".join(f"{name}: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
+                        f"{f['minutes']} minutes" for name, f in PRETEXTS.items())
+    return ("What the two views of an image differ by, which the features learn to ignore. AUC of ImageNet+PIRL on "
+            f"breast ultrasound ({CPU_DEFAULT['images']} images, a 2-core CPU): {figures}. No pretext did better than "
+            "another by more than one run varies, so the paper's jigsaw stays the default; jigsaw+rotation costs half "
+            "as much time again. Not yet measured on chest X-rays.")
