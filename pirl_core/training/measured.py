@@ -98,22 +98,22 @@ def augment_sentence() -> str:
 
 def image_size_sentence() -> str:
     """The Pretrain page's help for the image size."""
-    def figures(sizes: dict) -> str:
-        return "; ".join(f"{px} px: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
-                         f"{f['minutes']} minutes" for px, f in sizes.items())
-
     return ("The side in pixels that images are trained and compared at; larger is slower. AUC of ImageNet+PIRL on "
-            f"a 2-core CPU: on breast ultrasound ({CPU_DEFAULT['images']} images), {figures(IMAGE_SIZES)}; on "
-            f"{SECOND_TASK['task']} (1,500 images), {figures(IMAGE_SIZES_SECOND_TASK)}. 128 px is the default: no "
-            "size did better on both by more than one run varies; 96 px did as well on both in about two thirds of "
-            "the time, the choice when time is short.")
+            f"a 2-core CPU: on breast ultrasound ({CPU_DEFAULT['images']} images), {_figures(IMAGE_SIZES, ' px')}; "
+            f"on {SECOND_TASK['task']} (1,500 images), {_figures(IMAGE_SIZES_SECOND_TASK, ' px')}. 128 px is the "
+            "default: no size did better on both by more than one run varies; 96 px did as well on both in about two "
+            "thirds of the time, the choice when time is short.")
 
 
 def pretext_sentence() -> str:
     """The Pretrain page's help for the pretext."""
-    figures = "; ".join(f"{name}: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
-                        f"{f['minutes']} minutes" for name, f in PRETEXTS.items())
     return ("What the two views of an image differ by, which the features learn to ignore. AUC of ImageNet+PIRL on "
-            f"breast ultrasound ({CPU_DEFAULT['images']} images, a 2-core CPU): {figures}. No pretext did better than "
-            "another by more than one run varies, so the paper's jigsaw stays the default; jigsaw+rotation costs half "
-            "as much time again. Not yet measured on chest X-rays.")
+            f"breast ultrasound ({CPU_DEFAULT['images']} images, a 2-core CPU): {_figures(PRETEXTS)}. No pretext "
+            "did better than another by more than one run varies, so the paper's jigsaw stays the default; "
+            "jigsaw+rotation costs half as much time again. Not yet measured on chest X-rays.")
+
+
+def _figures(table: dict, unit: str = "") -> str:
+    """'CHOICE: AUC with every label, AUC with a tenth, about M minutes; ...' for a table of measured choices."""
+    return "; ".join(f"{choice}{unit}: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
+                     f"{f['minutes']} minutes" for choice, f in table.items())
