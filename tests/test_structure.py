@@ -250,23 +250,20 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
         assert f"{scan['auc']:.3f} vs {scan['photo_auc']:.3f}" in flat
         assert f"{scan['auc']:.3f} against {scan['photo_auc']:.3f}" in measured.augment_sentence()
     assert "measured.augment_sentence()" in page
-    for sizes in (measured.IMAGE_SIZES, measured.IMAGE_SIZES_SECOND_TASK):
-        for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
-            assert " / ".join(form.format(sizes[px][key]) for px in sorted(sizes)) in flat
-            assert all(form.format(f[key]) in measured.image_size_sentence() for f in sizes.values())
     from pirl_core.engine.config import PRETEXTS, PretrainConfig
 
-    size = PretrainConfig.defaults_for("cpu").image_size  # the sentence names the engine's default, measured above
-    assert f"{size} px is the default" in measured.image_size_sentence()
-    assert measured.IMAGE_SIZES[size]["auc"] == d["auc"]["binary"]
-    assert "measured.image_size_sentence()" in page
-    pretexts = measured.PRETEXTS  # the pretexts', in the README's order and the page's help
-    assert list(pretexts) == list(PRETEXTS)
-    for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
-        assert " / ".join(form.format(pretexts[name][key]) for name in PRETEXTS) in flat
-        assert all(form.format(f[key]) in measured.pretext_sentence() for f in pretexts.values())
-    assert pretexts[PretrainConfig.defaults_for("cpu").pretext]["auc"] == d["auc"]["binary"]
-    assert "measured.pretext_sentence()" in page
+    assert list(measured.PRETEXTS) == list(PRETEXTS)  # the README lists the choices in the order the page does
+    for table, sentence in ((measured.IMAGE_SIZES, measured.image_size_sentence()),
+                            (measured.IMAGE_SIZES_SECOND_TASK, measured.image_size_sentence()),
+                            (measured.PRETEXTS, measured.pretext_sentence())):
+        for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
+            assert " / ".join(form.format(f[key]) for f in table.values()) in flat
+            assert all(form.format(f[key]) in sentence for f in table.values())
+
+    cpu = PretrainConfig.defaults_for("cpu")  # the sentences name the engine's defaults, measured above
+    assert f"{cpu.image_size} px is the default" in measured.image_size_sentence()
+    assert measured.IMAGE_SIZES[cpu.image_size]["auc"] == measured.PRETEXTS[cpu.pretext]["auc"] == d["auc"]["binary"]
+    assert "measured.image_size_sentence()" in page and "measured.pretext_sentence()" in page
 
 
 def test_the_engine_reads_in_one_sitting():
