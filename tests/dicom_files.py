@@ -17,8 +17,9 @@ from pydicom.uid import (
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
-def _dataset(sop_class: str, syntax: str, patient: str, study: str | None, series: str | None,
+def dataset(sop_class: str, syntax: str, patient: str, study: str | None, series: str | None,
              modality: str) -> Dataset:
+    """A header with its file meta, patient, study and series; the pixel attributes are the caller's."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -36,7 +37,7 @@ def _dataset(sop_class: str, syntax: str, patient: str, study: str | None, serie
 def make_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", bits=16, frames=1, compressed=False,
                window=None, patient="P0", study=None, series=None, modality="OT", preamble=True) -> Dataset:
     multi = frames > 1 and modality == "US"
-    ds = _dataset(UltrasoundMultiFrameImageStorage if multi else SecondaryCaptureImageStorage,
+    ds = dataset(UltrasoundMultiFrameImageStorage if multi else SecondaryCaptureImageStorage,
                   JPEG2000Lossless if compressed else ExplicitVRLittleEndian, patient, study, series, modality)
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel = 1
@@ -65,7 +66,7 @@ def make_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", bits=16, fra
 
 def make_report(path, patient="P0", study=None) -> Dataset:
     """A basic text structured report: a DICOM instance with no picture."""
-    ds = _dataset(BASIC_TEXT_SR, ExplicitVRLittleEndian, patient, study, None, "SR")
+    ds = dataset(BASIC_TEXT_SR, ExplicitVRLittleEndian, patient, study, None, "SR")
     ds.ValueType, ds.ContentDate = "CONTAINER", "20240315"
     if path is not None:
         pydicom.dcmwrite(path, ds, enforce_file_format=True)

@@ -2,24 +2,17 @@
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import convert_color_space
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from pirl_core.data.image_io import decode
+from tests.dicom_files import dataset
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 def _colour_dicom(path, samples: np.ndarray, photometric: str, frames: int = 1, **extra) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "US"
+    ds = dataset(SecondaryCaptureImageStorage, ExplicitVRLittleEndian, "P0", None, None, "US")
     ds.Rows, ds.Columns = samples.shape[-3:-1] if samples.ndim >= 3 and samples.shape[-1] == 3 else samples.shape[-2:]
     ds.SamplesPerPixel = 3 if samples.shape[-1] == 3 else 1
     if ds.SamplesPerPixel == 3:
