@@ -255,7 +255,8 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     assert list(measured.PRETEXTS) == list(PRETEXTS)  # the README lists the choices in the order the page does
     for table, sentence in ((measured.IMAGE_SIZES, measured.image_size_sentence()),
                             (measured.IMAGE_SIZES_SECOND_TASK, measured.image_size_sentence()),
-                            (measured.PRETEXTS, measured.pretext_sentence())):
+                            (measured.PRETEXTS, measured.pretext_sentence()),
+                            (measured.PRETEXTS_SECOND_TASK, measured.pretext_sentence())):
         for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
             assert " / ".join(form.format(f[key]) for f in table.values()) in flat
             assert all(form.format(f[key]) in sentence for f in table.values())
