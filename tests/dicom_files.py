@@ -18,7 +18,7 @@ BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
 def dataset(sop_class: str, syntax: str, patient: str, study: str | None, series: str | None,
-             modality: str) -> Dataset:
+            modality: str) -> Dataset:
     """A header with its file meta, patient, study and series; the pixel attributes are the caller's."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -38,7 +38,7 @@ def make_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", bits=16, fra
                window=None, patient="P0", study=None, series=None, modality="OT", preamble=True) -> Dataset:
     multi = frames > 1 and modality == "US"
     ds = dataset(UltrasoundMultiFrameImageStorage if multi else SecondaryCaptureImageStorage,
-                  JPEG2000Lossless if compressed else ExplicitVRLittleEndian, patient, study, series, modality)
+                 JPEG2000Lossless if compressed else ExplicitVRLittleEndian, patient, study, series, modality)
     ds.Rows, ds.Columns = pixels.shape[-2:]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = photometric
