@@ -22,8 +22,8 @@ CPU_DEFAULT = {
 }
 
 # The same default on a second task: cxr256 viral vs bacterial pneumonia (1,113 chest X-rays of 782 children).
-SECOND_TASK = {"task": "viral vs bacterial pneumonia on chest X-rays", "auc": 0.775, "imagenet_auc": 0.741,
-               "gain_over_imagenet": 0.034}
+SECOND_TASK = {"task": "viral vs bacterial pneumonia on chest X-rays", "images": 1500, "auc": 0.775,
+               "imagenet_auc": 0.741, "gain_over_imagenet": 0.034}
 
 # augment="scan" (brightness, contrast, gamma, blur) instead of the paper's "photo", otherwise the CPU default, on the
 # binary task's folds (2026-12-05; docs/results.md "Augmentations for grayscale scans").
@@ -49,15 +49,14 @@ IMAGE_SIZES_SECOND_TASK = {
 # default"): ImageNet+PIRL's AUC with every label and with 10 % of them (malignant vs rest), and the pretraining's
 # minutes for 780 images alone on a 2-core CPU.
 PRETEXTS = {
-    "jigsaw": {"auc": CPU_DEFAULT["auc"]["binary"], "auc_10": IMAGE_SIZES[128]["auc_10"],
-               "minutes": IMAGE_SIZES[128]["minutes"]},
+    "jigsaw": IMAGE_SIZES[128],  # the default run
     "rotation": {"auc": 0.927, "auc_10": 0.854, "minutes": 34},
     "jigsaw+rotation": {"auc": 0.937, "auc_10": 0.850, "minutes": 52},
 }
 # The same on SECOND_TASK's folds (2026-12-07), minutes for its 1,500 images alone on the same CPU; jigsaw+rotation
 # not run there (about two hours on this CPU).
 PRETEXTS_SECOND_TASK = {
-    "jigsaw": IMAGE_SIZES_SECOND_TASK[128],
+    "jigsaw": IMAGE_SIZES_SECOND_TASK[128],  # the default run
     "rotation": {"auc": 0.764, "auc_10": 0.715, "minutes": 68},
 }
 
@@ -105,19 +104,23 @@ def augment_sentence() -> str:
 def image_size_sentence() -> str:
     """The Pretrain page's help for the image size."""
     return ("The side in pixels that images are trained and compared at; larger is slower. AUC of ImageNet+PIRL on "
-            f"a 2-core CPU: on breast ultrasound ({CPU_DEFAULT['images']} images), {_figures(IMAGE_SIZES, ' px')}; "
-            f"on {SECOND_TASK['task']} (1,500 images), {_figures(IMAGE_SIZES_SECOND_TASK, ' px')}. 128 px is the "
-            "default: no size did better on both by more than one run varies; 96 px did as well on both in about two "
-            "thirds of the time, the choice when time is short.")
+            f"a 2-core CPU: {_both_tasks(IMAGE_SIZES, IMAGE_SIZES_SECOND_TASK, ' px')}. 128 px is the default: no size "
+            "did better on both by more than one run varies; 96 px did as well on both in about two thirds of the "
+            "time, the choice when time is short.")
 
 
 def pretext_sentence() -> str:
     """The Pretrain page's help for the pretext."""
     return ("What the two views of an image differ by, which the features learn to ignore. AUC of ImageNet+PIRL on "
-            f"a 2-core CPU: on breast ultrasound ({CPU_DEFAULT['images']} images), {_figures(PRETEXTS)}; on "
-            f"{SECOND_TASK['task']} (1,500 images), {_figures(PRETEXTS_SECOND_TASK)}. Rotation matched "
-            "jigsaw on breast ultrasound and fell a little behind it on chest X-rays, so the paper's jigsaw stays the "
-            "default; jigsaw+rotation costs half as much time again and was not better on breast ultrasound.")
+            f"a 2-core CPU: {_both_tasks(PRETEXTS, PRETEXTS_SECOND_TASK)}. Rotation matched jigsaw on breast "
+            "ultrasound and fell a little behind it on chest X-rays, so the paper's jigsaw stays the default; "
+            "jigsaw+rotation costs half as much time again and was not better on breast ultrasound.")
+
+
+def _both_tasks(first: dict, second: dict, unit: str = "") -> str:
+    """'on breast ultrasound (N images), FIGURES; on the second task (M images), FIGURES'."""
+    return (f"on breast ultrasound ({CPU_DEFAULT['images']} images), {_figures(first, unit)}; "
+            f"on {SECOND_TASK['task']} ({SECOND_TASK['images']:,} images), {_figures(second, unit)}")
 
 
 def _figures(table: dict, unit: str = "") -> str:
