@@ -261,7 +261,15 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
             assert " / ".join(form.format(f[key]) for f in table.values()) in flat
             assert all(form.format(f[key]) in sentence for f in table.values())
 
+    lr_help = measured.backbone_lr_scale_sentence()  # which layers adapt: the command line's help, on both tasks
+    for table in (measured.BACKBONE_LR_SCALES, measured.BACKBONE_LR_SCALES_SECOND_TASK):
+        for key in ("auc", "auc_10"):
+            assert " / ".join(f"{f[key]:.3f}" for f in table.values()) in flat
+            assert " / ".join(f"{f[key]:.3f}" for f in table.values()) in lr_help
+    assert "help=measured.backbone_lr_scale_sentence()" in (ROOT / "pirl_core/cli/train.py").read_text()
+
     cpu = PretrainConfig.defaults_for("cpu")  # the sentences name the engine's defaults, measured above
+    assert d["epochs"] == cpu.epochs
     assert f"{cpu.image_size} px is the default" in measured.image_size_sentence()
     assert measured.IMAGE_SIZES[cpu.image_size]["auc"] == measured.PRETEXTS[cpu.pretext]["auc"] == d["auc"]["binary"]
     assert "measured.image_size_sentence()" in page and "measured.pretext_sentence()" in page

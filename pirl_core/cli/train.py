@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..engine.choices import AUGMENTS, BACKBONES, PRETEXTS
 from ..errors import PirlError
 from ..fmt import duration
+from ..training import measured
 from ._output import note, print_json, progress
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="default: LR_PER_256 per 256 images")
     p.add_argument("--backbone-lr-scale", type=float,
-                   help="the backbone's learning rate as a share of the heads' (default 1; 0.1 keeps more of ImageNet)")
+                   help=measured.backbone_lr_scale_sentence())
     p.add_argument("--negatives", type=int, help="negatives per sample (default: min(N-1, 16384))")
     p.add_argument("--temperature", type=float)
     p.add_argument("--pretext", choices=list(PRETEXTS), help="the transform the representation learns to ignore")

@@ -3,18 +3,17 @@ and the docstrings take these figures from (tests/test_structure.py checks the R
 
 Each figure is from BUSI (780 breast-ultrasound images, malignant vs rest and 3 classes) on a 2-core CPU, linear
 probe, duplicate-aware 5 x 5-fold, but those of SECOND_TASK and the *_SECOND_TASK tables (cxr256, viral vs
-bacterial pneumonia, patient-aware folds); docs/results.md has the tables, the dates and the commands.
+bacterial pneumonia, patient-aware folds); docs/results.md has the tables, the dates and the commands. Plain
+constants: the command line quotes them without importing torch.
 """
 
 from __future__ import annotations
-
-from ..engine.config import CPU_EPOCHS
 
 COMMAND = "python bench/compare_quality.py ../shared/data/busi256 --modes linear"  # --random-minutes 30: RANDOM_START
 
 # The CPU default, ImageNet+PIRL: efficientnet_lite0 from ImageNet, 128 px, 60 epochs (COMMAND, 2026-12-05).
 CPU_DEFAULT = {
-    "images": 780, "minutes": 35.3, "epochs": CPU_EPOCHS,
+    "images": 780, "minutes": 35.3, "epochs": 60,  # engine/config.py CPU_EPOCHS (tests/test_structure.py)
     "auc": {"binary": 0.930, "3-class": 0.927},
     "imagenet_auc": {"binary": 0.877, "3-class": 0.875},
     "gain_over_imagenet": {"binary": 0.053, "3-class": 0.052},
@@ -59,6 +58,13 @@ PRETEXTS_SECOND_TASK = {
     "jigsaw": IMAGE_SIZES_SECOND_TASK[128],  # the default run
     "rotation": {"auc": 0.764, "auc_10": 0.715, "minutes": 68},
 }
+
+# Which layers adapt: the backbone learning at a share of the heads' rate (`pirl pretrain --backbone-lr-scale`, command
+# line only), otherwise the default of the day, each pair on one task's folds: ImageNet+PIRL's AUC with every label
+# and with 10 % of them. On BUSI at 30 epochs, both runs in one comparison (2026-12-02; docs/results.md "Which layers
+# adapt"); on SECOND_TASK at 60 epochs (2026-12-07, "Which layers adapt, on the second task").
+BACKBONE_LR_SCALES = {1: {"auc": 0.919, "auc_10": 0.839}, 0.1: {"auc": 0.877, "auc_10": 0.804}}
+BACKBONE_LR_SCALES_SECOND_TASK = {1: IMAGE_SIZES_SECOND_TASK[128], 0.1: {"auc": 0.768, "auc_10": 0.716}}
 
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
@@ -117,6 +123,17 @@ def pretext_sentence() -> str:
             "jigsaw+rotation costs half as much time again and was not better on breast ultrasound.")
 
 
+def backbone_lr_scale_sentence() -> str:
+    """The command line's help for --backbone-lr-scale."""
+    busi, cxr = BACKBONE_LR_SCALES, BACKBONE_LR_SCALES_SECOND_TASK
+    return ("the backbone's learning rate as a share of the heads' (default 1: every layer adapts). AUC of "
+            "ImageNet+PIRL at " + " / ".join(map(str, busi)) + ", with every label and with a tenth: on breast "
+            f"ultrasound (30 epochs) {_per_choice(busi, 'auc')}, {_per_choice(busi, 'auc_10')}; on "
+            f"{SECOND_TASK['task']} (60 epochs) {_per_choice(cxr, 'auc')}, {_per_choice(cxr, 'auc_10')}. A tenth was "
+            "behind on breast ultrasound (no better than ImageNet features there) and level on chest X-rays, so 1 "
+            "stays the default.")
+
+
 def _both_tasks(first: dict, second: dict, unit: str = "") -> str:
     """'on breast ultrasound (N images), FIGURES; on the second task (M images), FIGURES'."""
     return (f"on breast ultrasound ({CPU_DEFAULT['images']} images), {_figures(first, unit)}; "
@@ -127,3 +144,8 @@ def _figures(table: dict, unit: str = "") -> str:
     """'CHOICE: AUC with every label, AUC with a tenth, about M minutes; ...' for a table of measured choices."""
     return "; ".join(f"{choice}{unit}: {f['auc']:.3f} with every label, {f['auc_10']:.3f} with a tenth, about "
                      f"{f['minutes']} minutes" for choice, f in table.items())
+
+
+def _per_choice(table: dict, key: str) -> str:
+    """'0.919 / 0.877': one figure for each choice of a table, in its order."""
+    return " / ".join(f"{f[key]:.3f}" for f in table.values())
