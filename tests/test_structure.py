@@ -264,8 +264,8 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     lr_help = measured.backbone_lr_scale_sentence()  # which layers adapt: the command line's help, on both tasks
     for table in (measured.BACKBONE_LR_SCALES, measured.BACKBONE_LR_SCALES_SECOND_TASK):
         for key in ("auc", "auc_10"):
-            assert " / ".join(f"{f[key]:.3f}" for f in table.values()) in flat
-            assert " / ".join(f"{f[key]:.3f}" for f in table.values()) in lr_help
+            figures = " / ".join(f"{f[key]:.3f}" for f in table.values())
+            assert figures in flat and figures in lr_help
     assert "help=measured.backbone_lr_scale_sentence()" in (ROOT / "pirl_core/cli/train.py").read_text()
 
     cpu = PretrainConfig.defaults_for("cpu")  # the sentences name the engine's defaults, measured above

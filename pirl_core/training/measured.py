@@ -126,7 +126,7 @@ def pretext_sentence() -> str:
 def backbone_lr_scale_sentence() -> str:
     """The command line's help for --backbone-lr-scale."""
     busi, cxr = BACKBONE_LR_SCALES, BACKBONE_LR_SCALES_SECOND_TASK
-    return ("the backbone's learning rate as a share of the heads' (default 1: every layer adapts). AUC of "
+    return ("the backbone's learning rate as a share of the heads' (default 1: every layer learns at one rate). AUC of "
             "ImageNet+PIRL at " + " / ".join(map(str, busi)) + ", with every label and with a tenth: on breast "
             f"ultrasound (30 epochs) {_per_choice(busi, 'auc')}, {_per_choice(busi, 'auc_10')}; on "
             f"{SECOND_TASK['task']} (60 epochs) {_per_choice(cxr, 'auc')}, {_per_choice(cxr, 'auc_10')}. A tenth was "
