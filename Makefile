@@ -31,12 +31,16 @@ system:
 run: install
 	$(BIN)/pirl app --demo --port $(PORT)
 
+# Two pytest-xdist workers, each taking whole modules (their module fixtures train once), share the cores.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: install system
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The edit-test loop: no browser, no training beyond a few steps (a few minutes). `make test` is what CI runs.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(PYTEST) -m "not slow and not browser"
 
 # The README's screenshots, from a real run: BUSI (or SCREENSHOT_DATA, class sub-folders) pretrained at this machine's
 # defaults, compared and exported (about 25 minutes on a 2-core CPU the first time; the workspace is kept).

@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+# `make test` runs the modules on two pytest-xdist workers (-n 2 --dist loadfile): the cores are shared between
+# them, so each worker and the processes it starts (CLI commands, job workers, torchrun) train on its share of
+# the threads, not all of them (two workers of two threads each on two cores slow every step).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 import pirl_core.jobs.kinds  # noqa: F401  (registers the job kinds for workers run in the test process)
 
 ROOT = Path(__file__).resolve().parent.parent
