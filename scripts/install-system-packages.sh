@@ -11,6 +11,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq chromium g++ orthanc orthanc-dicomweb caddy openssl >/dev/null
 /usr/bin/chromium --version
-g++ --version | head -n 1
-Orthanc --version | head -n 1
+# sed reads to the end where head would stop early: under pipefail the tool's SIGPIPE would fail the install
+g++ --version | sed -n 1p
+Orthanc --version | sed -n 1p
 caddy version
