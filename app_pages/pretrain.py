@@ -30,7 +30,8 @@ PRETEXT_HELP = {
     "rotation": "invariance to 90/180/270 degree rotation; made for images whose orientation means nothing "
                 "(dermoscopy, histology, cells); as good as jigsaw on breast ultrasound, a little behind it on chest "
                 "X-rays",
-    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper; half as long again to train",
+    "jigsaw+rotation": "both: combining pretext transforms helped in the PIRL paper; as good as jigsaw on breast "
+                       "ultrasound, behind it on chest X-rays; up to half as long again to train",
 }
 
 AUGMENT_HELP = {"photo": "photo: the paper's colour jitter and grayscale",

@@ -45,7 +45,7 @@ def estimate_seconds(store: Store, config: PretrainConfig, n_images: int) -> tup
 
     The rate of the newest past run of the same backbone and size, of the same pretext where there is one; another
     pretext's rate, or the benchmark's (jigsaw), is scaled by what each pretext costs: jigsaw+rotation trains on
-    one view more and takes about half as long again.
+    one view more and takes up to half as long again.
     """
     past = [(queue.config_of(j).pretext, j, queue.result_of(j).images_per_s)
             for j in store.jobs(kind="pretrain", statuses=["succeeded", "cancelled", "running"])
