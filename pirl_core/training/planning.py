@@ -50,7 +50,7 @@ def estimate_seconds(store: Store, config: PretrainConfig, n_images: int) -> tup
     past = [(queue.config_of(j).pretext, j, queue.result_of(j).images_per_s)
             for j in store.jobs(kind="pretrain", statuses=["succeeded", "cancelled", "running"])
             if (queue.config_of(j).backbone, queue.config_of(j).image_size) == (config.backbone, config.image_size)]
-    past = sorted([p for p in past if p[2]], key=lambda p: p[0] != config.pretext)  # stable: newest first within
+    past = sorted([p for p in past if p[2]], key=lambda p: p[0] != config.pretext)  # same pretext first, newest first
     if past:
         pretext, job, rate = past[0]
         rate *= pretext_cost(pretext)  # as if that run had been jigsaw
