@@ -71,7 +71,7 @@ if editors_only("Starting a pretraining run"):
                           format_func={"epochs": "a number of epochs", "minutes": "a time (minutes)"}.get)
         minutes = c2.number_input("Minutes (when training for a time)", 1, 24 * 60, 30, key="pt-minutes",
                                   help="The epochs follow from the speed measured in the first steps of the run. "
-                                       "Overnight: 600 minutes.")
+                                       "Overnight: 600 minutes. " + measured.epochs_sentence())
         pretext = st.radio("Pretext: what the representation learns to ignore", pretraining.PRETEXTS, horizontal=True,
                            key="pt-pretext", help=measured.pretext_sentence())
         st.caption("  \n".join(f"**{k}**: {v}." for k, v in PRETEXT_HELP.items()))
@@ -81,7 +81,8 @@ if editors_only("Starting a pretraining run"):
                                     index=pretraining.BACKBONES.index(defaults.backbone))
             image_size = c1.number_input("Image size (px)", 32, 512, defaults.image_size, step=16, key="pt-size",
                                          help=measured.image_size_sentence())
-            epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs")
+            epochs = c2.number_input("Epochs", 1, 2000, defaults.epochs, key="pt-epochs",
+                                     help=measured.epochs_sentence())
             batch_size = c2.number_input("Batch size", 2, 4096, defaults.batch_size, key="pt-batch")
             lr = c2.number_input("Learning rate (0 = 0.24 per 256 images)", 0.0, 10.0, 0.0, format="%.4f", key="pt-lr")
             negatives = c3.number_input("Negatives per image (0 = all others, up to 16384)", 0, 65536, 0,

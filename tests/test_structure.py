@@ -260,7 +260,9 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     for table, sentence in ((measured.IMAGE_SIZES, measured.image_size_sentence()),
                             (measured.IMAGE_SIZES_SECOND_TASK, measured.image_size_sentence()),
                             (measured.PRETEXTS, measured.pretext_sentence()),
-                            (measured.PRETEXTS_SECOND_TASK, measured.pretext_sentence())):
+                            (measured.PRETEXTS_SECOND_TASK, measured.pretext_sentence()),
+                            (measured.EPOCHS, measured.epochs_sentence()),
+                            (measured.EPOCHS_SECOND_TASK, measured.epochs_sentence())):
         for key, form in (("auc", "{:.3f}"), ("auc_10", "{:.3f}"), ("minutes", "{}")):
             assert " / ".join(form.format(f[key]) for f in table.values()) in flat
             assert all(form.format(f[key]) in sentence for f in table.values())
@@ -277,6 +279,9 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
     assert f"{cpu.image_size} px is the default" in measured.image_size_sentence()
     assert measured.IMAGE_SIZES[cpu.image_size]["auc"] == measured.PRETEXTS[cpu.pretext]["auc"] == d["auc"]["binary"]
     assert "measured.image_size_sentence()" in page and "measured.pretext_sentence()" in page
+    assert page.count("measured.epochs_sentence()") == 2  # the epochs and the minutes: what a longer run buys
+    assert measured.EPOCHS[cpu.epochs] == measured.IMAGE_SIZES[cpu.image_size]
+    assert f"{cpu.epochs} is the default" in measured.epochs_sentence()
 
 
 def test_the_engine_reads_in_one_sitting():

@@ -51,6 +51,19 @@ IMAGE_SIZES_SECOND_TASK = {
     128: {"auc": SECOND_TASK["auc"], "auc_10": 0.717, "minutes": 77},
 }
 
+# How long, otherwise the CPU default, each on its task's default folds (docs/results.md "How long"): ImageNet+PIRL's
+# AUC with every label and with 10 % of them, and minutes alone on a 2-core CPU (an epoch takes the same time at any
+# length: the 30-epoch minutes are half the 60-epoch run's). BUSI's 30 and 60 epochs were one comparison (2026-12-05);
+# cxr256's 30 epochs (2026-12-03) and 60 (2026-12-05) were compared on the same folds.
+EPOCHS = {
+    30: {"auc": 0.914, "auc_10": 0.821, "minutes": 18},
+    60: IMAGE_SIZES[128],
+}
+EPOCHS_SECOND_TASK = {
+    30: {"auc": 0.768, "auc_10": 0.714, "minutes": 39},
+    60: IMAGE_SIZES_SECOND_TASK[128],
+}
+
 # The pretext, otherwise the CPU default, on the default run's folds (2026-12-06; docs/results.md "Pretexts at the
 # default"): ImageNet+PIRL's AUC with every label and with 10 % of them (malignant vs rest), and the pretraining's
 # minutes for 780 images alone on a 2-core CPU.
@@ -124,6 +137,13 @@ def image_size_sentence() -> str:
             f"a 2-core CPU: {_both_tasks(IMAGE_SIZES, IMAGE_SIZES_SECOND_TASK, ' px')}. 128 px is the default: no size "
             "did better on both by more than one run varies; 96 px did as well on both in about two thirds of the "
             "time, the choice when time is short.")
+
+
+def epochs_sentence() -> str:
+    """The Pretrain page's help for the number of epochs: what a longer run buys."""
+    return ("How many times the run goes through every image; the minutes grow in step. AUC of ImageNet+PIRL on a "
+            f"2-core CPU: {_both_tasks(EPOCHS, EPOCHS_SECOND_TASK, ' epochs')}. {CPU_DEFAULT['epochs']} is the "
+            f"default: it did better than {CPU_DEFAULT['epochs'] // 2} on both tasks.")
 
 
 def pretext_sentence() -> str:
