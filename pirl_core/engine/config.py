@@ -83,7 +83,8 @@ class PretrainConfig:
         on BUSI is in training/measured.py) and larger smallest crops (RANDOM_START_MIN_CROP; docs/results.md).
         128 px: ImageNet features of lite0 probe at 0.814 / 0.864 / 0.850 (binary) and 0.835 / 0.864 / 0.858
         (3-class) at 96 / 128 / 160 px on BUSI (bench/linear_probe.py --sizes); 128 costs 1.8x the pixels of 96,
-        160 costs 2.8x for less. PIRL itself at 96 or 160 px did no better (training/measured.py IMAGE_SIZES).
+        160 costs 2.8x for less. PIRL itself at 96 or 160 px did no better on either task (training/measured.py
+        IMAGE_SIZES, IMAGE_SIZES_SECOND_TASK).
         GPU: the paper's resnet50 at 224 px, batch 256, 200 epochs."""
         if resolve_device(device).type == "cuda":
             base = dict(backbone="resnet50", image_size=224, batch_size=256, epochs=200, num_workers=4)

@@ -45,10 +45,12 @@ IMAGE_SIZES = {
     128: {"auc": CPU_DEFAULT["auc"]["binary"], "auc_10": 0.849, "minutes": round(CPU_DEFAULT["minutes"])},
     160: {"auc": 0.935, "auc_10": 0.815, "minutes": 45},
 }
-# The same two sizes on SECOND_TASK's folds (2026-12-06), minutes for its 1,500 images alone on the same CPU.
+# The same sizes on SECOND_TASK's folds (96 px 2026-12-06, 160 px 2026-12-07), minutes for its 1,500 images alone on
+# the same CPU (160 px ran on a faster 2-core box: its minutes there times the ratio of the default's speed on BUSI).
 IMAGE_SIZES_SECOND_TASK = {
     96: {"auc": 0.793, "auc_10": 0.724, "minutes": 48},
     128: {"auc": SECOND_TASK["auc"], "auc_10": 0.717, "minutes": 77},
+    160: {"auc": 0.785, "auc_10": 0.722, "minutes": 83},
 }
 
 # How long, otherwise the CPU default, each on its task's default folds (docs/results.md "How long"): ImageNet+PIRL's
