@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -132,6 +134,27 @@ def test_a_server_that_stalls_mid_study_fails_clearly_and_the_resumed_pull_fetch
     outcome = pacs_pull.pull(ws, cfg, folder)
     assert outcome.reused == len(staged) and outcome.downloaded == outcome.instances - len(staged)
     assert ws.store.dataset("stalled")["n_images"] == 7  # the 2024 studies: 2 + 2 + 3 chest images
+
+
+def test_an_image_that_stops_arriving_partway_says_the_pacs_did_not_answer_not_that_it_cannot_be_reached():
+    """The PACS sends the headers and the start of an image, then stalls: a slow server, not a wrong address (the
+    stalled-pull test above met this race on a busy machine)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_then_stall():
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b"
+                     b"\r\nContent-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM")
+        time.sleep(5)
+        conn.close()
+
+    threading.Thread(target=answer_then_stall, daemon=True).start()
+    srv = pacs.Server("slow", f"http://127.0.0.1:{listener.getsockname()[1]}/dicom-web", timeout_s=1)
+    inst = pacs.Instance("1.2", "1.2.3", "1.2.3.4", "1.2.840.10008.5.1.4.1.1.7", "OT")
+    with pytest.raises(pacs.PacsError, match="did not answer retrieving an image within 1 s"):
+        pacs.retrieve(srv, pacs.connect(srv), inst)
+    listener.close()
 
 
 def test_pirl_ingest_dicomweb_killed_halfway_and_run_again_has_every_instance_once(orthanc, tmp_path):

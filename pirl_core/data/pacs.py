@@ -188,11 +188,12 @@ def asking(srv: Server, what: str):
 
 
 def _timed_out(exc) -> bool:
-    """A read that timed out on every retry reaches requests as a ConnectionError around urllib3's timeout."""
+    """A read that timed out reaches requests as a ConnectionError around urllib3's timeout: around the retries'
+    last error when the answer never began, or bare when it stopped partway through the body."""
     from urllib3.exceptions import ReadTimeoutError
 
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(reason, ReadTimeoutError)
+    cause = exc.args[0] if exc.args else None
+    return isinstance(cause, ReadTimeoutError) or isinstance(getattr(cause, "reason", None), ReadTimeoutError)
 
 
 def parse_query(text: str) -> dict[str, str]:
