@@ -190,6 +190,7 @@ def _through_gate(path: str, cookie: str | None = None, content_type: bytes = b"
                   headers: list | None = None) -> tuple[int, dict]:
     """One HTTP request through browser_pass.Gate in front of an app that answers 200 with `content_type`."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from pirl_core.access import browser_pass
 
@@ -207,7 +208,9 @@ def _through_gate(path: str, cookie: str | None = None, content_type: bytes = b"
 
     request_headers = [*(headers or []), *([(b"cookie", f"theme=x; pirl_pass={cookie}".encode())] if cookie else [])]
     scope = {"type": "http", "path": path, "scheme": "http", "headers": request_headers}
-    asyncio.run(browser_pass.Gate(inner, base_path="/studio")(scope, receive, send))
+    # In a thread of its own: a browser test on this worker leaves Playwright's event loop running in this one
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, browser_pass.Gate(inner, base_path="/studio")(scope, receive, send)).result()
     start = sent[0]
     return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
 
