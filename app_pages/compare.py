@@ -18,7 +18,7 @@ from pirl_core.evaluation.statistics import (
 from pirl_core.fmt import csv_safe, tail
 from pirl_core.jobs import queue
 from pirl_core.models import predict
-from pirl_core.training import pretraining
+from pirl_core.training import measured, pretraining
 
 ws = workspace()
 store = ws.store
@@ -59,7 +59,8 @@ with st.form("compare", enter_to_submit=False):  # jobs start from the button on
     mode = c1.radio("Training", ["linear", "finetune"], horizontal=True, key="cmp-mode",
                     format_func=lambda m: {"linear": "Linear probe (frozen backbone, fast)",
                                            "finetune": "Full finetune (slower)"}[m])
-    inits = c2.multiselect("Initialisations", list(compare.INITS), default=runnable, key="cmp-inits")
+    inits = c2.multiselect("Initialisations", list(compare.INITS), default=runnable, key="cmp-inits",
+                           help=measured.side_by_side_sentence())
     n_labeled = by_name[dataset]["labeled"]
     counts = store.class_counts(by_name[dataset]["id"])
     auto = compare.default_folds(n_labeled)

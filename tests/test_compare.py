@@ -109,6 +109,43 @@ def test_pirl_arm_loads_the_pretrained_backbone(setup):
     assert not torch.equal(scratch.trunk._conv_stem.weight, backbone.trunk._conv_stem.weight)
 
 
+def test_the_imagenet_pirl_probe_reads_the_pirl_features_beside_imagenets(setup):
+    """The ImageNet+PIRL linear arm keeps what ImageNet knew beside what the pool taught: its features are the PIRL
+    run's and the ImageNet backbone's, concatenated. Full finetuning trains the PIRL backbone alone."""
+    ws, _, inet = setup
+    arm = compare.FinetuneJob(labeled_dataset_id=1, labeled="lab", backbone="efficientnet_lite0", image_size=96,
+                              folds=0, fractions=[1.0], seed=0, finetune={}, init="imagenet+pirl", pretrain_job=inet)
+    x = torch.rand(2, 3, 96, 96)
+    pirl, _, _ = load_pretrained(ws.store.job(inet)["checkpoint"])
+    imagenet = compare.build_backbone("efficientnet_lite0", pretrained=True)
+    with torch.no_grad():
+        expected = torch.cat([pirl.backbone.eval()(x), imagenet.eval()(x)], 1)
+        assert torch.allclose(compare._backbone_for(arm, ws).eval()(x), expected, atol=1e-5)
+        finetuned = compare._backbone_for(dataclasses.replace(arm, finetune={"mode": "finetune"}), ws)
+        assert finetuned.dim == 1280 and torch.allclose(finetuned.eval()(x), expected[:, :1280], atol=1e-5)
+
+
+def test_an_imagenet_pirl_model_exports_predicts_and_explains_from_its_bundle(setup, tmp_path):
+    from pirl_core.engine.gradcam import gradcam
+    from pirl_core.models import export
+
+    ws, _, inet = setup
+    cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[inet], inits=["imagenet+pirl"],
+                                                   folds=0, fractions=[1.0]))
+    job = queue.wait(ws, compare.comparison(ws, cid)["arms"][0]["job_id"], timeout_s=300)
+    assert job["status"] == "succeeded", job["error"]
+    info = export.export_finetune(ws, job["id"], tmp_path / "bundle.zip")
+    assert info["max_abs_prob_diff_onnx"] < 1e-4 and info["max_abs_prob_diff_torchscript"] < 1e-4
+    workspace_model, _ = export.load_classifier(job["result"]["model"])
+    bundled, state = export.open_bundle(tmp_path / "bundle.zip")
+    assert state["parts"] == 2 and "side by side" in state["card"]["model"]["features"]
+    x = torch.rand(3, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(bundled(x), workspace_model(x), atol=1e-5)
+    heat = gradcam(bundled, x, 1)  # where both backbones looked, one map per image
+    assert heat.shape == (3, 96, 96) and float(heat.min()) >= 0 and float(heat.max()) == pytest.approx(1)
+
+
 def test_fixed_split_and_repeated_folds_are_disjoint_cover_the_set_and_keep_groups_whole(setup):
     ws, _, _ = setup
     rows = [r for r in ws.store.images(ws.store.dataset("lab")["id"]) if r["label"]]

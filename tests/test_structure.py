@@ -267,6 +267,13 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
             assert " / ".join(form.format(f[key]) for f in table.values()) in flat
             assert all(form.format(f[key]) in sentence for f in table.values())
 
+    starts = measured.side_by_side_sentence()  # what ImageNet+PIRL's probe reads: the Compare page's help
+    for table in (measured.SIDE_BY_SIDE, measured.SIDE_BY_SIDE_SECOND_TASK):
+        for key in ("auc", "auc_10"):
+            figures = " and ".join(f"{f['alone'][key]:.3f} -> {f['side_by_side'][key]:.3f}" for f in table.values())
+            assert figures in flat and figures in starts
+    assert "help=measured.side_by_side_sentence()" in (ROOT / "app_pages/compare.py").read_text()
+
     lr_help = measured.backbone_lr_scale_sentence()  # which layers adapt: the command line's help, on both tasks
     for table in (measured.BACKBONE_LR_SCALES, measured.BACKBONE_LR_SCALES_SECOND_TASK):
         for key in ("auc", "auc_10"):

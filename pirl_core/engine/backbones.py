@@ -41,6 +41,25 @@ class Backbone(nn.Module):
         return self._pool(self.trunk, x) if self._pool else self.trunk(x)
 
 
+class SideBySide(Backbone):
+    """Backbones of one architecture on the same image, their pooled features concatenated (B, sum of widths).
+    The ImageNet+PIRL linear probe reads the PIRL-pretrained backbone beside the ImageNet one it started from:
+    pretraining on the pool moves the features toward what its images share, and the ImageNet features keep what
+    it moved away from (docs/results.md, "ImageNet features kept beside PIRL's")."""
+
+    def __init__(self, parts: list[Backbone]):
+        nn.Module.__init__(self)
+        self.name, self.dim, self.parts = parts[0].name, sum(p.dim for p in parts), nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(x) for p in self.parts], 1)
+
+
+def parts_of(backbone: Backbone) -> int:
+    """How many backbones side by side (what a saved classifier records to be rebuilt)."""
+    return len(backbone.parts) if isinstance(backbone, SideBySide) else 1
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     name: str
@@ -138,8 +157,12 @@ def imagenet_weights_problem(name: str) -> str | None:
             f"machine and place it as {path}, or use efficientnet_lite0, whose weights need no download.")
 
 
-def build_backbone(name: str, pretrained: bool = False, weights_path: str | Path | None = None) -> Backbone:
-    """A backbone by registry name, random or with ImageNet (or user-supplied) weights."""
+def build_backbone(name: str, pretrained: bool = False, weights_path: str | Path | None = None,
+                   parts: int = 1) -> Backbone:
+    """A backbone by registry name, random or with ImageNet (or user-supplied) weights; `parts` > 1: that many
+    random ones side by side, the shape of a saved SideBySide classifier before its weights are loaded."""
+    if parts > 1:
+        return SideBySide([build_backbone(name) for _ in range(parts)])
     if name not in REGISTRY:
         raise PirlError(f"Unknown backbone {name!r}; choose one of {', '.join(REGISTRY)}.")
     spec = REGISTRY[name]

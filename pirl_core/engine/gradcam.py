@@ -1,11 +1,14 @@
 """Grad-CAM ("where is the model looking"): captum's LayerGradCam on the last layer that still has a
-spatial map, upsampled to the input and scaled to [0, 1] per image."""
+spatial map, upsampled to the input and scaled to [0, 1] per image. Backbones side by side: each one's map, summed
+before the ReLU (the logit is the sum of what each backbone's features contribute)."""
 
 from __future__ import annotations
 
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
+
+from .backbones import SideBySide
 
 
 def last_spatial_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
@@ -30,11 +33,12 @@ def last_spatial_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
 def gradcam(model: nn.Module, x: torch.Tensor, target: int | list[int]) -> torch.Tensor:
     """(N, H, W) heatmaps in [0, 1] for class `target` (one per image, or one for all) of inputs x (N, 3, H, W)."""
     model.eval()
-    layer = last_spatial_layer(model, x)
+    backbone = getattr(model, "backbone", None)
+    layers = [last_spatial_layer(part, x) for part in (backbone.parts if isinstance(backbone, SideBySide) else [model])]
     targets = [target] * len(x) if isinstance(target, int) else list(target)
     with torch.enable_grad():
-        attributions = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
-    heat = LayerAttribution.interpolate(attributions.detach(), tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    heat = heat[:, 0].clamp_min(0)
+        attributions = sum(LayerGradCam(model, layer).attribute(x, target=targets) for layer in layers)
+    heat = LayerAttribution.interpolate(attributions.detach().clamp_min(0), tuple(x.shape[-2:]),
+                                        interpolate_mode="bilinear")[:, 0]
     peak = heat.flatten(1).max(1).values.clamp_min(1e-12)
     return heat / peak[:, None, None]

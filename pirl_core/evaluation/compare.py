@@ -20,7 +20,7 @@ from ..data.image_cache import cache_size_for, dataset_cache
 from ..data.labels import class_order
 from ..data.splits import assign_folds, assign_splits, nested_subset
 from ..engine import checkpoint
-from ..engine.backbones import REGISTRY, build_backbone, imagenet_weights_problem
+from ..engine.backbones import REGISTRY, SideBySide, build_backbone, imagenet_weights_problem, parts_of
 from ..engine.batchnorm import recompute_bn_stats
 from ..engine.choices import INITS
 from ..engine.finetune import FinetuneConfig, finetune, predict, probe_classifier
@@ -306,6 +306,8 @@ def _backbone_for(arm: FinetuneJob, ws: Workspace):
         return build_backbone(arm.backbone, pretrained=True)
     job = ws.store.job(arm.pretrain_job)
     model, _, _ = load_pretrained(job["checkpoint"])
+    if arm.init == "imagenet+pirl" and arm.finetune.mode == "linear":  # the probe reads both (SideBySide)
+        return SideBySide([model.backbone, build_backbone(arm.backbone, pretrained=True)])
     return model.backbone
 
 
@@ -415,6 +417,7 @@ def finetune_job(ctx: JobContext) -> FinetuneOutcome:
             # The exported model: the first (fold's) model trained on all its training labels.
             checkpoint.save_atomic({"format": checkpoint.FORMAT, "kind": "classifier",
                                     "state_dict": model.state_dict(), "classes": classes, "backbone": cfg.backbone,
+                                    "parts": parts_of(model.backbone),
                                     "image_size": cfg.image_size, "fold": split["fold"], "n_train": int(n_train),
                                     "test_image_ids": [rows[i]["id"] for i in test_idx]}, ctx.folder / "model.pt")
         results.append({"repeat": split["repeat"], "fold": split["fold"], "fraction": fraction,

@@ -54,7 +54,7 @@ MEMBERS = ("model.ts", "model.onnx", "state_dict.pt", "model_card.md", "model_ca
 
 def load_classifier(model_file: str | Path) -> tuple[Classifier, dict]:
     state = checkpoint.load(model_file)
-    model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
+    model = Classifier(build_backbone(state["backbone"], parts=state.get("parts", 1)), len(state["classes"]))
     model.load_state_dict(state["state_dict"])
     return model.eval(), state
 
@@ -115,6 +115,8 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
                           "dicom": "modality LUT, then VOI LUT / window; MONOCHROME1 inverted; "
                                    "min-max to 8 bits; multi-frame: first frame"},
         "model": {"backbone": state["backbone"], "initialisation": cfg.init, "mode": cfg.finetune.mode,
+                  "features": ("the PIRL-pretrained backbone's and the ImageNet backbone's, side by side"
+                               if state.get("parts", 1) == 2 else f"one {state['backbone']}'s"),
                   "pretrain_run": cfg.pretrain_job,
                   "pretrain_config": {k: v for k, v in queue.config_of(pretrain).to_dict().items()
                                       if k != "weights_path"} if pretrain else None,
@@ -174,7 +176,8 @@ def _card_markdown(card: dict) -> str:
 |---|---|
 | Task | {card['task']['type']}; classes, in output order: {', '.join(card['task']['classes'])} |
 | Positive class | {card['task']['classes'][-1]}: the finding sensitivity, PPV and the threshold are about |
-| Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}) |
+| Backbone / initialisation | {model['backbone']} / {model['initialisation']} ({model['mode']}); features: \
+{model['features']} |
 | Trained on | {model['trained_on']}, {model['n_train']} images |
 | Test metrics | {metric} |
 | Labels | {labels} |
@@ -270,7 +273,7 @@ def export_finetune(ws: Workspace, job_id: int, out: str | Path | None = None) -
     members["model.onnx"] = onnx_bytes
     buf = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "classes": state["classes"], "backbone": state["backbone"],
-                "image_size": size, "familiarity": familiarity.for_bundle(known)}, buf)
+                "parts": state.get("parts", 1), "image_size": size, "familiarity": familiarity.for_bundle(known)}, buf)
     members["state_dict.pt"] = buf.getvalue()
     members["model_card.json"] = json.dumps(card, indent=2, default=str).encode()
     members["model_card.md"] = _card_markdown(card).encode()
@@ -355,7 +358,7 @@ def open_bundle(path: str | Path, trusted_key: str | Path | None = None,
     try:
         state = torch.load(io.BytesIO(data["state_dict.pt"]), map_location="cpu", weights_only=True)
         card = json.loads(data["model_card.json"])
-        model = Classifier(build_backbone(state["backbone"]), len(state["classes"]))
+        model = Classifier(build_backbone(state["backbone"], parts=state.get("parts", 1)), len(state["classes"]))
         model.load_state_dict(state["state_dict"])
     except pickle.UnpicklingError:
         raise PirlError(f"{path}: state_dict.pt holds code or objects other than tensors; refused (it is never "

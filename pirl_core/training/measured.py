@@ -92,6 +92,20 @@ PRETEXTS_SECOND_TASK = {
 BACKBONE_LR_SCALES = {1: OTHER_SEEDS[2], 0.1: {"auc": 0.906, "auc_10": 0.834}}
 BACKBONE_LR_SCALES_SECOND_TASK = {1: IMAGE_SIZES_SECOND_TASK[128], 0.1: {"auc": 0.768, "auc_10": 0.716}}
 
+# What ImageNet+PIRL's linear probe reads (2026-12-07; docs/results.md "ImageNet features kept beside PIRL's"): the
+# pretrained backbone's features alone (every figure above) against them beside the ImageNet backbone's
+# (engine/backbones.py SideBySide, the probe since then), each pair on the same folds: AUC with every label and with
+# 10 % of them. bench/side_by_side.py gives them.
+SIDE_BY_SIDE = {
+    "seed 2": {"alone": OTHER_SEEDS[2], "side_by_side": {"auc": 0.925, "auc_10": 0.834}},
+    "120 epochs": {"alone": EPOCHS[120], "side_by_side": {"auc": 0.939, "auc_10": 0.841}},
+}
+SIDE_BY_SIDE_SECOND_TASK = {
+    "seed 0 again": {"alone": {"auc": 0.772, "auc_10": 0.737}, "side_by_side": {"auc": 0.784, "auc_10": 0.723}},
+    "jigsaw+rotation": {"alone": PRETEXTS_SECOND_TASK["jigsaw+rotation"],
+                        "side_by_side": {"auc": 0.777, "auc_10": 0.710}},
+}
+
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
 RANDOM_START = {
@@ -167,6 +181,21 @@ def backbone_lr_scale_sentence() -> str:
             f"{SECOND_TASK['task']} {_per_choice(cxr, 'auc')}, {_per_choice(cxr, 'auc_10')}. A tenth did no better "
             "on either task (in half the epochs on breast ultrasound it was no better than ImageNet features), so "
             "1 stays the default.")
+
+
+def side_by_side_sentence() -> str:
+    """The Compare page's help for the starts: what each is, and what ImageNet+PIRL's probe reads."""
+    def pairs(table: dict, key: str) -> str:
+        return " and ".join(f"{f['alone'][key]:.3f} -> {f['side_by_side'][key]:.3f}" for f in table.values())
+
+    busi, cxr = SIDE_BY_SIDE, SIDE_BY_SIDE_SECOND_TASK
+    return ("Scratch: random weights. ImageNet: the ImageNet weights. PIRL: pretrained on your images from random "
+            "weights. ImageNet+PIRL: pretrained on your images from the ImageNet weights; its linear probe reads those "
+            "features beside the ImageNet ones it started from, which keep what pretraining moved away from. AUC of "
+            "the pretrained features alone -> side by side, run by run: on breast ultrasound "
+            f"{pairs(busi, 'auc')} with every label, {pairs(busi, 'auc_10')} with a tenth; on {SECOND_TASK['task']} "
+            f"{pairs(cxr, 'auc')} with every label, {pairs(cxr, 'auc_10')} with a tenth. Higher with every label on "
+            "both tasks, by about 0.01; with a tenth, higher on breast ultrasound and level on chest X-rays.")
 
 
 def _both_tasks(first: dict, second: dict, unit: str = "") -> str:
