@@ -15,10 +15,10 @@ from pirl_core.evaluation.statistics import (
     threshold_metrics,
     youden_threshold,
 )
-from pirl_core.fmt import csv_safe, tail
+from pirl_core.fmt import csv_safe, duration, tail
 from pirl_core.jobs import queue
 from pirl_core.models import predict
-from pirl_core.training import measured, pretraining
+from pirl_core.training import measured, planning, pretraining
 
 ws = workspace()
 store = ws.store
@@ -56,6 +56,8 @@ with st.form("compare", enter_to_submit=False):  # jobs start from the button on
     chosen_runs = c2.multiselect("PIRL pretrain run(s)", [r["id"] for r in runs], default=[runs[0]["id"]],
                                  format_func=run_label, key="cmp-runs",
                                  help="Several runs (e.g. different pretexts) each get their own PIRL line.")
+    together = c2.checkbox("Also read the chosen ImageNet+PIRL runs together (linear probe)", value=True,
+                           key="cmp-together", help=measured.together_sentence())
     mode = c1.radio("Training", ["linear", "finetune"], horizontal=True, key="cmp-mode",
                     format_func=lambda m: {"linear": "Linear probe (frozen backbone, fast)",
                                            "finetune": "Full finetune (slower)"}[m])
@@ -93,11 +95,24 @@ if not has_imagenet_run and not problem and can_edit():
             job_id = pretraining.start_like(ws, first_run["id"], pretrained_imagenet=True)
             st.success(f"Queued pretrain run #{job_id}; choose it here when it has finished.")
 
+one_run = pretraining.to_read_together(ws, backbone) if can_edit() else None
+if one_run is not None:
+    n_pool = store.dataset(one_run["dataset_id"])["n_images"]
+    st.caption(f"A second ImageNet+PIRL run like #{one_run['id']}, with another seed, can be read together with it: "
+               "runs of one recipe differ by chance, most with few labels, and together that evens out. It takes "
+               f"about {duration(planning.estimate_seconds(store, queue.config_of(one_run), n_pool)[0])} with nothing "
+               "else using the processor.",
+               help=measured.together_sentence())
+    if st.button(f"Start a second run like #{one_run['id']} with another seed", key="cmp-start-seed"):
+        with guarded("Starting the run"):
+            job_id = pretraining.start_another_seed(ws, one_run["id"])
+            st.success(f"Queued pretrain run #{job_id}; choose it here with #{one_run['id']} when it has finished.")
+
 if go_button:
     with guarded("Starting the comparison"):
         cid = compare.start(ws, compare.CompareRequest(
             labeled=dataset, pretrain_jobs=chosen_runs, mode=mode, inits=inits, folds=int(folds),
-            fractions=fractions or [1.0], epochs=int(epochs) or None))
+            fractions=fractions or [1.0], epochs=int(epochs) or None, together=together))
         st.session_state["cmp-open"] = cid
         st.success(f"Comparison #{cid} queued: one job per initialisation.")
 

@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--positive", default="malignant")
     ap.add_argument("--labeled", default="binary", help="the labeled set's name in WS")
     ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--together", action="store_true",
+                    help="only what several runs add beside ImageNet: each run beside it, all of them beside it in "
+                         "one probe (the Compare page's 'together' arm), and the former's probabilities averaged")
     args = ap.parse_args()
     ws, size = Workspace(args.workspace), args.image_size
     dataset = ws.store.dataset(args.labeled)
@@ -68,19 +71,25 @@ def main() -> None:
     features = {"ImageNet": embed_dataset(build_backbone("efficientnet_lite0", pretrained=True), images, size)}
     for k, path in enumerate(args.runs, 1):
         features[f"run {k}"] = embed_dataset(load_pretrained(path)[0].backbone, images, size)
-    arms = {name: [name] for name in features}
-    arms.update({f"ImageNet beside run {k}": ["ImageNet", f"run {k}"] for k in range(1, len(args.runs) + 1)})
-    arms.update({f"runs {a} and {b} side by side": [f"run {a}", f"run {b}"]
-                 for a, b in itertools.combinations(range(1, len(args.runs) + 1), 2)})
+    numbers = range(1, len(args.runs) + 1)
+    arms = {"ImageNet": ["ImageNet"]} if args.together else {name: [name] for name in features}
+    arms.update({f"ImageNet beside run {k}": ["ImageNet", f"run {k}"] for k in numbers})
+    if args.together:
+        arms["ImageNet beside all runs"] = ["ImageNet", *(f"run {k}" for k in numbers)]
+    else:
+        arms.update({f"runs {a} and {b} side by side": [f"run {a}", f"run {b}"]
+                     for a, b in itertools.combinations(numbers, 2)})
     probs = {name: probabilities(np.concatenate([features[n].numpy() for n in parts], 1))
              for name, parts in arms.items()}
-    for a, b in itertools.combinations(range(1, len(args.runs) + 1), 2):
-        probs[f"runs {a} and {b} averaged"] = {f: (probs[f"run {a}"][f] + probs[f"run {b}"][f]) / 2 for f in FRACTIONS}
+    prefix = "ImageNet beside run" if args.together else "run"
+    for a, b in itertools.combinations(numbers, 2):
+        probs[f"{prefix}s {a} and {b} averaged"] = {
+            f: (probs[f"{prefix} {a}"][f] + probs[f"{prefix} {b}"][f]) / 2 for f in FRACTIONS}
     print(f"{args.labeled}: {len(rows)} labeled, {args.positive} {int(y.sum())}; AUC at "
           + " / ".join(f"{f:.0%}" for f in FRACTIONS))
     for name, p in probs.items():
         against = []
-        for baseline in ("ImageNet", "run 1"):
+        for baseline in ("ImageNet", list(arms)[1]):
             if name != baseline:
                 tests = [paired_bootstrap_p(y, _two(p[f]), _two(probs[baseline][f]), n_boot=500) for f in (0.1, 1.0)]
                 against.append(f"vs {baseline} " + ", ".join(

@@ -146,6 +146,59 @@ def test_an_imagenet_pirl_model_exports_predicts_and_explains_from_its_bundle(se
     assert heat.shape == (3, 96, 96) and float(heat.min()) >= 0 and float(heat.max()) == pytest.approx(1)
 
 
+def test_a_second_seed_is_read_together_with_the_first_and_exported_as_one_model(setup, monkeypatch, tmp_path):
+    """Runs of one recipe differ by chance: a second ImageNet+PIRL run (one click under the Compare form) gets an arm
+    whose probe reads both runs' features beside ImageNet's, exported, reopened and explained as one model."""
+    from pirl_core.engine.gradcam import gradcam
+    from pirl_core.models import export
+    from pirl_core.training import pretraining
+
+    ws, _, inet = setup
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    assert pretraining.to_read_together(ws, "efficientnet_lite0")["id"] == inet  # the one ImageNet-started run
+    second = pretraining.start_another_seed(ws, inet)
+    assert queue.config_of(ws.store.job(second)).seed == queue.config_of(ws.store.job(inet)).seed + 1
+    assert pretraining.to_read_together(ws, "efficientnet_lite0") is None  # no second button while it runs
+    queue.run_worker(ws, idle_exit_s=0)
+    assert pretraining.to_read_together(ws, "efficientnet_lite0") is None  # nor once there are two
+
+    def arms(**request):
+        cid = compare.start(ws, compare.CompareRequest(labeled="lab", pretrain_jobs=[inet, second], folds=0,
+                                                       inits=["imagenet", "imagenet+pirl"], fractions=[1.0],
+                                                       **request))
+        return cid, compare.comparison(ws, cid)["arms"]
+
+    for request in ({"together": False}, {"mode": "finetune"}):  # asked not to; full finetuning trains one backbone
+        _, not_together = arms(**request)
+        assert not any(a["label"].endswith("together") for a in not_together)
+        for a in not_together:
+            queue.cancel(ws, a["job_id"])
+    cid, together = arms()
+    assert [a["label"] for a in together] == ["ImageNet", f"ImageNet+PIRL #{inet}", f"ImageNet+PIRL #{second}",
+                                              f"ImageNet+PIRL #{inet}+#{second} together"]
+    queue.run_worker(ws, idle_exit_s=0)
+    summary = compare.summarize(ws, cid, n_boot=100)
+    entry = next(e for e in summary["table"] if e["arm"] == together[-1]["label"])
+    assert any(v["text"].startswith(f"{entry['arm']} vs ImageNet: AUC ") for v in summary["verdicts"])
+    job = ws.store.job(together[-1]["job_id"])
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = torch.cat([load_pretrained(ws.store.job(j)["checkpoint"])[0].backbone.eval()(x)
+                              for j in (inet, second)]
+                             + [compare.build_backbone("efficientnet_lite0", pretrained=True).eval()(x)], 1)
+        assert torch.allclose(compare._backbone_for(queue.config_of(job), ws).eval()(x), expected, atol=1e-5)
+    info = export.export_finetune(ws, job["id"], tmp_path / "together.zip")
+    assert info["max_abs_prob_diff_onnx"] < 1e-4 and info["max_abs_prob_diff_torchscript"] < 1e-4
+    bundled, state = export.open_bundle(tmp_path / "together.zip")
+    card = state["card"]["model"]
+    assert state["parts"] == 3 and card["pretrain_runs_together"] == [inet, second]
+    assert card["features"] == "2 PIRL-pretrained backbones' and the ImageNet backbone's, side by side"
+    heat = gradcam(bundled, x, 1)
+    assert heat.shape == (2, 96, 96) and float(heat.min()) >= 0 and float(heat.max()) == pytest.approx(1)
+    with pytest.raises(PirlError, match="linear probe"):
+        dataclasses.replace(queue.config_of(job), finetune={"mode": "finetune"}).validate()
+
+
 def test_fixed_split_and_repeated_folds_are_disjoint_cover_the_set_and_keep_groups_whole(setup):
     ws, _, _ = setup
     rows = [r for r in ws.store.images(ws.store.dataset("lab")["id"]) if r["label"]]

@@ -273,6 +273,11 @@ def test_the_figures_the_app_quotes_are_the_readme_table():
             figures = " and ".join(f"{f['alone'][key]:.3f} -> {f['side_by_side'][key]:.3f}" for f in table.values())
             assert figures in flat and figures in starts
     assert "help=measured.side_by_side_sentence()" in (ROOT / "app_pages/compare.py").read_text()
+    for table in (measured.TOGETHER, measured.TOGETHER_SECOND_TASK):  # several runs read together: help and README
+        for key in ("auc", "auc_10"):
+            figures = " and ".join(f"{f[key]:.3f}" for f in table["each"]) + f" -> {table['together'][key]:.3f}"
+            assert figures in flat and figures in measured.together_sentence() and table["runs"] in flat
+    assert "help=measured.together_sentence()" in (ROOT / "app_pages/compare.py").read_text()
 
     lr_help = measured.backbone_lr_scale_sentence()  # which layers adapt: the command line's help, on both tasks
     for table in (measured.BACKBONE_LR_SCALES, measured.BACKBONE_LR_SCALES_SECOND_TASK):

@@ -29,6 +29,9 @@ def add_parsers(sub) -> None:
                                        "(ROC AUC with CIs)")
     _labeled_set_options(p, None)
     p.add_argument("--inits", default=",".join(INITS), help=f"comma-separated, from {', '.join(INITS)}")
+    p.add_argument("--no-together", dest="together", action="store_false",
+                   help="with several ImageNet-started runs, do not add the arm whose linear probe reads them all "
+                        "together (added by default)")
     p.set_defaults(run=run_compare)
 
     p = sub.add_parser("finetune", help="finetune one initialisation on a labeled set")
@@ -72,7 +75,8 @@ def _compare(args, ws, inits: list[str]) -> int:
     fractions = [float(f) for f in args.label_fractions.split(",")] if args.label_fractions else None
     cid = compare.start(ws, compare.CompareRequest(labeled=args.labeled, pretrain_jobs=pretrain, mode=args.mode,
                                                    inits=inits, folds=args.folds, fractions=fractions,
-                                                   seed=args.seed, epochs=args.epochs))
+                                                   seed=args.seed, epochs=args.epochs,
+                                                   together=getattr(args, "together", True)))
     comp = compare.comparison(ws, cid)
     for text in comp["notes"]:
         note(f"note: {text}")
@@ -84,10 +88,11 @@ def _compare(args, ws, inits: list[str]) -> int:
         job = queue.wait(ws, arm["job_id"])
         note(f"{arm['label']}: {job['status']} {job['message'] or ''}")
     summary = compare.summarize(ws, cid)
-    note(f"{'initialisation':22s} {'AUC':>6s}  95% CI          vs baselines")
+    width = max([22] + [len(e["arm"]) for e in summary["table"]])
+    note(f"{'initialisation':{width}s} {'AUC':>6s}  95% CI          vs baselines")
     for e in summary["table"]:
         vs = "; ".join(f"{o}: {t['difference']:+.3f} (p={t['p_value']:.3f})" for o, t in (e.get("vs") or {}).items())
-        note(f"{e['arm']:22s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}")
+        note(f"{e['arm']:{width}s} {e['auc']:6.3f}  {e['ci_low']:.3f}-{e['ci_high']:.3f}  {vs}")
     for v in summary.get("verdicts", []):
         note(v["text"])
     for reading in summary.get("labels_saved", []):

@@ -51,6 +51,7 @@ class CompareRequest:
     seed: int = 0
     epochs: int | None = None
     repeats: int | None = None  # None: 5 x k-fold for a linear probe on under 2,000 images, else 1
+    together: bool = True  # several ImageNet-started runs, linear probe: one more arm reading them all (TOGETHER)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class FinetuneJob(ComparisonConfig):
     init: str = "scratch"  # one of INITS
     pretrain_job: int | None = None
     pretext: str | None = None
+    more_pretrain_jobs: list[int] = field(default_factory=list)  # read together with pretrain_job's (TOGETHER)
 
     def validate(self) -> None:
         super().validate()
@@ -99,6 +101,12 @@ class FinetuneJob(ComparisonConfig):
             raise PirlError(f"Unknown initialisation {self.init!r}; choose from {', '.join(INITS)}.")
         if self.init in ("pirl", "imagenet+pirl") and self.pretrain_job is None:
             raise PirlError(f"The {self.init} arm needs a pretrain run.")
+        if self.more_pretrain_jobs and (self.init != "imagenet+pirl" or self.finetune.mode != "linear"):
+            raise PirlError("Several pretrain runs are read together only by ImageNet+PIRL's linear probe.")
+
+    @property
+    def pretrain_jobs(self) -> list[int]:
+        return [self.pretrain_job, *self.more_pretrain_jobs] if self.pretrain_job is not None else []
 
 
 @dataclass
@@ -208,6 +216,12 @@ def start(ws: Workspace, req: CompareRequest) -> int:
             if len({c.pretext for c in run_configs.values()}) > 1:
                 name += f" ({pretext})"
             arms.append({"label": name, "init": init, "pretrain_job": run["id"], "pretext": pretext})
+    together = [a for a in arms if a["init"] == "imagenet+pirl"]
+    if req.together and req.mode == "linear" and len(together) > 1:
+        arms.append({"label": "ImageNet+PIRL " + "+".join(f"#{a['pretrain_job']}" for a in together) + " together",
+                     "init": "imagenet+pirl", "pretrain_job": together[0]["pretrain_job"],
+                     "more_pretrain_jobs": [a["pretrain_job"] for a in together[1:]],
+                     "pretext": together[0]["pretext"]})
     if "pirl" in req.inits and not any(a["init"] == "pirl" for a in arms):
         notes.append("PIRL (from random weights) needs a pretrain run started from random weights; "
                      + ", ".join(f"#{r['id']}" for r in runs) + " started from ImageNet weights, so "
@@ -300,15 +314,16 @@ def decision_threshold(ws: Workspace, job_id: int) -> dict | None:
 
 # -- the finetune job --------------------------------------------------------------------------
 def _backbone_for(arm: FinetuneJob, ws: Workspace):
+    """The arm's starting backbone. ImageNet+PIRL's linear probe reads the run's features (every run's, together)
+    beside the ImageNet ones the runs started from (SideBySide, measured.SIDE_BY_SIDE and TOGETHER)."""
     if arm.init == "scratch":
         return build_backbone(arm.backbone)
     if arm.init == "imagenet":
         return build_backbone(arm.backbone, pretrained=True)
-    job = ws.store.job(arm.pretrain_job)
-    model, _, _ = load_pretrained(job["checkpoint"])
-    if arm.init == "imagenet+pirl" and arm.finetune.mode == "linear":  # the probe reads both (SideBySide)
-        return SideBySide([model.backbone, build_backbone(arm.backbone, pretrained=True)])
-    return model.backbone
+    pretrained = [load_pretrained(ws.store.job(j)["checkpoint"])[0].backbone for j in arm.pretrain_jobs]
+    if arm.init == "imagenet+pirl" and arm.finetune.mode == "linear":
+        return SideBySide([*pretrained, build_backbone(arm.backbone, pretrained=True)])
+    return pretrained[0]
 
 
 def split_groups(ws: Workspace, dataset_id: int, rows: list[dict]) -> list[str | None]:
@@ -520,7 +535,8 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
                     entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=2 * n_boot)
     verdicts = []
     for arm in arms:  # a run that learned nothing is said first: its verdicts are about untrained features
-        why = pretraining.learned_nothing(ws, arm["pretrain_job"]) if arm.get("pretrain_job") else None
+        runs_read = queue.config_of(store.job(arm["job_id"])).pretrain_jobs
+        why = next(filter(None, (pretraining.learned_nothing(ws, j) for j in runs_read)), None)
         if why and arm["runs"]:
             verdicts.append({"text": f"{arm['label']}: {why}", "outcome": "not learned"})
     for entry in table:

@@ -70,6 +70,15 @@ def _label_origin(dataset: dict) -> dict:
             "disagreements_left_out": origin["conflicts_left_out"]}
 
 
+def _features(state: dict) -> str:
+    """What the classifier reads: one backbone, or (ImageNet+PIRL's linear probe) pretrained ones beside ImageNet's."""
+    pretrained = state.get("parts", 1) - 1
+    if not pretrained:
+        return f"one {state['backbone']}'s"
+    runs = "the PIRL-pretrained backbone's" if pretrained == 1 else f"{pretrained} PIRL-pretrained backbones'"
+    return f"{runs} and the ImageNet backbone's, side by side"
+
+
 def _own_test(job: dict, state: dict) -> dict | None:
     """The exported model's own figure: AUC with its 95% CI on its own test part, images it never trained on (a
     cross-validated AUC pools the other folds' models, whose test images trained this one)."""
@@ -115,9 +124,9 @@ def _card(ws: Workspace, job: dict, state: dict, comparison_row: dict | None) ->
                           "dicom": "modality LUT, then VOI LUT / window; MONOCHROME1 inverted; "
                                    "min-max to 8 bits; multi-frame: first frame"},
         "model": {"backbone": state["backbone"], "initialisation": cfg.init, "mode": cfg.finetune.mode,
-                  "features": ("the PIRL-pretrained backbone's and the ImageNet backbone's, side by side"
-                               if state.get("parts", 1) == 2 else f"one {state['backbone']}'s"),
+                  "features": _features(state),
                   "pretrain_run": cfg.pretrain_job,
+                  **({"pretrain_runs_together": cfg.pretrain_jobs} if cfg.more_pretrain_jobs else {}),
                   "pretrain_config": {k: v for k, v in queue.config_of(pretrain).to_dict().items()
                                       if k != "weights_path"} if pretrain else None,
                   "finetune_config": cfg.finetune.to_dict(),

@@ -107,6 +107,18 @@ SIDE_BY_SIDE_SECOND_TASK = {
                         "side_by_side": {"auc": 0.777, "auc_10": 0.710}},
 }
 
+# Two runs read together: one linear probe on both runs' features beside the ImageNet ones (the Compare page's
+# "together" arm, SideBySide of three backbones), on the same folds (2026-12-07; docs/results.md "Two runs read
+# together"; bench/side_by_side.py WS RUN1,RUN2 --together): AUC with every label and with 10 % of them of each run
+# beside ImageNet, of both together, and of ImageNet's features alone.
+TOGETHER = {"runs": "two seeds of the default",
+            "each": [SIDE_BY_SIDE["seed 2"]["side_by_side"], SIDE_BY_SIDE["seed 0 again"]["side_by_side"]],
+            "together": {"auc": 0.932, "auc_10": 0.850}, "imagenet": {"auc": 0.877, "auc_10": 0.796}}
+TOGETHER_SECOND_TASK = {"runs": "the default and a jigsaw+rotation run",
+                        "each": [SIDE_BY_SIDE_SECOND_TASK["seed 0 again"]["side_by_side"],
+                                 SIDE_BY_SIDE_SECOND_TASK["jigsaw+rotation"]["side_by_side"]],
+                        "together": {"auc": 0.781, "auc_10": 0.724}, "imagenet": {"auc": 0.741, "auc_10": 0.657}}
+
 # PIRL from random weights: resnet18 at 96 px for 30 minutes; the mean gain over untrained features of four seeds
 # (bench/linear_probe.py --start random --minutes 30 --seed 0..3), which ranged as RANDOM_START["seed_range"].
 RANDOM_START = {
@@ -202,6 +214,23 @@ def side_by_side_sentence() -> str:
             f"{pairs(cxr, 'auc')} with every label, {pairs(cxr, 'auc_10')} with a tenth. Higher with every label in "
             f"every run on both tasks ({gains([*busi.values(), *cxr.values()], 'auc')}); with a tenth, higher on "
             f"breast ultrasound ({gains(busi.values(), 'auc_10')}) and level on chest X-rays.")
+
+
+def together_sentence() -> str:
+    """The Compare page's help for reading several runs together."""
+    def figures(table: dict, key: str) -> str:
+        return (" and ".join(f"{f[key]:.3f}" for f in table["each"]) + f" -> {table['together'][key]:.3f} (ImageNet "
+                f"{table['imagenet'][key]:.3f})")
+
+    busi, cxr = TOGETHER, TOGETHER_SECOND_TASK
+    return ("With two or more ImageNet+PIRL runs chosen (the same settings, another seed; with one such run, a button "
+            "under the form starts the second), one more linear probe reads every run's features beside the ImageNet "
+            "ones. Runs of one recipe differ by chance, most with few labels, and which run is the better one is not "
+            "known in advance; read together, the figure is about the better run's or above it. AUC of two runs, "
+            f"each beside ImageNet -> both: on breast ultrasound ({busi['runs']}) {figures(busi, 'auc')} with every "
+            f"label, {figures(busi, 'auc_10')} with a tenth; on {SECOND_TASK['task']} ({cxr['runs']}) "
+            f"{figures(cxr, 'auc')} with every label, {figures(cxr, 'auc_10')} with a tenth. Each run costs its own "
+            "pretraining time.")
 
 
 def _both_tasks(first: dict, second: dict, unit: str = "") -> str:

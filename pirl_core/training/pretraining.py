@@ -4,6 +4,7 @@ job kind the worker runs for it. Pages and the CLI both start runs here."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import subprocess
@@ -30,7 +31,8 @@ from ..workspace.folder import Workspace
 
 BACKBONES = tuple(REGISTRY)
 RESULT_FILE, ERROR_FILE = "result.json", "error.txt"  # what process 0 of a torchrun launch leaves for the worker
-__all__ = ["AUGMENTS", "BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start", "start_like"]
+__all__ = ["AUGMENTS", "BACKBONES", "PRETEXTS", "PretrainConfig", "default_config", "runs", "start",
+           "start_another_seed", "start_like", "to_read_together"]
 
 
 def default_config(**overrides) -> PretrainConfig:
@@ -74,6 +76,24 @@ def start_like(ws: Workspace, job_id: int, **changes) -> int:
     if job is None or job["kind"] != "pretrain":
         raise PirlError(f"No pretrain run #{job_id}.")
     return start(ws, job["dataset_id"], dataclasses.replace(queue.config_of(job), **changes))
+
+
+def to_read_together(ws: Workspace, backbone: str) -> dict | None:
+    """The run a second seed would join (Compare's 'together' arm): the one finished ImageNet-started run of
+    `backbone`, when there is exactly one and no pretraining is queued or running; else None."""
+    every = runs(ws)
+    finished = [j for j in every if j["status"] == "succeeded" and has_checkpoint(j)
+                and queue.config_of(j).pretrained_imagenet and queue.config_of(j).backbone == backbone]
+    if len(finished) != 1 or any(j["status"] in queue.ACTIVE for j in every):
+        return None
+    return finished[0]
+
+
+def start_another_seed(ws: Workspace, job_id: int) -> int:
+    """Run `job_id` again with the next unused seed (the settings and images unchanged)."""
+    used = {queue.config_of(j).seed for j in runs(ws)}
+    return start_like(ws, job_id, seed=next(s for s in itertools.count(queue.config_of(ws.store.job(job_id)).seed)
+                                            if s not in used))
 
 
 def runs(ws: Workspace, with_checkpoint: bool = False) -> list[dict]:
