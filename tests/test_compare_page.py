@@ -89,6 +89,35 @@ def test_start_a_comparison_from_the_form(filled, monkeypatch):
         queue.cancel(ws, job["id"])
 
 
+def test_one_imagenet_pirl_run_offers_a_second_seed_to_read_together(demo_dir, tmp_path, monkeypatch):
+    import time
+
+    from pirl_core.data import ingest, sources
+    from pirl_core.engine.config import PretrainConfig
+    from pirl_core.workspace.folder import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    pool = ingest.ingest(ws, sources.folder_source(demo_dir / "unlabeled", check_roots=False), "pool").dataset_id
+    ingest.ingest(ws, sources.folder_source(demo_dir / "labeled", check_roots=False), "lab", folder_labels=True)
+    run = queue.submit(ws, "pretrain", PretrainConfig(backbone="efficientnet_lite0", image_size=96, epochs=1,
+                                                      pretrained_imagenet=True, seed=3).to_dict(), pool,
+                       start_worker=False)
+    (tmp_path / "last.pt").write_bytes(b"")  # finished, as far as the form can tell: it reads settings, not weights
+    ws.store.update_job(run, status="succeeded", checkpoint=str(tmp_path / "last.pt"), started_at=time.time() - 60,
+                        finished_at=time.time())
+    monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
+    at = _page(ws, monkeypatch).run()
+    assert not at.exception and at.checkbox(key="cmp-together").value  # several runs are read together by default
+    offer = [c.value for c in at.caption if f"A second ImageNet+PIRL run like #{run}" in c.value]
+    assert len(offer) == 1 and "It takes about" in offer[0]
+    at.button(key="cmp-start-seed").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    queued = ws.store.jobs(kind="pretrain", statuses=["queued"])
+    assert len(queued) == 1 and queue.config_of(queued[0]).seed == 4 and queued[0]["dataset_id"] == pool
+    assert any(f"Queued pretrain run #{queued[0]['id']}" in s.value for s in at.success)
+    assert not [b for b in at.run().button if b.key == "cmp-start-seed"]  # not twice: the second run is on its way
+
+
 def test_a_linear_comparison_in_progress_charts_its_probes_not_epochs(filled, monkeypatch):
     ws, run, _ = filled
     monkeypatch.setattr(queue, "ensure_worker", lambda ws: None)
