@@ -8,6 +8,9 @@ difference (95% CI) against ImageNet and against the first run alone, at 10 and 
 
     python bench/side_by_side.py bench-busi bench-busi/checkpoints/job-1/last.pt,other/checkpoints/job-1/last.pt
     python bench/side_by_side.py bench-cxr bench-cxr/checkpoints/job-1/last.pt --positive virus
+
+--together measures what the Compare page's "together" arm reads: each run beside ImageNet, all runs beside it in one
+probe, and the former's probabilities averaged (compared against ImageNet and against the first run beside it).
 """
 
 from __future__ import annotations
