@@ -43,9 +43,9 @@ class Backbone(nn.Module):
 
 class SideBySide(Backbone):
     """Backbones of one architecture on the same image, their pooled features concatenated (B, sum of widths).
-    The ImageNet+PIRL linear probe reads the PIRL-pretrained backbone beside the ImageNet one it started from:
-    pretraining on the pool moves the features toward what its images share, and the ImageNet features keep what
-    it moved away from (docs/results.md, "ImageNet features kept beside PIRL's")."""
+    The ImageNet+PIRL linear probe reads the PIRL-pretrained backbone (or several runs', read together) beside the
+    ImageNet one it started from: pretraining on the pool moves the features toward what its images share, and the
+    ImageNet features keep what it moved away from (docs/results.md, "ImageNet features kept beside PIRL's")."""
 
     def __init__(self, parts: list[Backbone]):
         nn.Module.__init__(self)

@@ -505,7 +505,8 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
     for arm in comp["arms"]:
         job = store.job(arm["job_id"])
         arms.append({**arm, "status": job["status"], "progress": job["progress"], "message": job["message"],
-                     "runs": queue.result_of(job).runs if job["status"] == "succeeded" else []})
+                     "runs": queue.result_of(job).runs if job["status"] == "succeeded" else [],
+                     "reads": queue.config_of(job).pretrain_jobs})
         done &= job["status"] in queue.FINISHED
     config = comparison_config(comp)
     full = config.full_fraction
@@ -535,8 +536,7 @@ def summarize(ws: Workspace, comparison_id: int, n_boot: int = 1000) -> dict:
                     entry["vs"][other["arm"]] = paired_bootstrap_p(y_a, p_a, p_b, n_boot=2 * n_boot)
     verdicts = []
     for arm in arms:  # a run that learned nothing is said first: its verdicts are about untrained features
-        runs_read = queue.config_of(store.job(arm["job_id"])).pretrain_jobs
-        why = next(filter(None, (pretraining.learned_nothing(ws, j) for j in runs_read)), None)
+        why = next(filter(None, (pretraining.learned_nothing(ws, j) for j in arm["reads"])), None)
         if why and arm["runs"]:
             verdicts.append({"text": f"{arm['label']}: {why}", "outcome": "not learned"})
     for entry in table:
